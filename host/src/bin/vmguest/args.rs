@@ -1,0 +1,251 @@
+//! Every cmdlet, parameter and common parameter, defined in one place.
+//!
+//! PowerShell spelling (`Install-IntegrationComponents -VMName x -WhatIf`) is accepted
+//! beside GNU spelling (`install-integration-components --vm-name x --what-if`):
+//! [`normalize`] rewrites the former into the latter before clap parses.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes (one per outcome, stable):
+  0   S_OK
+  10  VM_E_VM_NOT_RUNNING                       0xA0040206
+  11  VM_E_VM_UNKNOWN                           0xA0040207
+  12  VM_E_DRIVE_INVALID                        0xA0040502
+  13  VM_E_MEDIA_UNMOUNT_FAIL                   0xA0040508
+  14  DISP_E_EXCEPTION                          0x80020009
+  15  HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)  0x80070002
+  2   usage error
+With several VMs, the exit code is that of the first VM that failed.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmguest",
+    version,
+    about = "Install guest integration components into running virtual machines",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmdlet: Cmdlet,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The common parameters every cmdlet takes.
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Directory of VM sockets (NAME.qmp, NAME.qga, NAME.toml) [env: VMGUEST_VM_DIR]
+    /// [default: $XDG_RUNTIME_DIR/vmguest or /run/vmguest]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub vm_dir: Option<PathBuf>,
+    /// Show what happens (tracing at debug level; RUST_LOG overrides)
+    #[arg(long, global = true)]
+    pub verbose: bool,
+    /// What to do when a VM fails
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        ignore_case = true,
+        default_value = "Continue"
+    )]
+    pub error_action: ErrorAction,
+    /// Table for people, JSON (one object per line) for pipes
+    #[arg(
+        long,
+        visible_alias = "output",
+        global = true,
+        value_enum,
+        ignore_case = true,
+        default_value = "Table"
+    )]
+    pub output_format: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ErrorAction {
+    /// Stop at the first failure
+    #[value(name = "Stop")]
+    Stop,
+    /// Write the error record and go on with the next VM
+    #[value(name = "Continue")]
+    Continue,
+    /// Go on without writing error records
+    #[value(name = "SilentlyContinue")]
+    SilentlyContinue,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[value(name = "Table")]
+    Table,
+    #[value(name = "Json")]
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmdlet {
+    /// Locate and install the latest Integration Components into the guest OS
+    #[command(
+        name = "Install-IntegrationComponents",
+        visible_alias = "install-integration-components"
+    )]
+    InstallIntegrationComponents(InstallArgs),
+    /// List VMs with run state, DVD drives, guest OS and installed components
+    #[command(name = "Get-VM", visible_alias = "get-vm")]
+    GetVm(GetVmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// VM names; read from stdin (names or JSON objects with name/VMName) when omitted
+    #[arg(long = "vm-name", value_name = "NAME")]
+    pub vm_name: Vec<String>,
+    #[arg(value_name = "VMNAME", hide = true)]
+    pub positional: Vec<String>,
+    /// Use this ISO instead of the location policy
+    #[arg(long, value_name = "ISO")]
+    pub path: Option<PathBuf>,
+    /// When no drive is empty, borrow an occupied one and put its media back afterwards
+    #[arg(long)]
+    pub replace_media: bool,
+    /// Insert the media and return; the guest runs setup itself (autorun)
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Limit for the installer inside the guest, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout_sec: u64,
+    /// Show the plan; change nothing
+    #[arg(long)]
+    pub what_if: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GetVmArgs {
+    /// VM names (default: all)
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Vec<String>,
+    #[arg(value_name = "NAME", hide = true)]
+    pub positional: Vec<String>,
+}
+
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Rewrite PowerShell-style words into the GNU spelling clap knows:
+/// cmdlet names case-insensitively, `-ParamName` and `-ParamName:value` into `--param-name`.
+pub fn normalize(args: Vec<String>) -> Vec<String> {
+    let cmd = Cli::command();
+    let mut cmdlets: Vec<(String, String)> = Vec::new();
+    let mut longs: Vec<(String, String)> = Vec::new();
+    let mut collect = |c: &clap::Command| {
+        for a in c.get_arguments() {
+            for l in a.get_long_and_visible_aliases().into_iter().flatten() {
+                longs.push((squash(l), l.to_owned()));
+            }
+        }
+    };
+    collect(&cmd);
+    for sub in cmd.get_subcommands() {
+        collect(sub);
+        let name = sub.get_name().to_owned();
+        cmdlets.push((squash(&name), name.clone()));
+        for alias in sub.get_all_aliases() {
+            cmdlets.push((squash(alias), name.clone()));
+        }
+    }
+    let lookup = |table: &[(String, String)], word: &str| {
+        let key = squash(word);
+        table
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut seen_cmdlet = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 {
+            out.push(arg);
+            continue;
+        }
+        let single_dash = arg.len() > 2
+            && arg.starts_with('-')
+            && !arg.starts_with("--")
+            && arg.as_bytes()[1].is_ascii_alphabetic();
+        if single_dash {
+            let body = &arg[1..];
+            let (name, value) = match body.split_once(':') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            if let Some(long) = lookup(&longs, name) {
+                match value {
+                    Some("$false") => {}
+                    Some("$true") | None => out.push(format!("--{long}")),
+                    Some(v) => out.push(format!("--{long}={v}")),
+                }
+                continue;
+            }
+        } else if !seen_cmdlet && !arg.starts_with('-') {
+            if let Some(name) = lookup(&cmdlets, &arg) {
+                seen_cmdlet = true;
+                out.push(name);
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn powershell_spelling_becomes_gnu_spelling() {
+        assert_eq!(
+            normalize(words(
+                "vmguest install-integrationcomponents -VMName web1 -WhatIf -ErrorAction:Stop -outputformat json"
+            )),
+            words("vmguest Install-IntegrationComponents --vm-name web1 --what-if --error-action=Stop --output-format json")
+        );
+        assert_eq!(
+            normalize(words("vmguest GET-VM -Verbose:$false --output json")),
+            words("vmguest Get-VM --output json")
+        );
+    }
+
+    #[test]
+    fn normalized_words_parse() {
+        let cli = Cli::try_parse_from(normalize(words(
+            "vmguest Install-IntegrationComponents web1 -TimeoutSec 30 -ReplaceMedia -OutputFormat JSON",
+        )))
+        .unwrap();
+        assert_eq!(cli.common.output_format, OutputFormat::Json);
+        match cli.cmdlet {
+            Cmdlet::InstallIntegrationComponents(a) => {
+                assert_eq!(a.positional, vec!["web1"]);
+                assert_eq!(a.timeout_sec, 30);
+                assert!(a.replace_media);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,181 @@
+//! `vmguest`: PowerShell-style cmdlets over the vmguest library.
+
+mod args;
+mod output;
+mod pipeline;
+mod spinner;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Parser;
+use vmguest::{Failure, HResult, InstallOptions, InstallReport, Inventory, VirtualPc};
+
+use args::{Cli, Cmdlet, Common, ErrorAction, GetVmArgs, InstallArgs};
+
+fn main() {
+    let cli = Cli::parse_from(args::normalize(std::env::args().collect()));
+    init_tracing(cli.common.verbose);
+    let code = match cli.cmdlet {
+        Cmdlet::InstallIntegrationComponents(a) => install(&cli.common, a),
+        Cmdlet::GetVm(a) => get_vm(&cli.common, a),
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::new(f),
+        _ if verbose => EnvFilter::new("vmguest=debug"),
+        _ => EnvFilter::new("vmguest=warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn host(common: &Common) -> VirtualPc {
+    let dir = common
+        .vm_dir
+        .clone()
+        .unwrap_or_else(vmguest::inventory::default_vm_dir);
+    VirtualPc {
+        inventory: Inventory::new(dir),
+    }
+}
+
+/// Names from the arguments, else from stdin (the pipeline).
+fn vm_names(cmdlet: &str, named: Vec<String>, positional: Vec<String>) -> Result<Vec<String>, i32> {
+    let mut names = named;
+    names.extend(positional);
+    if !names.is_empty() {
+        return Ok(names);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("{cmdlet} : missing -VMName (give it, or pipe names or Get-VM -OutputFormat Json into it)");
+        return Err(2);
+    }
+    match pipeline::read_names(stdin.lock()) {
+        Ok(names) if !names.is_empty() => Ok(names),
+        Ok(_) => {
+            eprintln!("{cmdlet} : no VM names on stdin");
+            Err(2)
+        }
+        Err(e) => {
+            eprintln!("{cmdlet} : cannot read pipeline input: {e:#}");
+            Err(2)
+        }
+    }
+}
+
+/// Apply -ErrorAction to one outcome; returns whether to go on.
+fn report_error(
+    common: &Common,
+    cmdlet: &str,
+    target: &str,
+    failure: &Failure,
+    first_error: &mut Option<HResult>,
+) -> bool {
+    if common.error_action != ErrorAction::SilentlyContinue {
+        output::error_record(
+            cmdlet,
+            target,
+            failure.hresult,
+            &format!("{:#}", failure.error),
+            &failure.causes(),
+        );
+    }
+    first_error.get_or_insert(failure.hresult);
+    common.error_action != ErrorAction::Stop
+}
+
+fn install(common: &Common, a: InstallArgs) -> i32 {
+    const CMDLET: &str = "Install-IntegrationComponents";
+    let names = match vm_names(CMDLET, a.vm_name, a.positional) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let host = host(common);
+    let options = InstallOptions {
+        iso: a.path,
+        replace_media: a.replace_media,
+        no_wait: a.no_wait,
+        timeout: Duration::from_secs(a.timeout_sec),
+        what_if: a.what_if,
+    };
+    let spinner = spinner::Spinner::new(!common.verbose);
+    let mut reports: Vec<InstallReport> = Vec::new();
+    let mut first_error = None;
+    for name in names {
+        let report = match host.find_virtual_machine(&name) {
+            Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
+            Err(f) => unknown_report(&name, f),
+        };
+        let go_on = match &report.failure {
+            Some(f) => report_error(common, CMDLET, &name, f, &mut first_error),
+            None => true,
+        };
+        if common.output_format == args::OutputFormat::Json {
+            output::json_line(&report);
+        }
+        reports.push(report);
+        if !go_on {
+            break;
+        }
+    }
+    if common.output_format == args::OutputFormat::Table {
+        output::install_reports(common.output_format, &reports);
+    }
+    first_error.map_or(0, HResult::exit_code)
+}
+
+/// A report for a VM that could not even be resolved.
+fn unknown_report(name: &str, failure: Failure) -> InstallReport {
+    let mut r = InstallReport::new(name);
+    r.fail(failure);
+    r.seal(String::new());
+    r
+}
+
+fn get_vm(common: &Common, a: GetVmArgs) -> i32 {
+    const CMDLET: &str = "Get-VM";
+    let host = host(common);
+    let mut names = a.name;
+    names.extend(a.positional);
+    let mut first_error = None;
+    if names.is_empty() {
+        match host.inventory.names() {
+            Ok(all) => names = all,
+            Err(e) => {
+                let f = Failure::from(e);
+                report_error(common, CMDLET, "", &f, &mut first_error);
+                return f.hresult.exit_code();
+            }
+        }
+    }
+    let mut summaries = Vec::new();
+    for name in names {
+        let result = host.find_virtual_machine(&name).and_then(|vm| vm.summary());
+        match result {
+            Ok(s) => {
+                if common.output_format == args::OutputFormat::Json {
+                    output::json_line(&s);
+                }
+                summaries.push(s);
+            }
+            Err(f) => {
+                if !report_error(common, CMDLET, &name, &f, &mut first_error) {
+                    break;
+                }
+            }
+        }
+    }
+    if common.output_format == args::OutputFormat::Table {
+        output::vm_summaries(common.output_format, &summaries);
+    }
+    first_error.map_or(0, HResult::exit_code)
+}

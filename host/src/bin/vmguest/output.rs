@@ -1,0 +1,159 @@
+//! Objects out: a table for people, JSON lines for pipes, and PowerShell-like error
+//! records on stderr.
+
+use std::io::Write;
+
+use serde::Serialize;
+use vmguest::{HResult, InstallReport, VmSummary};
+
+use crate::args::OutputFormat;
+
+/// Write one object as a JSON line.
+pub fn json_line(value: &impl Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, value);
+    let _ = writeln!(out);
+}
+
+/// Left-aligned columns, PowerShell `Format-Table` style.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join(" ").trim_end().to_owned()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect())
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        line(
+            headers
+                .iter()
+                .map(|h| "-".repeat(h.chars().count()))
+                .collect()
+        )
+    );
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.clone()));
+    }
+}
+
+pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
+    match format {
+        OutputFormat::Json => reports.iter().for_each(json_line),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = reports
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.vm.clone(),
+                        r.result.name().to_owned(),
+                        r.hresult.clone(),
+                        r.drive.clone().unwrap_or_default(),
+                        r.mode
+                            .map(|m| format!("{m:?}").to_lowercase())
+                            .unwrap_or_default(),
+                        r.components
+                            .as_ref()
+                            .map(|c| format!("{} {}", c.family, c.version))
+                            .unwrap_or_default(),
+                        format!("{:.1}", r.total_ms as f64 / 1000.0),
+                        r.message.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "VMName",
+                    "Result",
+                    "HResult",
+                    "Drive",
+                    "Mode",
+                    "Components",
+                    "Seconds",
+                    "Message",
+                ],
+                &rows,
+            );
+        }
+    }
+}
+
+pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
+    match format {
+        OutputFormat::Json => vms.iter().for_each(json_line),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = vms
+                .iter()
+                .map(|v| {
+                    let drives: Vec<String> = v
+                        .dvd_drives
+                        .iter()
+                        .map(|d| match &d.media {
+                            Some(m) => format!("{}={}", d.id, m.file),
+                            None => format!("{}=empty", d.id),
+                        })
+                        .collect();
+                    vec![
+                        v.name.clone(),
+                        v.state.clone(),
+                        drives.join(","),
+                        v.guest_os
+                            .as_ref()
+                            .map(|o| o.display_name())
+                            .unwrap_or_default(),
+                        v.integration_components
+                            .as_ref()
+                            .map(|c| format!("{} {}", c.components.family, c.components.version))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table(
+                &["Name", "State", "DvdDrives", "GuestOS", "Components"],
+                &rows,
+            );
+        }
+    }
+}
+
+/// A PowerShell-like error record on stderr.
+pub fn error_record(
+    cmdlet: &str,
+    target: &str,
+    hresult: HResult,
+    message: &str,
+    causes: &[String],
+) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{cmdlet} : {message}");
+    let _ = writeln!(
+        err,
+        "    + CategoryInfo          : {}: ({target}:String) [{cmdlet}], {}",
+        hresult.category(),
+        hresult.name()
+    );
+    let _ = writeln!(
+        err,
+        "    + FullyQualifiedErrorId : {},{cmdlet}",
+        hresult.name()
+    );
+    let _ = writeln!(err, "    + HResult               : {}", hresult.hex());
+    for (i, cause) in causes.iter().enumerate().skip(1) {
+        let _ = writeln!(err, "    + Cause[{i}]              : {cause}");
+    }
+}

@@ -1,0 +1,215 @@
+//! Steps inside the guest, through the guest agent: find the IC media, mount it, run its
+//! installer and wait, unmount, and remember what was installed.
+//!
+//! Only Linux guests are driven unattended today. The steps use POSIX `sh`, `mount` and
+//! `umount`, which every Linux guest with an agent has.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::iso::{PVD_OFFSET, SECTOR};
+use crate::manifest::{self, Components, Manifest};
+use crate::progress::Progress;
+use crate::vm::{ExecStatus, GuestAgent};
+
+/// Where the IC media is mounted in the guest.
+pub const MOUNT_POINT: &str = "/run/vmguest-ic";
+/// What vmguest records in the guest after a successful install.
+pub const INSTALLED_RECORD: &str = "/var/lib/vmguest/integration-components.toml";
+
+const POLL: Duration = Duration::from_millis(250);
+/// Small helper commands (mkdir, mount, umount) must finish within this.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Find the guest block device that holds our media, by comparing its primary volume
+/// descriptor with the ISO's. Freshly inserted media take a moment to become readable.
+pub fn find_device(
+    agent: &mut dyn GuestAgent,
+    pvd: &[u8],
+    within: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    let mut last_error = String::from("no /dev/sr* device");
+    loop {
+        for i in 0..8 {
+            let dev = format!("/dev/sr{i}");
+            match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
+                Ok(bytes) if bytes == pvd => return Ok(dev),
+                Ok(_) => {}
+                Err(e) if e.is_disconnect() => return Err(e.into()),
+                Err(e) => {
+                    if i == 0 {
+                        last_error = format!("{dev}: {e}");
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the IC media did not appear in the guest within {}s ({last_error})",
+                within.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+}
+
+/// Run `sh -c script sh args...` and wait for it.
+fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
+    let mut argv = vec!["-c".to_owned(), script.to_owned(), "sh".to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let pid = agent.exec("/bin/sh", &argv, &[])?;
+    wait(agent, pid, HELPER_TIMEOUT, &mut |_| {})
+}
+
+/// Poll a guest process until it exits or `timeout` passes.
+fn wait(
+    agent: &mut dyn GuestAgent,
+    pid: i64,
+    timeout: Duration,
+    tick: &mut dyn FnMut(Duration),
+) -> anyhow::Result<ExecStatus> {
+    let start = Instant::now();
+    loop {
+        let status = agent
+            .exec_status(pid)
+            .context("guest agent stopped answering while waiting for a guest process")?;
+        if status.exited {
+            return Ok(status);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            // Best effort: the agent has no kill, so ask the guest's shell.
+            let _ = agent.exec(
+                "/bin/sh",
+                &[
+                    "-c".into(),
+                    "kill -9 -$1 2>/dev/null || kill -9 $1".into(),
+                    "sh".into(),
+                    pid.to_string(),
+                ],
+                &[],
+            );
+            bail!(
+                "guest process {pid} still running after {}s, killed",
+                timeout.as_secs()
+            );
+        }
+        tick(elapsed);
+        sleep(POLL);
+    }
+}
+
+/// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
+/// after insertion fails with EINVAL on Linux, so retry.
+pub fn mount(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<String> {
+    if let Some(existing) = mount_point_of(agent, dev)? {
+        return Ok(existing);
+    }
+    let mut last = ExecStatus::default();
+    for _ in 0..20 {
+        last = sh(
+            agent,
+            "mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"",
+            &[MOUNT_POINT, dev],
+        )?;
+        if last.succeeded() {
+            return Ok(MOUNT_POINT.to_owned());
+        }
+        sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "cannot mount {dev} in the guest: {}",
+        last.stderr.trim().lines().last().unwrap_or("mount failed")
+    )
+}
+
+fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Option<String>> {
+    let mounts = agent.read_file("/proc/mounts", 0, 1 << 20)?;
+    Ok(String::from_utf8_lossy(&mounts).lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(dev)).then(|| f.next().map(str::to_owned))?
+    }))
+}
+
+pub fn read_manifest(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<Manifest> {
+    let path = format!("{mount_point}/{}", manifest::FILE_NAME);
+    let bytes = agent
+        .read_file(&path, 0, 64 * 1024)
+        .with_context(|| format!("the IC media has no readable {}", manifest::FILE_NAME))?;
+    Manifest::parse(&String::from_utf8_lossy(&bytes))
+        .with_context(|| format!("invalid {} on the IC media", manifest::FILE_NAME))
+}
+
+/// Run the manifest's Linux installer and wait for it, at most `timeout`.
+pub fn run_installer(
+    agent: &mut dyn GuestAgent,
+    mount_point: &str,
+    command: &str,
+    timeout: Duration,
+    vm: &str,
+    progress: &dyn Progress,
+) -> anyhow::Result<ExecStatus> {
+    let env = vec![
+        format!("VMGUEST_IC_MEDIA={mount_point}"),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    let script = format!("cd \"$VMGUEST_IC_MEDIA\" && {command}");
+    let pid = agent
+        .exec("/bin/sh", &["-c".to_owned(), script], &env)
+        .context("starting the installer in the guest")?;
+    wait(agent, pid, timeout, &mut |elapsed| {
+        progress.waiting(vm, "installer", elapsed, timeout)
+    })
+    .context("waiting for the installer")
+}
+
+/// Unmount, retrying briefly: the kernel may still hold the device for a moment.
+pub fn unmount(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<()> {
+    let mut last = ExecStatus::default();
+    for _ in 0..3 {
+        last = sh(agent, "umount \"$1\"", &[mount_point])?;
+        if last.succeeded() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "the guest keeps {mount_point} mounted: {}",
+        last.stderr.trim().lines().last().unwrap_or("umount failed")
+    )
+}
+
+/// What [`INSTALLED_RECORD`] holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InstalledComponents {
+    pub components: Components,
+    pub iso_volume_id: String,
+    pub installed_unix: u64,
+}
+
+pub fn record_installed(
+    agent: &mut dyn GuestAgent,
+    record: &InstalledComponents,
+) -> anyhow::Result<()> {
+    let dir = INSTALLED_RECORD
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or("/");
+    let st = sh(agent, "mkdir -p \"$1\"", &[dir])?;
+    anyhow::ensure!(st.succeeded(), "cannot create {dir}: {}", st.stderr.trim());
+    agent.write_file(INSTALLED_RECORD, toml::to_string(record)?.as_bytes())?;
+    Ok(())
+}
+
+/// The components vmguest last installed, if it left a record.
+pub fn installed(agent: &mut dyn GuestAgent) -> anyhow::Result<Option<InstalledComponents>> {
+    match agent.read_file(INSTALLED_RECORD, 0, 64 * 1024) {
+        Ok(bytes) => Ok(Some(toml::from_str(&String::from_utf8_lossy(&bytes))?)),
+        Err(e) if e.is_disconnect() => Err(e.into()),
+        Err(_) => Ok(None),
+    }
+}

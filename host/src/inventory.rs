@@ -1,0 +1,168 @@
+//! The VM directory: one entry per VM, laid out like Proxmox's qemu-server run directory.
+//!
+//! ```text
+//! DIR/NAME.qmp    QMP socket (required for a running VM)
+//! DIR/NAME.qga    guest-agent socket (optional)
+//! DIR/NAME.toml   optional definition: keeps a stopped VM known, may name other sockets
+//! ```
+//!
+//! The directory is `--vm-dir`, else `$VMGUEST_VM_DIR`, else `$XDG_RUNTIME_DIR/vmguest`,
+//! else `/run/vmguest`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::hresult::{Failure, HResult, OrHResult, Outcome};
+use crate::vm::qemu::{QemuAgent, QemuVm};
+use crate::vm::{CallError, GuestAgent, VmControl};
+
+pub const VM_DIR_ENV: &str = "VMGUEST_VM_DIR";
+
+pub fn default_vm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(VM_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(run) => PathBuf::from(run).join("vmguest"),
+        None => PathBuf::from("/run/vmguest"),
+    }
+}
+
+/// `NAME.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Definition {
+    qmp: Option<PathBuf>,
+    qga: Option<PathBuf>,
+}
+
+/// Where one VM's sockets are.
+#[derive(Clone, Debug)]
+pub struct VmEntry {
+    pub name: String,
+    pub qmp: PathBuf,
+    pub qga: Option<PathBuf>,
+}
+
+/// Timeouts for talking to VMs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Any single QMP or agent call.
+    pub call: Duration,
+    /// How long a guest agent may take to answer its first sync.
+    pub agent_ready: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            call: Duration::from_secs(10),
+            agent_ready: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    pub dir: PathBuf,
+    pub timeouts: Timeouts,
+}
+
+impl Inventory {
+    pub fn new(dir: impl Into<PathBuf>) -> Inventory {
+        Inventory {
+            dir: dir.into(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// Names of all VMs in the directory, sorted.
+    pub fn names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading VM directory {}", self.dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+                continue;
+            };
+            if ext == "qmp" || ext == "toml" {
+                names.push(stem.to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Resolve a name to its sockets; VM_E_VM_UNKNOWN if the directory knows no such VM.
+    pub fn entry(&self, name: &str) -> Outcome<VmEntry> {
+        let unknown = || {
+            Failure::msg(
+                HResult::VmUnknown,
+                format!("no VM named {name:?} in {}", self.dir.display()),
+            )
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(unknown());
+        }
+        let def_path = self.dir.join(format!("{name}.toml"));
+        let qmp = self.dir.join(format!("{name}.qmp"));
+        let def = if def_path.exists() {
+            let text = std::fs::read_to_string(&def_path)
+                .with_context(|| format!("reading {}", def_path.display()))
+                .or_hresult(HResult::DispException)?;
+            toml::from_str::<Definition>(&text)
+                .with_context(|| format!("parsing VM definition {}", def_path.display()))
+                .or_hresult(HResult::DispException)?
+        } else if qmp.exists() {
+            Definition::default()
+        } else {
+            return Err(unknown());
+        };
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { self.dir.join(p) };
+        let qga = def
+            .qga
+            .map(rel)
+            .or_else(|| Some(self.dir.join(format!("{name}.qga"))).filter(|p| p.exists()));
+        Ok(VmEntry {
+            name: name.to_owned(),
+            qmp: def.qmp.map(rel).unwrap_or(qmp),
+            qga,
+        })
+    }
+
+    /// Connect to a VM's QMP socket. A socket that does not answer means QEMU is gone.
+    pub fn connect(&self, entry: &VmEntry) -> Outcome<Box<dyn VmControl>> {
+        match QemuVm::connect(&entry.qmp, self.timeouts.call) {
+            Ok(vm) => Ok(Box::new(vm)),
+            Err(e) => Err(Failure::new(
+                HResult::VmNotRunning,
+                anyhow::Error::new(e).context(format!(
+                    "VM {:?}: QMP socket {} does not answer, so QEMU is not running",
+                    entry.name,
+                    entry.qmp.display()
+                )),
+            )),
+        }
+    }
+
+    /// The guest agent, if the VM has one that answers. `Ok(None)`: no agent socket.
+    pub fn agent(&self, entry: &VmEntry) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        let Some(path) = &entry.qga else {
+            return Ok(None);
+        };
+        let agent = QemuAgent::connect(path, self.timeouts.call, self.timeouts.agent_ready)?;
+        Ok(Some(Box::new(agent)))
+    }
+}
+
+/// True when `p` is inside `dir` (for messages only).
+pub fn display_rel(p: &Path, dir: &Path) -> String {
+    p.strip_prefix(dir)
+        .map(|r| r.display().to_string())
+        .unwrap_or_else(|_| p.display().to_string())
+}

@@ -1,0 +1,129 @@
+//! The result object of one install: what the CLI prints and library callers inspect.
+
+use serde::Serialize;
+
+use crate::hresult::{Failure, HResult};
+use crate::manifest::Components;
+use crate::vm::{GuestOsInfo, Media};
+
+/// How the components reach the guest.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The installer ran unattended through the guest agent and was waited for.
+    Agent,
+    /// The media was inserted; the guest must run setup itself, as the original API did.
+    Autorun,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseTiming {
+    pub phase: &'static str,
+    pub ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InstallerRun {
+    pub command: String,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub ms: u64,
+}
+
+/// Error record data: PowerShell's category plus the cause chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorDetail {
+    pub category: &'static str,
+    pub causes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstallReport {
+    pub vm: String,
+    pub result: HResult,
+    pub hresult: String,
+    pub message: String,
+    pub what_if: bool,
+    pub mode: Option<Mode>,
+    pub iso: Option<String>,
+    pub iso_volume_id: Option<String>,
+    pub iso_source: Option<String>,
+    pub drive: Option<String>,
+    pub borrowed_media: Option<Media>,
+    pub media_restored: Option<bool>,
+    pub guest_os: Option<GuestOsInfo>,
+    pub components: Option<Components>,
+    pub installer: Option<InstallerRun>,
+    pub phases: Vec<PhaseTiming>,
+    pub total_ms: u64,
+    pub notes: Vec<String>,
+    pub error: Option<ErrorDetail>,
+    #[serde(skip)]
+    pub failure: Option<Failure>,
+}
+
+impl InstallReport {
+    pub fn new(vm: &str) -> InstallReport {
+        InstallReport {
+            vm: vm.to_owned(),
+            result: HResult::SOk,
+            hresult: HResult::SOk.hex(),
+            message: String::new(),
+            what_if: false,
+            mode: None,
+            iso: None,
+            iso_volume_id: None,
+            iso_source: None,
+            drive: None,
+            borrowed_media: None,
+            media_restored: None,
+            guest_os: None,
+            components: None,
+            installer: None,
+            phases: Vec::new(),
+            total_ms: 0,
+            notes: Vec::new(),
+            error: None,
+            failure: None,
+        }
+    }
+
+    /// Record a failure. The first one decides the outcome; later ones (usually from
+    /// clean-up) are kept as notes so nothing is hidden.
+    pub fn fail(&mut self, f: Failure) {
+        tracing::debug!(vm = %self.vm, "{f}");
+        if self.failure.is_some() {
+            self.notes
+                .push(format!("{}: {:#}", f.hresult.name(), f.error));
+        } else {
+            self.failure = Some(f);
+        }
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        let note = note.into();
+        tracing::info!(vm = %self.vm, "{note}");
+        self.notes.push(note);
+    }
+
+    /// Fill the outcome fields from the recorded failure, if any.
+    pub fn seal(&mut self, success_message: String) {
+        match &self.failure {
+            Some(f) => {
+                self.result = f.hresult;
+                self.message = format!("{:#}", f.error);
+                self.error = Some(ErrorDetail {
+                    category: f.hresult.category(),
+                    causes: f.causes(),
+                });
+            }
+            None => {
+                self.result = HResult::SOk;
+                self.message = success_message;
+            }
+        }
+        self.hresult = self.result.hex();
+    }
+}

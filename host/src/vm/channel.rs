@@ -1,0 +1,246 @@
+//! Newline-delimited JSON over a unix socket, with a deadline on every read.
+//!
+//! QMP and the guest agent share this framing. The `qapi` crate's own sync client is not
+//! used because it panics when the peer closes during the greeting, has no timeouts and
+//! only speaks plain `guest-sync`; we use its generated command types instead.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use qapi_spec::Command;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// How a call over a channel failed. Callers map these to outcomes: `Closed` while a VM
+/// was known to run means QEMU went away, `Qapi` carries QEMU's own refusal.
+#[derive(Debug)]
+pub enum CallError {
+    /// Could not connect at all (no socket, nobody listening).
+    Connect(PathBuf, io::Error),
+    /// The peer closed the connection.
+    Closed,
+    /// No complete answer before the deadline.
+    Timeout(Duration),
+    Io(io::Error),
+    /// QEMU or the agent answered with an error object.
+    Qapi {
+        class: String,
+        desc: String,
+    },
+    /// The answer did not have the expected shape.
+    Decode(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Connect(p, e) => write!(f, "cannot connect to {}: {e}", p.display()),
+            CallError::Closed => write!(f, "connection closed by peer"),
+            CallError::Timeout(d) => write!(f, "no answer within {:.1}s", d.as_secs_f64()),
+            CallError::Io(e) => write!(f, "socket error: {e}"),
+            CallError::Qapi { class, desc } => write!(f, "{class}: {desc}"),
+            CallError::Decode(e) => write!(f, "unexpected answer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    /// True when the peer is gone rather than merely refusing.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            CallError::Closed | CallError::Connect(..) => true,
+            CallError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+            ),
+            _ => false,
+        }
+    }
+}
+
+pub struct Channel {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    pub timeout: Duration,
+}
+
+impl Channel {
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, CallError> {
+        let stream =
+            UnixStream::connect(path).map_err(|e| CallError::Connect(path.to_owned(), e))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(CallError::Io)?;
+        Ok(Channel {
+            stream,
+            buf: Vec::new(),
+            timeout,
+        })
+    }
+
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), CallError> {
+        self.stream.write_all(bytes).map_err(map_io)
+    }
+
+    /// Serialise `{"execute": NAME, "arguments": {...}}` from a qapi command type.
+    pub fn send<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
+        let mut line = serde_json::to_vec(&qapi_spec::Execute::<C>::with_command(cmd))
+            .map_err(|e| CallError::Decode(e.to_string()))?;
+        line.push(b'\n');
+        tracing::trace!(command = C::NAME, "->");
+        self.send_raw(&line)
+    }
+
+    fn fill(&mut self, deadline: Instant) -> Result<(), CallError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(CallError::Timeout(self.timeout));
+        }
+        self.stream
+            .set_read_timeout(Some(deadline - now))
+            .map_err(CallError::Io)?;
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(CallError::Closed),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(CallError::Timeout(self.timeout))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(map_io(e)),
+        }
+    }
+
+    /// Next JSON line, ignoring blank lines.
+    pub fn read_value(&mut self, deadline: Instant) -> Result<Value, CallError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let text = line.trim_ascii();
+                if text.is_empty() {
+                    continue;
+                }
+                return serde_json::from_slice(text).map_err(|e| {
+                    CallError::Decode(format!("{e} in {:?}", String::from_utf8_lossy(text)))
+                });
+            }
+            self.fill(deadline)?;
+        }
+    }
+
+    /// Drop everything up to and including the next 0xFF byte (guest-sync-delimited).
+    pub fn skip_past_delimiter(&mut self, deadline: Instant) -> Result<(), CallError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == 0xFF) {
+                self.buf.drain(..=pos);
+                return Ok(());
+            }
+            self.buf.clear();
+            self.fill(deadline)?;
+        }
+    }
+}
+
+fn map_io(e: io::Error) -> CallError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::Timeout(Duration::ZERO),
+        _ => CallError::Io(e),
+    }
+}
+
+/// Turn a `{"return": ...}` / `{"error": ...}` object into a typed result.
+pub fn decode_response<T: DeserializeOwned>(v: Value) -> Result<T, CallError> {
+    if let Some(err) = v.get("error") {
+        let class = err["class"].as_str().unwrap_or("GenericError").to_owned();
+        let desc = err["desc"].as_str().unwrap_or("").to_owned();
+        return Err(CallError::Qapi { class, desc });
+    }
+    match v.get("return") {
+        Some(ret) => serde_json::from_value(ret.clone())
+            .map_err(|e| CallError::Decode(format!("{e} in {}", truncate(&ret.to_string(), 300)))),
+        None => Err(CallError::Decode(format!(
+            "neither return nor error in {}",
+            truncate(&v.to_string(), 300)
+        ))),
+    }
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_objects_become_qapi_errors() {
+        let v = serde_json::json!({"error": {"class": "GenericError", "desc": "Device 'cd0' is locked"}});
+        match decode_response::<Value>(v) {
+            Err(CallError::Qapi { desc, .. }) => assert!(desc.contains("locked")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_are_split_across_reads_and_delimiters_skipped() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ch = Channel {
+            stream: a,
+            buf: Vec::new(),
+            timeout: Duration::from_secs(2),
+        };
+        b.write_all(b"{\"error\":{\"class\":\"GenericError\",\"desc\":\"stray\"}}\n\xff{\"ret")
+            .unwrap();
+        b.write_all(b"urn\": 7}\n").unwrap();
+        ch.skip_past_delimiter(ch.deadline()).unwrap();
+        let v = ch.read_value(ch.deadline()).unwrap();
+        assert_eq!(decode_response::<i64>(v).unwrap(), 7);
+        drop(b);
+        assert!(matches!(
+            ch.read_value(ch.deadline()),
+            Err(CallError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_silent_peer_times_out() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut ch = Channel {
+            stream: a,
+            buf: Vec::new(),
+            timeout: Duration::from_millis(50),
+        };
+        assert!(matches!(
+            ch.read_value(ch.deadline()),
+            Err(CallError::Timeout(_))
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! VM access behind traits. The install operation only sees [`VmControl`] (the
+//! hypervisor's view: run state and drives) and [`GuestAgent`] (the guest's view), so
+//! another backend (libvirt, a test double) plugs in without touching the operation.
+
+pub mod channel;
+pub mod qemu;
+pub mod qga;
+pub mod qmp;
+
+use serde::Serialize;
+
+pub use channel::CallError;
+
+/// A removable CD/DVD drive, addressed by its qdev id.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DvdDrive {
+    pub id: String,
+    pub tray_open: bool,
+    /// Locked by the guest (for example while a file system on it is mounted).
+    pub locked: bool,
+    pub media: Option<Media>,
+}
+
+impl DvdDrive {
+    pub fn is_empty(&self) -> bool {
+        self.media.is_none()
+    }
+}
+
+/// What is in a drive, enough to put it back exactly.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Media {
+    pub file: String,
+    pub format: String,
+    pub read_only: bool,
+}
+
+/// What the guest agent says about the guest OS (`guest-get-osinfo`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GuestOsInfo {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub pretty_name: Option<String>,
+    pub version_id: Option<String>,
+    pub kernel_release: Option<String>,
+    pub machine: Option<String>,
+}
+
+impl GuestOsInfo {
+    pub fn is_windows(&self) -> bool {
+        self.id.as_deref() == Some("mswindows")
+    }
+
+    pub fn display_name(&self) -> String {
+        self.pretty_name
+            .clone()
+            .or_else(|| self.name.clone())
+            .or_else(|| self.id.clone())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// State of a process started with `guest-exec`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExecStatus {
+    pub exited: bool,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecStatus {
+    pub fn succeeded(&self) -> bool {
+        self.exited && self.exit_code == Some(0) && self.signal.is_none()
+    }
+}
+
+/// The hypervisor side of one VM.
+pub trait VmControl {
+    /// QEMU's run state name: "running", "paused", "prelaunch", "shutdown", ...
+    fn run_state(&mut self) -> Result<String, CallError>;
+    fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError>;
+    fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError>;
+    /// Eject without force: a guest-locked tray makes this fail.
+    fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
+    fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
+}
+
+/// The guest side of one VM, through an agent running inside it.
+pub trait GuestAgent {
+    fn os_info(&mut self) -> Result<GuestOsInfo, CallError>;
+    /// Start a program; returns its pid for [`GuestAgent::exec_status`].
+    fn exec(&mut self, path: &str, args: &[String], env: &[String]) -> Result<i64, CallError>;
+    fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, CallError>;
+    /// Up to `max` bytes from `offset`; fewer at end of file.
+    fn read_file(&mut self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, CallError>;
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError>;
+}
+
+/// Is `desc` QEMU's refusal to eject a guest-locked tray?
+pub fn is_locked_refusal(err: &CallError) -> bool {
+    matches!(err, CallError::Qapi { desc, .. } if desc.contains("is locked"))
+}

@@ -1,0 +1,232 @@
+//! [`VmControl`] over QMP and [`GuestAgent`] over the QEMU guest agent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::qga::Qga;
+use super::qmp::Qmp;
+use super::{CallError, DvdDrive, ExecStatus, GuestAgent, GuestOsInfo, Media, VmControl};
+
+pub struct QemuVm {
+    qmp: Qmp,
+}
+
+impl QemuVm {
+    pub fn connect(qmp_socket: &Path, timeout: Duration) -> Result<QemuVm, CallError> {
+        Ok(QemuVm {
+            qmp: Qmp::connect(qmp_socket, timeout)?,
+        })
+    }
+
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+}
+
+/// Our view of `query-status`: the generated `RunState` enum would reject states added
+/// by QEMU versions newer than the crate's schema.
+#[derive(Deserialize)]
+struct StatusView {
+    status: String,
+}
+
+/// Our view of `query-block`, tolerant of the fields that differ between QEMU versions.
+#[derive(Deserialize)]
+struct BlockView {
+    qdev: Option<String>,
+    /// Only drives with a tray (CD/DVD) have this key.
+    tray_open: Option<bool>,
+    #[serde(default)]
+    locked: bool,
+    inserted: Option<InsertedView>,
+}
+
+#[derive(Deserialize)]
+struct InsertedView {
+    file: String,
+    drv: String,
+    ro: bool,
+}
+
+impl VmControl for QemuVm {
+    fn run_state(&mut self) -> Result<String, CallError> {
+        let s: StatusView = self.qmp.execute_as(qapi_qmp::query_status {})?;
+        Ok(s.status)
+    }
+
+    fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError> {
+        let blocks: Vec<BlockView> = self.qmp.execute_as(qapi_qmp::query_block {})?;
+        Ok(blocks
+            .into_iter()
+            .filter_map(|b| {
+                let tray_open = b.tray_open?;
+                Some(DvdDrive {
+                    id: b.qdev?,
+                    tray_open,
+                    locked: b.locked,
+                    media: b.inserted.map(|i| Media {
+                        file: i.file,
+                        format: i.drv,
+                        read_only: i.ro,
+                    }),
+                })
+            })
+            .collect())
+    }
+
+    fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError> {
+        let mode = if media.read_only {
+            qapi_qmp::BlockdevChangeReadOnlyMode::read_only
+        } else {
+            qapi_qmp::BlockdevChangeReadOnlyMode::read_write
+        };
+        #[allow(deprecated)]
+        self.qmp.execute(qapi_qmp::blockdev_change_medium {
+            device: None,
+            id: Some(drive.to_owned()),
+            filename: media.file.clone(),
+            format: Some(media.format.clone()),
+            force: None,
+            read_only_mode: Some(mode),
+        })?;
+        Ok(())
+    }
+
+    fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
+        #[allow(deprecated)]
+        self.qmp.execute(qapi_qmp::eject {
+            device: None,
+            id: Some(drive.to_owned()),
+            force: Some(false),
+        })?;
+        Ok(())
+    }
+
+    fn close_tray(&mut self, drive: &str) -> Result<(), CallError> {
+        #[allow(deprecated)]
+        self.qmp.execute(qapi_qmp::blockdev_close_tray {
+            device: None,
+            id: Some(drive.to_owned()),
+        })?;
+        Ok(())
+    }
+}
+
+pub struct QemuAgent {
+    qga: Qga,
+}
+
+impl QemuAgent {
+    pub fn connect(
+        socket: &Path,
+        timeout: Duration,
+        ready_within: Duration,
+    ) -> Result<QemuAgent, CallError> {
+        Ok(QemuAgent {
+            qga: Qga::connect(socket, timeout, ready_within)?,
+        })
+    }
+}
+
+/// Guest file handles are closed on every path, or the agent leaks them.
+struct GuestFile<'a> {
+    qga: &'a mut Qga,
+    handle: i64,
+}
+
+impl<'a> GuestFile<'a> {
+    fn open(qga: &'a mut Qga, path: &str, mode: &str) -> Result<Self, CallError> {
+        let handle = qga.execute(qapi_qga::guest_file_open {
+            path: path.to_owned(),
+            mode: Some(mode.to_owned()),
+        })?;
+        Ok(GuestFile { qga, handle })
+    }
+}
+
+impl Drop for GuestFile<'_> {
+    fn drop(&mut self) {
+        let _ = self.qga.execute(qapi_qga::guest_file_close {
+            handle: self.handle,
+        });
+    }
+}
+
+/// Largest chunk asked of the agent at once (its replies are base64 in one JSON line).
+const READ_CHUNK: usize = 48 * 1024;
+
+impl GuestAgent for QemuAgent {
+    fn os_info(&mut self) -> Result<GuestOsInfo, CallError> {
+        let i = self.qga.execute(qapi_qga::guest_get_osinfo {})?;
+        Ok(GuestOsInfo {
+            id: i.id,
+            name: i.name,
+            pretty_name: i.pretty_name,
+            version_id: i.version_id,
+            kernel_release: i.kernel_release,
+            machine: i.machine,
+        })
+    }
+
+    fn exec(&mut self, path: &str, args: &[String], env: &[String]) -> Result<i64, CallError> {
+        let r = self.qga.execute(qapi_qga::guest_exec {
+            path: path.to_owned(),
+            arg: Some(args.to_vec()),
+            env: (!env.is_empty()).then(|| env.to_vec()),
+            input_data: None,
+            capture_output: Some(qapi_qga::GuestExecCaptureOutput::flag(true)),
+        })?;
+        Ok(r.pid)
+    }
+
+    fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, CallError> {
+        let s = self.qga.execute(qapi_qga::guest_exec_status { pid })?;
+        let text =
+            |d: Option<Vec<u8>>| String::from_utf8_lossy(&d.unwrap_or_default()).into_owned();
+        Ok(ExecStatus {
+            exited: s.exited,
+            exit_code: s.exitcode,
+            signal: s.signal,
+            stdout: text(s.out_data),
+            stderr: text(s.err_data),
+        })
+    }
+
+    fn read_file(&mut self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, CallError> {
+        let file = GuestFile::open(&mut self.qga, path, "r")?;
+        if offset > 0 {
+            file.qga.execute(qapi_qga::guest_file_seek {
+                handle: file.handle,
+                offset: offset as i64,
+                whence: qapi_qga::GuestFileWhence::name(qapi_qga::QGASeek::set),
+            })?;
+        }
+        let mut out = Vec::new();
+        while out.len() < max {
+            let want = (max - out.len()).min(READ_CHUNK);
+            let r = file.qga.execute(qapi_qga::guest_file_read {
+                handle: file.handle,
+                count: Some(want as i64),
+            })?;
+            out.extend_from_slice(&r.buf_b64);
+            if r.eof || r.buf_b64.is_empty() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError> {
+        let file = GuestFile::open(&mut self.qga, path, "w")?;
+        for chunk in data.chunks(READ_CHUNK) {
+            file.qga.execute(qapi_qga::guest_file_write {
+                handle: file.handle,
+                buf_b64: chunk.to_vec(),
+                count: None,
+            })?;
+        }
+        Ok(())
+    }
+}
