@@ -1,1 +1,5 @@
+//! The whole acceptance suite in one binary. Every VM test runs real QEMU processes.
 
+mod cli;
+mod fixtures;
+mod outcomes;

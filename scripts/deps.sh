@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what vmguest's demo and tests need on Debian/Ubuntu. Idempotent.
+set -euo pipefail
+packages=(qemu-system-x86 qemu-guest-agent xorriso busybox-static cpio kmod eject util-linux python3 ca-certificates)
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# build-guest.sh downloads the Debian kernel package, which needs package lists.
+if [ ${#missing[@]} -gt 0 ] || ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  $sudo apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust 1.95 with rustup first" >&2; exit 1; }

@@ -1,0 +1,373 @@
+//! Real QEMU processes for the tests: the tiny test guest, IC ISOs built with xorriso,
+//! and the `vmguest` binary itself.
+//!
+//! Every VM is killed when its [`TestVm`] drops, including on a failed assertion, and
+//! QEMU gets PR_SET_PDEATHSIG so it dies with the test process even on abort. Missing
+//! QEMU or xorriso makes a test fail, never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vmguest::vm::qemu::{QemuAgent, QemuVm};
+use vmguest::vm::{DvdDrive, ExecStatus, GuestAgent, VmControl};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn require(tool: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{tool} not found: install the Debian package {package} (these tests need it and fail rather than skip)")
+    })
+}
+
+pub fn qemu() -> PathBuf {
+    require("qemu-system-x86_64", "qemu-system-x86")
+}
+
+/// Kernel and initrd of the test guest, built once (under a lock, for parallel test
+/// processes) and cached in target/vmguest-guest.
+pub fn guest_image() -> &'static (PathBuf, PathBuf) {
+    static IMAGE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let out = workspace().join("target/vmguest-guest");
+        std::fs::create_dir_all(&out).unwrap();
+        let status = Command::new(require("flock", "util-linux"))
+            .arg(out.join("build.lock"))
+            .arg("bash")
+            .arg(workspace().join("tests/guest/build-guest.sh"))
+            .arg(&out)
+            .status()
+            .expect("running tests/guest/build-guest.sh");
+        assert!(status.success(), "building the test guest failed");
+        (out.join("vmlinuz"), out.join("initrd.img"))
+    })
+}
+
+/// An IC ISO of this project's format: a manifest plus `install.sh` with `script`.
+pub fn ic_iso(dir: &Path, file: &str, version: &str, script: &str) -> PathBuf {
+    let src = dir.join(format!("{file}.d"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        format!(
+            "[components]\nfamily = \"vmguest\"\nname = \"vmguest test components\"\n\
+             version = \"{version}\"\n\n[install.linux]\ncommand = \"sh ./install.sh\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(src.join("install.sh"), script).unwrap();
+    let iso = dir.join(file);
+    let volid = format!("VMGUEST_IC_{}", version.replace('.', "_"));
+    let out = Command::new(require("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-J", "-V", &volid, "-o"])
+        .arg(&iso)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    iso
+}
+
+/// The installer used by the success tests: leaves checkable traces in the guest.
+pub fn good_installer(version: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -e\nmkdir -p /opt/vmguest-ic\n\
+         cp \"$VMGUEST_IC_MEDIA/vmguest-ic.toml\" /opt/vmguest-ic/\n\
+         echo \"installed {version}\" > /opt/vmguest-ic/STATUS\n\
+         echo \"components {version} installed\"\n"
+    )
+}
+
+/// A data ISO standing for the user's own media.
+pub fn user_iso(dir: &Path) -> PathBuf {
+    let src = dir.join("user.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README.TXT"), "the user's own disc\n").unwrap();
+    let iso = dir.join("user-media.iso");
+    let out = Command::new(require("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-V", "USER_DISC", "-o"])
+        .arg(&iso)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    iso
+}
+
+#[derive(Clone, Debug, Default)]
+pub enum Cd {
+    #[default]
+    Empty,
+    None,
+    With(PathBuf),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    /// Boot the test guest (with its agent); otherwise the VM only runs firmware.
+    pub boot: bool,
+    pub cd: Cd,
+}
+
+pub struct TestVm {
+    pub name: String,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl TestVm {
+    pub fn start(name: &str, spec: Spec) -> TestVm {
+        let dir = tempfile::Builder::new().prefix("vmg").tempdir().unwrap();
+        Self::start_in(dir, name, spec)
+    }
+
+    pub fn start_in(dir: TempDir, name: &str, spec: Spec) -> TestVm {
+        let d = dir.path();
+        let mut cmd = Command::new(qemu());
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ])
+        .args(["-m", "256", "-no-reboot"])
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{}/{name}.qmp,server=on,wait=off",
+            d.display()
+        ))
+        .arg("-serial")
+        .arg(format!("file:{}/{name}.console", d.display()));
+        if spec.boot {
+            let (kernel, initrd) = guest_image();
+            cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
+            cmd.args(["-append", "console=ttyS0 panic=-1"]);
+            cmd.arg("-chardev").arg(format!(
+                "socket,path={}/{name}.qga,server=on,wait=off,id=qga0",
+                d.display()
+            ));
+            cmd.args([
+                "-device",
+                "virtio-serial-pci",
+                "-device",
+                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            ]);
+        }
+        match &spec.cd {
+            Cd::None => {}
+            Cd::Empty => {
+                cmd.args(["-device", "ide-cd,id=cd0,bus=ide.1"]);
+            }
+            Cd::With(iso) => {
+                cmd.arg("-drive").arg(format!(
+                    "if=none,id=cd0drv,media=cdrom,readonly=on,format=raw,file={}",
+                    iso.display()
+                ));
+                cmd.args(["-device", "ide-cd,id=cd0,bus=ide.1,drive=cd0drv"]);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawning qemu-system-x86_64");
+        let mut vm = TestVm {
+            name: name.to_owned(),
+            dir,
+            child,
+        };
+        vm.wait_for_qmp();
+        vm
+    }
+
+    pub fn path(&self, ext: &str) -> PathBuf {
+        self.dir.path().join(format!("{}.{ext}", self.name))
+    }
+
+    fn wait_for_qmp(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("QEMU exited at start ({status}): {err}");
+            }
+            if QemuVm::connect(&self.path("qmp"), Duration::from_secs(5)).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "QMP socket never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn control(&self) -> QemuVm {
+        QemuVm::connect(&self.path("qmp"), Duration::from_secs(10)).expect("QMP")
+    }
+
+    pub fn drives(&self) -> Vec<DvdDrive> {
+        self.control().dvd_drives().expect("query-block")
+    }
+
+    pub fn media_file(&self) -> Option<String> {
+        self.drives()
+            .into_iter()
+            .find(|d| d.id == "cd0")
+            .and_then(|d| d.media.map(|m| m.file))
+    }
+
+    /// Block until the guest agent answers (the guest takes seconds to boot under TCG).
+    pub fn agent(&self) -> QemuAgent {
+        QemuAgent::connect(
+            &self.path("qga"),
+            Duration::from_secs(30),
+            Duration::from_secs(180),
+        )
+        .expect("guest agent never answered")
+    }
+
+    /// Run a shell command in the guest and wait for it.
+    pub fn guest_sh(&self, script: &str) -> ExecStatus {
+        let mut agent = self.agent();
+        let pid = agent
+            .exec("/bin/sh", &["-c".into(), script.into()], &[])
+            .expect("guest-exec");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = agent.exec_status(pid).expect("guest-exec-status");
+            if st.exited {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "guest command hung: {script}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.path("console")).unwrap_or_default()
+    }
+
+    /// SIGKILL QEMU and reap it; its socket files stay behind, stale.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestVm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Run the real `vmguest` binary with a clean environment: no user config, no
+/// inherited VM directory.
+pub fn vmguest(args: &[&str], stdin: Option<&str>) -> Output {
+    vmguest_with(args, stdin, &[])
+}
+
+pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let config = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmguest"));
+    cmd.args(args)
+        .env_remove("VMGUEST_VM_DIR")
+        .env_remove("RUST_LOG")
+        .env("XDG_CONFIG_HOME", config.path())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning vmguest");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The JSON result objects on stdout, one per line.
+pub fn results(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Install into `vm` with JSON output; returns the single result object and the output.
+pub fn install_json(vm: &TestVm, extra: &[&str]) -> (Value, Output) {
+    let dir = vm.dir.path().to_str().unwrap().to_owned();
+    let mut args = vec![
+        "Install-IntegrationComponents",
+        "-VMName",
+        &vm.name,
+        "-VMDir",
+        &dir,
+        "-OutputFormat",
+        "Json",
+    ];
+    args.extend_from_slice(extra);
+    let out = vmguest(&args, None);
+    let mut r = results(&out);
+    assert_eq!(r.len(), 1, "one result expected: {}", describe(&out));
+    (r.remove(0), out)
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Assert the outcome in the result object, the error record and the exit code agree.
+pub fn assert_outcome(result: &Value, out: &Output, name: &str, hex: &str, exit: i32) {
+    assert_eq!(result["result"], name, "{}", describe(out));
+    assert_eq!(result["hresult"], hex, "{}", describe(out));
+    assert_eq!(out.status.code(), Some(exit), "{}", describe(out));
+    if exit != 0 {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("HResult               : {hex}")),
+            "{stderr}"
+        );
+    }
+}
