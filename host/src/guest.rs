@@ -57,6 +57,19 @@ pub fn find_device(
     }
 }
 
+/// Kill a process and all its descendants, children first. Walks /proc rather than
+/// using pgrep, which minimal guests (busybox) lack. The comm field may hold spaces, so
+/// the parent pid is read after the last ") ".
+const KILL_TREE: &str = r#"k() {
+  for d in /proc/[0-9]*; do
+    l=$(cat "$d/stat" 2>/dev/null) || continue
+    r=${l##*) }; pp=${r#* }; pp=${pp%% *}
+    [ "$pp" = "$1" ] && k "${d#/proc/}"
+  done
+  kill -9 "$1" 2>/dev/null
+}
+k "$1""#;
+
 /// Run `sh -c script sh args...` and wait for it.
 fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
     let mut argv = vec!["-c".to_owned(), script.to_owned(), "sh".to_owned()];
@@ -65,42 +78,54 @@ fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result
     wait(agent, pid, HELPER_TIMEOUT, &mut |_| {})
 }
 
-/// Poll a guest process until it exits or `timeout` passes.
-fn wait(
+/// Poll a guest process until it exits; `None` if it still runs after `timeout`.
+fn poll(
     agent: &mut dyn GuestAgent,
     pid: i64,
     timeout: Duration,
     tick: &mut dyn FnMut(Duration),
-) -> anyhow::Result<ExecStatus> {
+) -> anyhow::Result<Option<ExecStatus>> {
     let start = Instant::now();
     loop {
         let status = agent
             .exec_status(pid)
             .context("guest agent stopped answering while waiting for a guest process")?;
         if status.exited {
-            return Ok(status);
+            return Ok(Some(status));
         }
         let elapsed = start.elapsed();
         if elapsed >= timeout {
-            // Best effort: the agent has no kill, so ask the guest's shell.
-            let _ = agent.exec(
-                "/bin/sh",
-                &[
-                    "-c".into(),
-                    "kill -9 -$1 2>/dev/null || kill -9 $1".into(),
-                    "sh".into(),
-                    pid.to_string(),
-                ],
-                &[],
-            );
-            bail!(
-                "guest process {pid} still running after {}s, killed",
-                timeout.as_secs()
-            );
+            return Ok(None);
         }
         tick(elapsed);
         sleep(POLL);
     }
+}
+
+/// Wait for a guest process; past `timeout`, kill it and everything it started.
+fn wait(
+    agent: &mut dyn GuestAgent,
+    pid: i64,
+    timeout: Duration,
+    tick: &mut dyn FnMut(Duration),
+) -> anyhow::Result<ExecStatus> {
+    if let Some(status) = poll(agent, pid, timeout, tick)? {
+        return Ok(status);
+    }
+    // The agent has no kill: ask the guest's shell, or the children keep the media busy.
+    let killer = [
+        "-c".to_owned(),
+        KILL_TREE.to_owned(),
+        "sh".to_owned(),
+        pid.to_string(),
+    ];
+    if let Ok(k) = agent.exec("/bin/sh", &killer, &[]) {
+        let _ = poll(agent, k, HELPER_TIMEOUT, &mut |_| {});
+    }
+    bail!(
+        "guest process {pid} still running after {}s, killed",
+        timeout.as_secs()
+    )
 }
 
 /// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right

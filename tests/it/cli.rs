@@ -42,6 +42,39 @@ fn without_an_agent_the_media_is_left_for_autorun() {
         vm.media_file().as_deref(),
         iso.canonicalize().unwrap().to_str()
     );
+
+    // The configured default ISO serves when -Path is not given.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("vmguest")).unwrap();
+    std::fs::write(
+        config.path().join("vmguest/config.toml"),
+        format!("default_iso = {:?}\n", iso.to_str().unwrap()),
+    )
+    .unwrap();
+    let empty = TestVm::start("configured", Spec::default());
+    let dir = empty.dir.path().to_str().unwrap();
+    let out = vmguest_with(
+        &[
+            "Install-IntegrationComponents",
+            "configured",
+            "-VMDir",
+            dir,
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &[("XDG_CONFIG_HOME", config.path().to_str().unwrap())],
+    );
+    let r = &results(&out)[0];
+    assert_outcome(r, &out, "S_OK", "0x00000000", 0);
+    assert!(
+        r["iso_source"].as_str().unwrap().contains("default_iso"),
+        "{r}"
+    );
+    assert_eq!(
+        empty.media_file().as_deref(),
+        iso.canonicalize().unwrap().to_str()
+    );
 }
 
 #[test]

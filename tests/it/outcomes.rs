@@ -357,3 +357,48 @@ fn disp_e_exception_when_qemu_is_killed_mid_install() {
     assert_outcome(r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
     assert!(r["message"].as_str().unwrap().contains("installer"), "{r}");
 }
+
+#[test]
+fn timeout_kills_a_hung_installer_and_no_wait_leaves_media_for_autorun() {
+    let vm = TestVm::start(
+        "hung",
+        Spec {
+            boot: true,
+            ..Default::default()
+        },
+    );
+    let iso = ic_iso(vm.dir.path(), "ic.iso", "1.0.0", "#!/bin/sh\nsleep 600\n");
+    vm.agent();
+    let t = std::time::Instant::now();
+    let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap(), "-TimeoutSec", "3"]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("still running after 3s"),
+        "{r}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "the timeout was not enforced"
+    );
+    // The whole installer tree was killed, so the media could come out.
+    assert!(vm.media_file().is_none(), "IC media left in: {r}");
+    assert!(
+        vm.guest_sh("ps | grep '[s]leep 600'")
+            .stdout
+            .trim()
+            .is_empty(),
+        "installer survived"
+    );
+
+    let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap(), "-NoWait"]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "autorun");
+    assert!(r["installer"].is_null());
+    assert_eq!(
+        vm.media_file().as_deref(),
+        iso.canonicalize().unwrap().to_str()
+    );
+}

@@ -6,6 +6,7 @@ mod pipeline;
 mod spinner;
 
 use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use clap::Parser;
@@ -16,6 +17,8 @@ use args::{Cli, Cmdlet, Common, ErrorAction, GetVmArgs, InstallArgs};
 fn main() {
     let cli = Cli::parse_from(args::normalize(std::env::args().collect()));
     init_tracing(cli.common.verbose);
+    // A panic is a bug; it still ends as DISP_E_EXCEPTION, not as a crash trace.
+    std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
     let code = match cli.cmdlet {
         Cmdlet::InstallIntegrationComponents(a) => install(&cli.common, a),
         Cmdlet::GetVm(a) => get_vm(&cli.common, a),
@@ -111,10 +114,26 @@ fn install(common: &Common, a: InstallArgs) -> i32 {
     let mut reports: Vec<InstallReport> = Vec::new();
     let mut first_error = None;
     for name in names {
-        let report = match host.find_virtual_machine(&name) {
-            Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
-            Err(f) => unknown_report(&name, f),
-        };
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match host.find_virtual_machine(&name) {
+                Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
+                Err(f) => failed_report(&name, f),
+            }
+        }));
+        let report = attempt.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            failed_report(
+                &name,
+                Failure::msg(
+                    HResult::DispException,
+                    format!("internal error in vmguest: {what}"),
+                ),
+            )
+        });
         let go_on = match &report.failure {
             Some(f) => report_error(common, CMDLET, &name, f, &mut first_error),
             None => true,
@@ -133,8 +152,8 @@ fn install(common: &Common, a: InstallArgs) -> i32 {
     first_error.map_or(0, HResult::exit_code)
 }
 
-/// A report for a VM that could not even be resolved.
-fn unknown_report(name: &str, failure: Failure) -> InstallReport {
+/// A report for a VM whose install could not even start.
+fn failed_report(name: &str, failure: Failure) -> InstallReport {
     let mut r = InstallReport::new(name);
     r.fail(failure);
     r.seal(String::new());
