@@ -155,41 +155,28 @@ fn get_vm_json_pipes_into_install_and_error_action_applies() {
     assert_eq!(out.status.code(), Some(11));
 
     // -ErrorAction Stop ends at the first failure; SilentlyContinue writes no record.
-    let out = vmguest(
-        &[
-            "Install-IntegrationComponents",
-            "ghost",
-            "alpha",
-            "-VMDir",
-            &d,
-            "-Path",
-            iso_arg,
-            "-WhatIf",
-            "-OutputFormat",
-            "Json",
-            "-ErrorAction",
-            "Stop",
-        ],
-        None,
-    );
+    let with_error_action = |action: &str| {
+        vmguest(
+            &[
+                "Install-IntegrationComponents",
+                "ghost",
+                "alpha",
+                "-VMDir",
+                &d,
+                "-Path",
+                iso_arg,
+                "-WhatIf",
+                "-OutputFormat",
+                "Json",
+                "-ErrorAction",
+                action,
+            ],
+            None,
+        )
+    };
+    let out = with_error_action("Stop");
     assert_eq!(results(&out).len(), 1, "{}", describe(&out));
-    let out = vmguest(
-        &[
-            "Install-IntegrationComponents",
-            "ghost",
-            "alpha",
-            "-VMDir",
-            &d,
-            "-Path",
-            iso_arg,
-            "-WhatIf",
-            "-OutputFormat",
-            "Json",
-            "-ErrorAction",
-            "SilentlyContinue",
-        ],
-        None,
-    );
+    let out = with_error_action("SilentlyContinue");
     assert_eq!(results(&out).len(), 2);
     assert!(out.stderr.is_empty(), "{}", describe(&out));
     assert_eq!(out.status.code(), Some(11));

@@ -135,6 +135,19 @@ impl TestVm {
         Self::start_in(dir, name, spec)
     }
 
+    /// The test guest, booted, with its agent answering.
+    pub fn booted(name: &str) -> TestVm {
+        let vm = Self::start(
+            name,
+            Spec {
+                boot: true,
+                ..Default::default()
+            },
+        );
+        vm.agent();
+        vm
+    }
+
     pub fn start_in(dir: TempDir, name: &str, spec: Spec) -> TestVm {
         let d = dir.path();
         let mut cmd = Command::new(qemu());

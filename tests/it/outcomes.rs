@@ -6,20 +6,13 @@ use crate::fixtures::*;
 
 #[test]
 fn s_ok_installs_verifies_in_guest_and_leaves_the_drive_empty() {
-    let vm = TestVm::start(
-        "guest1",
-        Spec {
-            boot: true,
-            ..Default::default()
-        },
-    );
+    let vm = TestVm::booted("guest1");
     let iso = ic_iso(
         vm.dir.path(),
         "ic-1.2.0.iso",
         "1.2.0",
         &good_installer("1.2.0"),
     );
-    vm.agent(); // booted
     let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap()]);
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
     assert_eq!(r["mode"], "agent");
@@ -207,20 +200,13 @@ fn media_unmount_fail_when_the_guest_locks_a_borrowed_tray() {
 
 #[test]
 fn media_unmount_fail_when_the_guest_keeps_the_ic_mounted() {
-    let vm = TestVm::start(
-        "busy",
-        Spec {
-            boot: true,
-            ..Default::default()
-        },
-    );
+    let vm = TestVm::booted("busy");
     // Installs fine, but leaves a process whose working directory is on the media.
     let script = format!(
         "{}(cd \"$VMGUEST_IC_MEDIA\" && exec sleep 3600) </dev/null >/dev/null 2>&1 &\n",
         good_installer("2.0.0")
     );
     let iso = ic_iso(vm.dir.path(), "ic.iso", "2.0.0", &script);
-    vm.agent();
     let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap()]);
     assert_outcome(&r, &out, "VM_E_MEDIA_UNMOUNT_FAIL", "0xA0040508", 13);
     let msg = r["message"].as_str().unwrap();
@@ -242,66 +228,38 @@ fn media_unmount_fail_when_the_guest_keeps_the_ic_mounted() {
 #[test]
 fn file_not_found_for_missing_corrupt_and_unconfigured_isos() {
     let vm = TestVm::start("noiso", Spec::default());
+    let expect_not_found = |args: &[&str], reason: &str| {
+        let (r, out) = install_json(&vm, args);
+        assert_outcome(
+            &r,
+            &out,
+            "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+            "0x80070002",
+            15,
+        );
+        assert!(r["message"].as_str().unwrap().contains(reason), "{r}");
+    };
     let missing = vm.dir.path().join("missing.iso");
-    let (r, out) = install_json(&vm, &["-Path", missing.to_str().unwrap()]);
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
-    );
-    assert!(
-        r["message"].as_str().unwrap().contains("missing.iso"),
-        "{r}"
-    );
-
+    expect_not_found(&["-Path", missing.to_str().unwrap()], "missing.iso");
     let corrupt = vm.dir.path().join("corrupt.iso");
     std::fs::write(&corrupt, vec![0x5Au8; 64 * 1024]).unwrap();
-    let (r, out) = install_json(&vm, &["-Path", corrupt.to_str().unwrap()]);
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
+    expect_not_found(
+        &["-Path", corrupt.to_str().unwrap()],
+        "not an ISO 9660 image",
     );
-    assert!(
-        r["message"]
-            .as_str()
-            .unwrap()
-            .contains("not an ISO 9660 image"),
-        "{r}"
-    );
-
-    let (r, out) = install_json(&vm, &[]);
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
-    );
-    assert!(r["message"].as_str().unwrap().contains("searched"), "{r}");
+    expect_not_found(&[], "searched");
     assert!(vm.media_file().is_none(), "drive touched");
 }
 
 #[test]
 fn disp_e_exception_when_the_installer_fails_and_the_media_still_comes_out() {
-    let vm = TestVm::start(
-        "failing",
-        Spec {
-            boot: true,
-            ..Default::default()
-        },
-    );
+    let vm = TestVm::booted("failing");
     let iso = ic_iso(
         vm.dir.path(),
         "ic.iso",
         "1.0.0",
         "#!/bin/sh\necho 'disk full' >&2\nexit 3\n",
     );
-    vm.agent();
     let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap()]);
     assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
     assert_eq!(r["installer"]["exit_code"], 3);
@@ -318,16 +276,9 @@ fn disp_e_exception_when_the_installer_fails_and_the_media_still_comes_out() {
 
 #[test]
 fn disp_e_exception_when_qemu_is_killed_mid_install() {
-    let mut vm = TestVm::start(
-        "killed",
-        Spec {
-            boot: true,
-            ..Default::default()
-        },
-    );
+    let mut vm = TestVm::booted("killed");
     let script = "#!/bin/sh\necho VMGUEST-INSTALLER-STARTED > /dev/ttyS0\nsleep 120\n";
     let iso = ic_iso(vm.dir.path(), "ic.iso", "1.0.0", script);
-    vm.agent();
     let dir = vm.dir.path().to_str().unwrap().to_owned();
     let iso_arg = iso.to_str().unwrap().to_owned();
     let name = vm.name.clone();
@@ -360,15 +311,8 @@ fn disp_e_exception_when_qemu_is_killed_mid_install() {
 
 #[test]
 fn timeout_kills_a_hung_installer_and_no_wait_leaves_media_for_autorun() {
-    let vm = TestVm::start(
-        "hung",
-        Spec {
-            boot: true,
-            ..Default::default()
-        },
-    );
+    let vm = TestVm::booted("hung");
     let iso = ic_iso(vm.dir.path(), "ic.iso", "1.0.0", "#!/bin/sh\nsleep 600\n");
-    vm.agent();
     let t = std::time::Instant::now();
     let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap(), "-TimeoutSec", "3"]);
     assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
