@@ -28,6 +28,13 @@ fn replace_media_borrows_an_occupied_drive_and_puts_the_media_back() {
         vm.guest_sh("cat /opt/vmguest-ic/STATUS").stdout.trim(),
         "installed 3.1.0"
     );
+
+    // A failing installer: the outcome is the failure, and the user's media still goes back.
+    let bad = ic_iso(vm.dir.path(), "bad.iso", "3.2.0", "#!/bin/sh\nexit 9\n");
+    let (r, out) = install_json(&vm, &["-Path", bad.to_str().unwrap(), "-ReplaceMedia"]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert_eq!(r["media_restored"], true, "{r}");
+    assert_eq!(vm.media_file().as_deref(), user.to_str());
 }
 
 #[test]
