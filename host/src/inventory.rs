@@ -9,7 +9,7 @@
 //! The directory is `--vm-dir`, else `$VMGUEST_VM_DIR`, else `$XDG_RUNTIME_DIR/vmguest`,
 //! else `/run/vmguest`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -158,11 +158,4 @@ impl Inventory {
         let agent = QemuAgent::connect(path, self.timeouts.call, self.timeouts.agent_ready)?;
         Ok(Some(Box::new(agent)))
     }
-}
-
-/// True when `p` is inside `dir` (for messages only).
-pub fn display_rel(p: &Path, dir: &Path) -> String {
-    p.strip_prefix(dir)
-        .map(|r| r.display().to_string())
-        .unwrap_or_else(|_| p.display().to_string())
 }

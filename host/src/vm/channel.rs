@@ -91,7 +91,8 @@ impl Channel {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), CallError> {
-        self.stream.write_all(bytes).map_err(map_io)
+        let timeout = self.timeout;
+        self.stream.write_all(bytes).map_err(|e| map_io(e, timeout))
     }
 
     /// Serialise `{"execute": NAME, "arguments": {...}}` from a qapi command type.
@@ -127,7 +128,7 @@ impl Channel {
                 Err(CallError::Timeout(self.timeout))
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(map_io(e)),
+            Err(e) => Err(map_io(e, self.timeout)),
         }
     }
 
@@ -161,9 +162,9 @@ impl Channel {
     }
 }
 
-fn map_io(e: io::Error) -> CallError {
+fn map_io(e: io::Error, timeout: Duration) -> CallError {
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::Timeout(Duration::ZERO),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::Timeout(timeout),
         _ => CallError::Io(e),
     }
 }
