@@ -70,11 +70,16 @@ const KILL_TREE: &str = r#"k() {
 }
 k "$1""#;
 
-/// Run `sh -c script sh args...` and wait for it.
-fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
+/// Arguments of `/bin/sh -c script sh args...`: `$1`.. are `args`, never spliced into code.
+fn sh_argv(script: &str, args: &[&str]) -> Vec<String> {
     let mut argv = vec!["-c".to_owned(), script.to_owned(), "sh".to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let pid = agent.exec("/bin/sh", &argv, &[])?;
+    argv
+}
+
+/// Run `sh -c script sh args...` and wait for it.
+fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
+    let pid = agent.exec("/bin/sh", &sh_argv(script, args), &[])?;
     wait(agent, pid, HELPER_TIMEOUT, &mut |_| {})
 }
 
@@ -113,12 +118,7 @@ fn wait(
         return Ok(status);
     }
     // The agent has no kill: ask the guest's shell, or the children keep the media busy.
-    let killer = [
-        "-c".to_owned(),
-        KILL_TREE.to_owned(),
-        "sh".to_owned(),
-        pid.to_string(),
-    ];
+    let killer = sh_argv(KILL_TREE, &[&pid.to_string()]);
     if let Ok(k) = agent.exec("/bin/sh", &killer, &[]) {
         let _ = poll(agent, k, HELPER_TIMEOUT, &mut |_| {});
     }

@@ -119,14 +119,6 @@ impl Channel {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Ok(())
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(CallError::Timeout(self.timeout))
-            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(map_io(e, self.timeout)),
         }
@@ -162,6 +154,7 @@ impl Channel {
     }
 }
 
+/// A socket timeout (read or write) is the call's deadline passing.
 fn map_io(e: io::Error, timeout: Duration) -> CallError {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::Timeout(timeout),
