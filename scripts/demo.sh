@@ -10,7 +10,10 @@ bash tests/guest/build-guest.sh target/vmguest-guest
 work=$(mktemp -d /tmp/vmg-demo.XXXXXX)
 qemu_pid=""
 cleanup() {
-  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  if [ -n "$qemu_pid" ]; then
+    kill "$qemu_pid" 2>/dev/null || true
+    while kill -0 "$qemu_pid" 2>/dev/null; do sleep 0.1; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -18,20 +21,7 @@ mkdir "$work/vms"
 xorriso -as mkisofs -R -J -V VMGUEST_DEMO_IC_1_0_0 -o "$work/vmguest-demo-ic.iso" tests/guest/demo-ic 2>/dev/null
 
 echo "demo: booting the test guest (TCG, about 6 s)" >&2
-qemu-system-x86_64 -accel tcg -nodefaults -no-user-config -display none -m 256 -no-reboot \
-  -kernel target/vmguest-guest/vmlinuz -initrd target/vmguest-guest/initrd.img \
-  -append "console=ttyS0 panic=-1" -serial "file:$work/demo.console" \
-  -qmp "unix:$work/vms/demo.qmp,server=on,wait=off" \
-  -chardev "socket,path=$work/vms/demo.qga,server=on,wait=off,id=qga0" \
-  -device virtio-serial-pci -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 \
-  -device ide-cd,id=cd0,bus=ide.1 &
-qemu_pid=$!
-python3 -c "
-import sys; sys.path.insert(0, '$repo/tests/harness'); import qemu_peer as q, time
-for _ in range(200):
-    try: q.qmp('$work/vms/demo.qmp').close(); break
-    except OSError: time.sleep(0.05)
-q.qga('$work/vms/demo.qga').close()"
+qemu_pid=$(python3 tests/harness/qemu_peer.py boot "$work/vms" demo target/vmguest-guest)
 
 vmguest=target/debug/vmguest
 $vmguest Get-VM -VMDir "$work/vms"

@@ -36,7 +36,8 @@ def check(label, ok, detail=""):
 
 
 def vmguest(binary, vm_dir, name, *extra):
-    env = dict(os.environ, XDG_CONFIG_HOME=tempfile.mkdtemp())
+    # A config home that does not exist: no user config leaks in, nothing to clean up.
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(vm_dir, "no-config-home"))
     env.pop("VMGUEST_VM_DIR", None)
     out = subprocess.run([binary, "Install-IntegrationComponents", "-VMName", name, "-VMDir", vm_dir,
                           "-OutputFormat", "Json", *extra], capture_output=True, text=True, env=env, timeout=900)

@@ -127,3 +127,19 @@ def stop_all(procs):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+if __name__ == "__main__":
+    # `qemu_peer.py boot VM_DIR NAME IMAGE_DIR`: boot the test guest detached, wait for its
+    # agent, print QEMU's pid (the caller stops it).
+    import sys
+    if len(sys.argv) != 5 or sys.argv[1] != "boot":
+        sys.exit("usage: qemu_peer.py boot VM_DIR NAME IMAGE_DIR")
+    vm_dir, name, image = sys.argv[2:]
+    proc = start_vm(vm_dir, name, os.path.join(image, "vmlinuz"), os.path.join(image, "initrd.img"))
+    try:
+        qga(os.path.join(vm_dir, f"{name}.qga")).close()
+    except BaseException:
+        stop_all([proc])
+        raise
+    print(proc.pid)

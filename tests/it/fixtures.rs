@@ -66,12 +66,16 @@ pub fn ic_iso(dir: &Path, file: &str, version: &str, script: &str) -> PathBuf {
     )
     .unwrap();
     std::fs::write(src.join("install.sh"), script).unwrap();
-    let iso = dir.join(file);
     let volid = format!("VMGUEST_IC_{}", version.replace('.', "_"));
+    mkisofs(&src, &dir.join(file), &volid)
+}
+
+/// Build an ISO 9660 image (Rock Ridge and Joliet names) of `src`.
+fn mkisofs(src: &Path, iso: &Path, volid: &str) -> PathBuf {
     let out = Command::new(require("xorriso", "xorriso"))
-        .args(["-as", "mkisofs", "-R", "-J", "-V", &volid, "-o"])
-        .arg(&iso)
-        .arg(&src)
+        .args(["-as", "mkisofs", "-R", "-J", "-V", volid, "-o"])
+        .arg(iso)
+        .arg(src)
         .output()
         .unwrap();
     assert!(
@@ -79,7 +83,7 @@ pub fn ic_iso(dir: &Path, file: &str, version: &str, script: &str) -> PathBuf {
         "xorriso: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    iso
+    iso.to_owned()
 }
 
 /// The installer used by the success tests: leaves checkable traces in the guest.
@@ -97,15 +101,7 @@ pub fn user_iso(dir: &Path) -> PathBuf {
     let src = dir.join("user.d");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("README.TXT"), "the user's own disc\n").unwrap();
-    let iso = dir.join("user-media.iso");
-    let out = Command::new(require("xorriso", "xorriso"))
-        .args(["-as", "mkisofs", "-R", "-V", "USER_DISC", "-o"])
-        .arg(&iso)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    iso
+    mkisofs(&src, &dir.join("user-media.iso"), "USER_DISC")
 }
 
 #[derive(Clone, Debug, Default)]
