@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::iso::{PVD_OFFSET, SECTOR};
-use crate::manifest::{self, Components, Manifest};
+use crate::manifest::Components;
 use crate::progress::Progress;
 use crate::vm::{ExecStatus, GuestAgent};
 
@@ -160,16 +160,7 @@ fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Optio
     }))
 }
 
-pub fn read_manifest(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<Manifest> {
-    let path = format!("{mount_point}/{}", manifest::FILE_NAME);
-    let bytes = agent
-        .read_file(&path, 0, 64 * 1024)
-        .with_context(|| format!("the IC media has no readable {}", manifest::FILE_NAME))?;
-    Manifest::parse(&String::from_utf8_lossy(&bytes))
-        .with_context(|| format!("invalid {} on the IC media", manifest::FILE_NAME))
-}
-
-/// Run the manifest's Linux installer and wait for it, at most `timeout`.
+/// Run the recipe's Linux installer and wait for it, at most `timeout`.
 pub fn run_installer(
     agent: &mut dyn GuestAgent,
     mount_point: &str,

@@ -23,6 +23,7 @@
 //! sync client is not used (see [`vm::channel`]). `indicatif` draws the progress spinner
 //! in the CLI, `toml` reads VM definitions and IC manifests.
 
+pub mod config;
 pub mod guest;
 pub mod hresult;
 pub mod inventory;

@@ -1,7 +1,7 @@
 //! `InstallIntegrationComponents` as a state machine.
 //!
 //! ```text
-//! Connect → CheckRunning → LocateIso → ConnectAgent → ChooseDrive → [BorrowMedia] → InsertIc
+//! Connect → CheckRunning → ConnectAgent → LocateIso → ChooseDrive → [BorrowMedia] → InsertIc
 //!   ├─ no agent / -NoWait ─────────────────────────────────────────────────→ Autorun → Done
 //!   └─ PrepareGuest → RunInstaller → UnmountInGuest → EjectIc → [RestoreMedia] → Done
 //! ```
@@ -15,11 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::config::GuestKind;
 use crate::guest::{self, InstalledComponents};
 use crate::hresult::{Failure, HResult, OrHResult, Outcome};
 use crate::inventory::{Inventory, VmEntry};
 use crate::iso::{self, IcIso};
-use crate::manifest::Manifest;
+use crate::manifest::Components;
 use crate::progress::Progress;
 use crate::report::{InstallReport, InstallerRun, Mode, PhaseTiming};
 use crate::vm::{is_locked_refusal, DvdDrive, GuestAgent, Media, VmControl};
@@ -108,7 +109,6 @@ struct Operation<'a> {
     borrowed: Option<Media>,
     ic_inserted: bool,
     mount_point: Option<String>,
-    manifest: Option<Manifest>,
     installed: bool,
 }
 
@@ -134,7 +134,6 @@ pub fn install(
         borrowed: None,
         ic_inserted: false,
         mount_point: None,
-        manifest: None,
         installed: false,
     };
     op.report.what_if = options.what_if;
@@ -224,25 +223,49 @@ impl Operation<'_> {
                 format!("VM {name:?} is {state}, not running"),
             ));
         }
-        Ok(Step::LocateIso)
+        Ok(Step::ConnectAgent)
     }
 
+    /// The guest's OS (from the agent) decides the family.
     fn locate_iso(&mut self) -> Outcome<Step> {
-        let iso = iso::locate(self.options.iso.as_deref())?;
+        let kind = GuestKind::of(self.report.guest_os.as_ref());
+        let iso = iso::locate(self.options.iso.as_deref(), kind)?;
+        tracing::info!(vm = %self.report.vm, iso = %iso.path.display(), "chose: {}", iso.reason);
         self.report.iso = Some(iso.path.display().to_string());
         self.report.iso_volume_id = Some(iso.volume_id.clone());
         self.report.iso_source = Some(iso.source.clone());
+        self.report.iso_family = Some(iso.family.as_str().to_owned());
+        self.report.iso_version = iso.version.clone();
+        self.report.iso_sha256 = Some(iso.sha256.clone());
+        self.report.iso_reason = Some(iso.reason.clone());
+        self.report.components = Some(Components {
+            family: iso.family.as_str().to_owned(),
+            name: iso.name.clone(),
+            version: iso.version.clone().unwrap_or_else(|| "unknown".into()),
+        });
+        if self.report.mode == Some(Mode::Autorun) {
+            if let Some(cmd) = iso
+                .recipe
+                .windows_for(
+                    self.report
+                        .guest_os
+                        .as_ref()
+                        .and_then(|o| o.machine.as_deref())
+                        .unwrap_or("x86_64"),
+                )
+                .filter(|_| kind == GuestKind::Windows)
+            {
+                self.report
+                    .note(format!("unattended command for this media: {cmd}"));
+            }
+        }
         self.iso = Some(iso);
-        Ok(Step::ConnectAgent)
+        Ok(Step::ChooseDrive)
     }
 
     /// Without an answering agent the operation falls back to autorun, like the original.
     fn connect_agent(&mut self) -> Outcome<Step> {
         let entry = self.entry.clone().expect("resolved");
-        if self.options.no_wait {
-            self.report.mode = Some(Mode::Autorun);
-            return Ok(Step::ChooseDrive);
-        }
         match self.inventory.agent(&entry) {
             Ok(Some(mut agent)) => {
                 match agent.os_info() {
@@ -254,7 +277,9 @@ impl Operation<'_> {
                     .guest_os
                     .as_ref()
                     .is_some_and(|o| o.is_windows());
-                if windows {
+                if self.options.no_wait {
+                    self.report.mode = Some(Mode::Autorun);
+                } else if windows {
                     self.report.note(
                         "unattended install is implemented for Linux guests only; \
                          inserting the media for the guest's autorun",
@@ -266,6 +291,7 @@ impl Operation<'_> {
                 }
             }
             Ok(None) => self.report.mode = Some(Mode::Autorun),
+            Err(_) if self.options.no_wait => self.report.mode = Some(Mode::Autorun),
             Err(e) => {
                 self.report.note(format!(
                     "guest agent does not answer ({e}); falling back to autorun"
@@ -273,7 +299,7 @@ impl Operation<'_> {
                 self.report.mode = Some(Mode::Autorun);
             }
         }
-        Ok(Step::ChooseDrive)
+        Ok(Step::LocateIso)
     }
 
     fn choose_drive(&mut self) -> Outcome<Step> {
@@ -395,34 +421,29 @@ impl Operation<'_> {
         let pvd = self.iso.as_ref().expect("located").pvd.clone();
         let dev = guest::find_device(self.agent(), &pvd, MEDIA_APPEAR)?;
         let mount_point = guest::mount(self.agent(), &dev)?;
-        self.mount_point = Some(mount_point.clone());
-        let manifest = guest::read_manifest(self.agent(), &mount_point)?;
-        self.report.components = Some(manifest.components.clone());
-        self.manifest = Some(manifest);
+        self.mount_point = Some(mount_point);
         Ok(Step::RunInstaller)
     }
 
     fn run_installer(&mut self) -> Outcome<Step> {
         let mount_point = self.mount_point.clone().expect("mounted");
-        let manifest = self.manifest.clone().expect("read in prepare-guest");
-        let Some(installer) = manifest.install.linux else {
+        let iso = self.iso.clone().expect("located");
+        let Some(command) = iso.recipe.linux.clone() else {
             return Err(Failure::msg(
                 HResult::DispException,
-                "the IC media's manifest has no [install.linux] command",
+                format!(
+                    "{} {} has no unattended installer for Linux guests",
+                    iso.name,
+                    iso.version.as_deref().unwrap_or("")
+                ),
             ));
         };
         let (vm, timeout, progress) = (self.report.vm.clone(), self.options.timeout, self.progress);
         let t = Instant::now();
-        let status = guest::run_installer(
-            self.agent(),
-            &mount_point,
-            &installer.command,
-            timeout,
-            &vm,
-            progress,
-        )?;
+        let status =
+            guest::run_installer(self.agent(), &mount_point, &command, timeout, &vm, progress)?;
         let run = InstallerRun {
-            command: installer.command.clone(),
+            command: command.clone(),
             exit_code: status.exit_code,
             signal: status.signal,
             stdout: status.stdout.clone(),
@@ -445,7 +466,7 @@ impl Operation<'_> {
         }
         self.installed = true;
         let record = InstalledComponents {
-            components: manifest.components,
+            components: self.report.components.clone().expect("located"),
             iso_volume_id: self.report.iso_volume_id.clone().unwrap_or_default(),
             installed_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -560,7 +581,15 @@ impl Operation<'_> {
             } else {
                 ""
             };
-            return format!("What if: would insert {iso} into drive {drive}{borrow} and {how}");
+            let why = self
+                .report
+                .iso_reason
+                .as_deref()
+                .map(|r| format!(" (chosen: {r})"))
+                .unwrap_or_default();
+            return format!(
+                "What if: would insert {iso}{why} into drive {drive}{borrow} and {how}"
+            );
         }
         match self.report.mode {
             Some(Mode::Agent) => {

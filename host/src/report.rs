@@ -50,6 +50,12 @@ pub struct InstallReport {
     pub iso: Option<String>,
     pub iso_volume_id: Option<String>,
     pub iso_source: Option<String>,
+    pub iso_family: Option<String>,
+    pub iso_version: Option<String>,
+    /// SHA-256 of the inserted ISO, for audit.
+    pub iso_sha256: Option<String>,
+    /// Why this ISO was chosen.
+    pub iso_reason: Option<String>,
     pub drive: Option<String>,
     pub borrowed_media: Option<Media>,
     pub media_restored: Option<bool>,
@@ -76,6 +82,10 @@ impl InstallReport {
             iso: None,
             iso_volume_id: None,
             iso_source: None,
+            iso_family: None,
+            iso_version: None,
+            iso_sha256: None,
+            iso_reason: None,
             drive: None,
             borrowed_media: None,
             media_restored: None,

@@ -71,7 +71,7 @@ pub fn ic_iso(dir: &Path, file: &str, version: &str, script: &str) -> PathBuf {
 }
 
 /// Build an ISO 9660 image (Rock Ridge and Joliet names) of `src`.
-fn mkisofs(src: &Path, iso: &Path, volid: &str) -> PathBuf {
+pub fn mkisofs(src: &Path, iso: &Path, volid: &str) -> PathBuf {
     let out = Command::new(require("xorriso", "xorriso"))
         .args(["-as", "mkisofs", "-R", "-J", "-V", volid, "-o"])
         .arg(iso)
@@ -84,6 +84,19 @@ fn mkisofs(src: &Path, iso: &Path, volid: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     iso.to_owned()
+}
+
+/// An ISO with the given files (paths may have directories), built by xorriso with
+/// Rock Ridge and Joliet like the real families' images.
+pub fn layout_iso(dir: &Path, file: &str, volid: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let src = dir.join(format!("{file}.d"));
+    for (path, bytes) in files {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    std::fs::create_dir_all(&src).unwrap();
+    mkisofs(&src, &dir.join(file), volid)
 }
 
 /// The installer used by the success tests: leaves checkable traces in the guest.
@@ -306,7 +319,9 @@ pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
     cmd.args(args)
         .env_remove("VMGUEST_VM_DIR")
         .env_remove("RUST_LOG")
+        .env_remove("VMGUEST_IC_PATH")
         .env("XDG_CONFIG_HOME", config.path())
+        .env("XDG_DATA_HOME", config.path())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -341,6 +356,10 @@ pub fn results(out: &Output) -> Vec<Value> {
 
 /// Install into `vm` with JSON output; returns the single result object and the output.
 pub fn install_json(vm: &TestVm, extra: &[&str]) -> (Value, Output) {
+    install_json_with(vm, extra, &[])
+}
+
+pub fn install_json_with(vm: &TestVm, extra: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
     let dir = vm.dir.path().to_str().unwrap().to_owned();
     let mut args = vec![
         "Install-IntegrationComponents",
@@ -352,7 +371,7 @@ pub fn install_json(vm: &TestVm, extra: &[&str]) -> (Value, Output) {
         "Json",
     ];
     args.extend_from_slice(extra);
-    let out = vmguest(&args, None);
+    let out = vmguest_with(&args, None, env);
     let mut r = results(&out);
     assert_eq!(r.len(), 1, "one result expected: {}", describe(&out));
     (r.remove(0), out)

@@ -97,6 +97,25 @@ pub enum Cmdlet {
     /// List VMs with run state, DVD drives, guest OS and installed components
     #[command(name = "Get-VM", visible_alias = "get-vm")]
     GetVm(GetVmArgs),
+    /// List the candidate IC ISOs, what each is, and which one wins and why
+    #[command(
+        name = "Get-IntegrationComponentsIso",
+        visible_alias = "get-integration-components-iso"
+    )]
+    GetIntegrationComponentsIso(GetIsoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GetIsoArgs {
+    /// Choose for this VM's guest OS (asked from its guest agent)
+    #[arg(long = "vm-name", value_name = "NAME")]
+    pub vm_name: Option<String>,
+    /// Choose for this kind of guest when no VM is given
+    #[arg(long, value_name = "OS", value_parser = ["linux", "windows", "unknown"], ignore_case = true)]
+    pub guest_os: Option<String>,
+    /// Inspect only this ISO (as Install-IntegrationComponents -Path would)
+    #[arg(long, value_name = "ISO")]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -10,9 +10,10 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use clap::Parser;
+use vmguest::config::GuestKind;
 use vmguest::{Failure, HResult, InstallOptions, InstallReport, Inventory, VirtualPc};
 
-use args::{Cli, Cmdlet, Common, ErrorAction, GetVmArgs, InstallArgs};
+use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs};
 
 fn main() {
     let cli = Cli::parse_from(args::normalize(std::env::args().collect()));
@@ -22,6 +23,7 @@ fn main() {
     let code = match cli.cmdlet {
         Cmdlet::InstallIntegrationComponents(a) => install(&cli.common, a),
         Cmdlet::GetVm(a) => get_vm(&cli.common, a),
+        Cmdlet::GetIntegrationComponentsIso(a) => get_iso(&cli.common, a),
     };
     std::process::exit(code);
 }
@@ -195,6 +197,42 @@ fn get_vm(common: &Common, a: GetVmArgs) -> i32 {
     }
     if common.output_format == args::OutputFormat::Table {
         output::vm_summaries(common.output_format, &summaries);
+    }
+    first_error.map_or(0, HResult::exit_code)
+}
+
+fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
+    const CMDLET: &str = "Get-IntegrationComponentsIso";
+    let mut first_error = None;
+    let kind = match (&a.vm_name, a.guest_os.as_deref().and_then(GuestKind::parse)) {
+        (_, Some(kind)) => kind,
+        (Some(name), None) => {
+            let host = host(common);
+            match host
+                .find_virtual_machine(name)
+                .and_then(|vm| vm.guest_os().os_info())
+            {
+                Ok(info) => GuestKind::of(info.as_ref()),
+                Err(f) => {
+                    report_error(common, CMDLET, name, &f, &mut first_error);
+                    return f.hresult.exit_code();
+                }
+            }
+        }
+        (None, None) => GuestKind::Unknown,
+    };
+    let selection = vmguest::iso::survey(a.path.as_deref(), kind);
+    let views: Vec<_> = selection.candidates.iter().map(|c| c.view()).collect();
+    output::iso_candidates(common.output_format, &views);
+    if selection.chosen.is_none() {
+        let f = vmguest::iso::not_found(&selection);
+        report_error(
+            common,
+            CMDLET,
+            a.vm_name.as_deref().unwrap_or(""),
+            &f,
+            &mut first_error,
+        );
     }
     first_error.map_or(0, HResult::exit_code)
 }

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use serde::Serialize;
+use vmguest::iso::CandidateView;
 use vmguest::{HResult, InstallReport, VmSummary};
 
 use crate::args::OutputFormat;
@@ -125,6 +126,31 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
                 .collect();
             table(
                 &["Name", "State", "DvdDrives", "GuestOS", "Components"],
+                &rows,
+            );
+        }
+    }
+}
+
+pub fn iso_candidates(format: OutputFormat, candidates: &[CandidateView]) {
+    match format {
+        OutputFormat::Json => candidates.iter().for_each(json_line),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = candidates
+                .iter()
+                .map(|c| {
+                    vec![
+                        if c.selected { "*" } else { "" }.to_owned(),
+                        c.family.map(|f| f.to_string()).unwrap_or_default(),
+                        c.version.clone().unwrap_or_default(),
+                        c.source.clone(),
+                        c.path.clone(),
+                        c.reason.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &["Selected", "Family", "Version", "Source", "Path", "Reason"],
                 &rows,
             );
         }

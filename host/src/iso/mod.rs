@@ -1,0 +1,180 @@
+//! Locating the latest Integration Components ISO by what the ISOs contain.
+//!
+//! ```text
+//! sources::gather  → every candidate file, in precedence order (sources.rs)
+//! select::inspect  → reader.rs reads the volume descriptors, family.rs says what it is
+//! select::choose   → the guest's families, then the newest version (version.rs)
+//! locate           → the chosen one, with its SHA-256 for audit
+//! ```
+//!
+//! Nothing is decided from file names or modification times.
+
+mod family;
+mod pe;
+pub mod reader;
+mod recipe;
+mod select;
+mod sources;
+mod version;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use family::{identify, Family, Identity};
+pub use pe::fake_exe;
+pub use recipe::Recipe;
+pub use select::{choose, inspect, Candidate, CandidateView, Selection};
+pub use sources::{gather, Gathered, Named, WELL_KNOWN};
+pub use version::Version;
+
+use crate::config::{Effective, GuestKind};
+use crate::hresult::{Failure, HResult, Outcome};
+
+/// ISO 9660 volume descriptors start at sector 16 of 2048 bytes.
+pub const PVD_OFFSET: u64 = reader::DESCRIPTORS_START;
+pub const SECTOR: usize = reader::SECTOR as usize;
+
+/// The chosen IC ISO.
+#[derive(Clone, Debug, Serialize)]
+pub struct IcIso {
+    pub path: PathBuf,
+    pub volume_id: String,
+    pub source: String,
+    pub family: Family,
+    pub name: String,
+    pub version: Option<String>,
+    pub sha256: String,
+    /// Why this one: the record of the choice.
+    pub reason: String,
+    #[serde(skip)]
+    pub recipe: Recipe,
+    /// The primary volume descriptor, byte for byte: identifies the media inside the guest.
+    #[serde(skip)]
+    pub pvd: Vec<u8>,
+}
+
+/// Gather, inspect and choose, without hashing: what `Get-IntegrationComponentsIso` shows.
+pub fn survey(explicit: Option<&Path>, guest: GuestKind) -> Selection {
+    let config = Effective::load();
+    let (families, problems) = config.families(guest);
+    let mut gathered = gather(explicit, &config);
+    gathered.searched.extend(problems);
+    choose(gathered, guest, families)
+}
+
+/// The whole policy: the chosen ISO, or HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) listing
+/// every place searched and why each candidate was refused.
+pub fn locate(explicit: Option<&Path>, guest: GuestKind) -> Outcome<IcIso> {
+    let selection = survey(explicit, guest);
+    let Some(c) = selection.chosen() else {
+        return Err(not_found(&selection));
+    };
+    let path = select::canonical(c);
+    let sha256 = sha256_file(&path)
+        .with_context(|| format!("hashing {}", path.display()))
+        .map_err(|e| Failure::new(HResult::FileNotFound, e))?;
+    let id = c
+        .identity
+        .as_ref()
+        .expect("chosen candidates are identified");
+    Ok(IcIso {
+        volume_id: c.volume_id.clone().unwrap_or_default(),
+        source: c.named.source.clone(),
+        family: id.family,
+        name: id.name.clone(),
+        version: id.version.as_ref().map(|v| v.to_string()),
+        sha256,
+        reason: c.reason.clone(),
+        recipe: id.recipe.clone(),
+        pvd: c.pvd.clone(),
+        path,
+    })
+}
+
+pub fn not_found(sel: &Selection) -> Failure {
+    let mut lines = vec![format!(
+        "no usable Integration Components ISO for a {} guest (families: {})",
+        sel.guest.as_str(),
+        sel.families
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    lines.push("searched:".into());
+    lines.extend(sel.searched.iter().map(|s| format!("  {s}")));
+    if !sel.candidates.is_empty() {
+        lines.push("candidates:".into());
+        lines.extend(
+            sel.candidates
+                .iter()
+                .map(|c| format!("  {}: {}", c.named.path.display(), c.reason)),
+        );
+    }
+    Failure::msg(HResult::FileNotFound, lines.join("\n"))
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Identify an in-memory image: the fuzz target's entry point.
+pub fn inspect_bytes(bytes: &[u8]) -> Result<Option<Identity>, reader::IsoError> {
+    let mut image = reader::Image::open(
+        std::io::Cursor::new(bytes),
+        bytes.len() as u64,
+        reader::Limits::default(),
+    )?;
+    identify(&mut image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz corpus seeds are real xorriso layouts of each family (host/fuzz).
+    #[test]
+    fn every_fuzz_seed_is_identified_as_its_family() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/iso_reader");
+        let expect = [
+            ("virtio-win", Family::VirtioWin, Some("0.1.266")),
+            ("virtualbox", Family::Virtualbox, Some("7.0.12")),
+            ("vbox-old", Family::Virtualbox, Some("6.1.50")),
+            ("vmware-win", Family::VmwareTools, Some("12.3.9600.0")),
+            ("vmware-linux", Family::VmwareTools, Some("10.3.26")),
+            ("hyper-v", Family::HyperV, Some("12.3.9600.0")),
+            ("vmguest", Family::Vmguest, Some("1.2.0-rc1")),
+        ];
+        for (seed, family, version) in expect {
+            let mut image = vec![0u8; 16 * SECTOR];
+            image.extend(std::fs::read(dir.join(seed)).unwrap());
+            let id = inspect_bytes(&image)
+                .unwrap_or_else(|e| panic!("{seed}: {e}"))
+                .unwrap_or_else(|| panic!("{seed}: no family"));
+            assert_eq!(id.family, family, "{seed}");
+            assert_eq!(
+                id.version.map(|v| v.to_string()).as_deref(),
+                version,
+                "{seed}"
+            );
+        }
+    }
+}

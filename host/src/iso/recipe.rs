@@ -1,0 +1,109 @@
+//! Unattended install commands per family and guest OS, from the vendors' documentation.
+//!
+//! Linux commands run under `/bin/sh` with the media's mount point as the working
+//! directory (and in `$VMGUEST_IC_MEDIA`). Windows commands are relative to the media's
+//! drive letter; `{arch}` becomes `amd64` or `x86`.
+//!
+//! | family | Linux | Windows | source |
+//! |---|---|---|---|
+//! | vmguest | the manifest's `[install.linux]` | the manifest's `[install.windows]` | this project, `manifest.rs` |
+//! | virtio-win | none: the drivers are in the kernel | `virtio-win-guest-tools.exe /install /quiet /norestart` | virtio-win-pkg-scripts README, "virtio-win-guest-tools.exe" (a WiX bundle; `/install /quiet /norestart` are WiX Burn's standard switches) |
+//! | virtualbox | `sh ./VBoxLinuxAdditions.run --nox11` | `VBoxWindowsAdditions.exe /S` | VirtualBox User Manual, ch. 4.2.2.1 "Installing the Guest Additions" (Linux) and 4.2.1.3 "Unattended Installation" (Windows) |
+//! | vmware-tools | `tar -xzf ./VMwareTools-*.tar.gz -C /tmp && /tmp/vmware-tools-distrib/vmware-install.pl --default` | `setup64.exe /S /v "/qn REBOOT=R"` (`setup.exe` on x86) | VMware Tools documentation, "Automate the Installation of VMware Tools" / "Install VMware Tools silently"; KB 1018377 for the Linux tarball installer |
+//! | hyper-v | none: the integration services are in the kernel | `support\{arch}\setup.exe /quiet /norestart` | Microsoft Docs, "Manage Hyper-V Integration Services" (installing from vmguest.iso on down-level guests) |
+//!
+//! The documentation could not be fetched from this build machine; the commands were
+//! checked against the ISO layouts the tests mirror (`tests/it/locate.rs`).
+
+use serde::Serialize;
+
+use super::family::Family;
+use crate::manifest::Manifest;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Recipe {
+    pub linux: Option<String>,
+    pub windows: Option<String>,
+}
+
+impl Recipe {
+    pub fn for_family(family: Family) -> Recipe {
+        let (linux, windows) = match family {
+            // The own format brings its commands in its manifest.
+            Family::Vmguest => (None, None),
+            Family::VirtioWin => (
+                None,
+                Some("virtio-win-guest-tools.exe /install /quiet /norestart"),
+            ),
+            Family::Virtualbox => (
+                Some("sh ./VBoxLinuxAdditions.run --nox11"),
+                Some("VBoxWindowsAdditions.exe /S"),
+            ),
+            Family::VmwareTools => (
+                Some(
+                    "tar -xzf ./VMwareTools-*.tar.gz -C /tmp && \
+                     /tmp/vmware-tools-distrib/vmware-install.pl --default",
+                ),
+                Some("{setup} /S /v \"/qn REBOOT=R\""),
+            ),
+            Family::HyperV => (None, Some("support\\{arch}\\setup.exe /quiet /norestart")),
+        };
+        Recipe {
+            linux: linux.map(str::to_owned),
+            windows: windows.map(str::to_owned),
+        }
+    }
+
+    pub fn from_manifest(m: &Manifest) -> Recipe {
+        Recipe {
+            linux: m.install.linux.as_ref().map(|i| i.command.clone()),
+            windows: m.install.windows.as_ref().map(|i| i.command.clone()),
+        }
+    }
+
+    /// The Windows command for a guest machine type as the agent reports it
+    /// (`x86_64`, `amd64`, `i686`, ...).
+    pub fn windows_for(&self, machine: &str) -> Option<String> {
+        let x64 = !matches!(machine, "x86" | "i386" | "i486" | "i586" | "i686");
+        self.windows.as_ref().map(|c| {
+            c.replace("{arch}", if x64 { "amd64" } else { "x86" })
+                .replace("{setup}", if x64 { "setup64.exe" } else { "setup.exe" })
+        })
+    }
+
+    pub fn supports(&self, windows: bool) -> bool {
+        if windows {
+            self.windows.is_some()
+        } else {
+            self.linux.is_some()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_commands_follow_the_guest_architecture() {
+        let hv = Recipe::for_family(Family::HyperV);
+        assert_eq!(
+            hv.windows_for("x86_64").unwrap(),
+            "support\\amd64\\setup.exe /quiet /norestart"
+        );
+        assert_eq!(
+            hv.windows_for("i686").unwrap(),
+            "support\\x86\\setup.exe /quiet /norestart"
+        );
+        let vmw = Recipe::for_family(Family::VmwareTools);
+        assert_eq!(
+            vmw.windows_for("x86_64").unwrap(),
+            "setup64.exe /S /v \"/qn REBOOT=R\""
+        );
+        assert!(!Recipe::for_family(Family::VirtioWin).supports(false));
+        assert_eq!(
+            Recipe::for_family(Family::Virtualbox).linux.unwrap(),
+            "sh ./VBoxLinuxAdditions.run --nox11"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! Inspect every gathered file and choose one, recording why for each.
+//!
+//! A pin (`-Path`, `default_iso`) is used if it is a readable IC ISO of any family.
+//! Otherwise the guest's families are tried in preference order; within the first family
+//! that has a usable candidate the highest version wins. Ties go to the higher-precedence
+//! source, then to the lexically smaller path, so the choice is deterministic. A bad
+//! file is refused with its reason and never stops the search.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::family::{identify, Family, Identity};
+use super::reader::{Image, IsoError, Limits};
+use super::sources::{Gathered, Named};
+use crate::config::GuestKind;
+
+/// One inspected file.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub named: Named,
+    pub volume_id: Option<String>,
+    pub pvd: Vec<u8>,
+    pub identity: Result<Identity, String>,
+    pub bytes_read: u64,
+    pub selected: bool,
+    pub reason: String,
+}
+
+impl Candidate {
+    pub fn family(&self) -> Option<Family> {
+        self.identity.as_ref().ok().map(|i| i.family)
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.identity
+            .as_ref()
+            .ok()
+            .and_then(|i| i.version.as_ref().map(|v| v.to_string()))
+    }
+}
+
+/// A candidate as `Get-IntegrationComponentsIso` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateView {
+    pub path: String,
+    pub family: Option<Family>,
+    pub version: Option<String>,
+    pub volume_id: Option<String>,
+    pub source: String,
+    pub selected: bool,
+    pub reason: String,
+    pub bytes_read: u64,
+}
+
+impl Candidate {
+    pub fn view(&self) -> CandidateView {
+        CandidateView {
+            path: self.named.path.display().to_string(),
+            family: self.family(),
+            version: self.version(),
+            volume_id: self.volume_id.clone(),
+            source: self.named.source.clone(),
+            selected: self.selected,
+            reason: self.reason.clone(),
+            bytes_read: self.bytes_read,
+        }
+    }
+}
+
+/// Read one file as far as identification needs.
+pub fn inspect(named: Named) -> Candidate {
+    let mut c = Candidate {
+        named,
+        volume_id: None,
+        pvd: Vec::new(),
+        identity: Err(String::new()),
+        bytes_read: 0,
+        selected: false,
+        reason: String::new(),
+    };
+    let result = (|| -> Result<Option<Identity>, IsoError> {
+        let file = File::open(&c.named.path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(IsoError::NotIso9660("not a regular file".into()));
+        }
+        let mut image = Image::open(file, meta.len(), Limits::default());
+        let outcome = match &mut image {
+            Ok(img) => {
+                c.volume_id = Some(img.volume_id.clone());
+                c.pvd = img.pvd.clone();
+                identify(img)
+            }
+            Err(_) => Ok(None),
+        };
+        if let Ok(img) = &image {
+            c.bytes_read = img.bytes_read;
+        }
+        image?;
+        outcome
+    })();
+    c.identity = match result {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(format!(
+            "ISO 9660 (volume id {:?}) but no known IC family",
+            c.volume_id.as_deref().unwrap_or("")
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(why) = &c.identity {
+        tracing::warn!(path = %c.named.path.display(), "skipping IC candidate: {why}");
+        c.reason = format!("refused: {why}");
+    }
+    c
+}
+
+/// The inspected candidates and the choice, if any.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub guest: GuestKind,
+    pub families: Vec<Family>,
+    pub candidates: Vec<Candidate>,
+    pub chosen: Option<usize>,
+    pub searched: Vec<String>,
+}
+
+impl Selection {
+    pub fn chosen(&self) -> Option<&Candidate> {
+        self.chosen.map(|i| &self.candidates[i])
+    }
+}
+
+/// Does a candidate's installer fit the guest? Unknown guests take any family on the list.
+fn fits(id: &Identity, guest: GuestKind) -> bool {
+    match guest {
+        GuestKind::Linux => id.recipe.supports(false),
+        GuestKind::Windows => id.recipe.supports(true),
+        GuestKind::Unknown => true,
+    }
+}
+
+pub fn choose(gathered: Gathered, guest: GuestKind, families: Vec<Family>) -> Selection {
+    let candidates: Vec<Candidate> = gathered.files.into_iter().map(inspect).collect();
+    let mut sel = Selection {
+        guest,
+        families,
+        candidates,
+        chosen: None,
+        searched: gathered.searched,
+    };
+    let pinned = sel.candidates.iter().position(|c| c.named.pinned);
+    if let Some(i) = pinned {
+        let c = &mut sel.candidates[i];
+        if c.identity.is_ok() {
+            c.reason = format!("pinned by {}", c.named.source);
+            sel.chosen = Some(i);
+        }
+        mark(&mut sel);
+        return sel;
+    }
+    for family in sel.families.clone() {
+        let best = sel
+            .candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.identity.as_ref().ok().map(|id| (i, c, id)))
+            .filter(|(_, _, id)| id.family == family && fits(id, guest))
+            .max_by(|(_, a, ia), (_, b, ib)| {
+                let key = |id: &Identity| id.version.clone();
+                key(ia)
+                    .cmp(&key(ib))
+                    .then(b.named.rank.cmp(&a.named.rank))
+                    .then(b.named.path.cmp(&a.named.path))
+            })
+            .map(|(i, _, _)| i);
+        if let Some(i) = best {
+            let rivals = sel
+                .candidates
+                .iter()
+                .filter(|c| c.family() == Some(family))
+                .count();
+            let c = &mut sel.candidates[i];
+            c.reason = format!(
+                "newest {family} ({}) of {rivals} {family} candidate(s); {family} is {} \
+                 for {} guests; {}",
+                c.version().unwrap_or_else(|| "version unknown".into()),
+                if sel.families.first() == Some(&family) {
+                    "the first choice".to_owned()
+                } else {
+                    format!(
+                        "the first family with a candidate ({:?})",
+                        names(&sel.families)
+                    )
+                },
+                guest.as_str(),
+                c.identity
+                    .as_ref()
+                    .map(|i| i.evidence.as_str())
+                    .unwrap_or("")
+            );
+            sel.chosen = Some(i);
+            break;
+        }
+    }
+    mark(&mut sel);
+    sel
+}
+
+fn names(families: &[Family]) -> Vec<&'static str> {
+    families.iter().map(|f| f.as_str()).collect()
+}
+
+/// Give every candidate that was not chosen its reason.
+fn mark(sel: &mut Selection) {
+    let chosen = sel.chosen;
+    let winner = chosen.map(|i| {
+        let c = &sel.candidates[i];
+        (c.family(), c.version(), c.named.path.clone())
+    });
+    let families = sel.families.clone();
+    let guest = sel.guest;
+    for (i, c) in sel.candidates.iter_mut().enumerate() {
+        c.selected = Some(i) == chosen;
+        if c.selected || c.identity.is_err() {
+            continue;
+        }
+        let id = c.identity.as_ref().expect("checked");
+        c.reason = match &winner {
+            _ if !families.contains(&id.family) => format!(
+                "family {} is not used for {} guests (families: {:?})",
+                id.family,
+                guest.as_str(),
+                names(&families)
+            ),
+            _ if !fits(id, guest) => {
+                format!("has no unattended installer for {} guests", guest.as_str())
+            }
+            Some((Some(f), v, path)) if *f == id.family => format!(
+                "not the newest: {} is chosen ({})",
+                v.as_deref().unwrap_or("version unknown"),
+                path.display()
+            ),
+            Some((Some(f), _, _)) => format!("{f} is preferred over {}", id.family),
+            _ => "not chosen".into(),
+        };
+    }
+}
+
+/// The path the guest will see, canonical so that QEMU and the report agree.
+pub fn canonical(c: &Candidate) -> PathBuf {
+    std::fs::canonicalize(&c.named.path).unwrap_or_else(|_| c.named.path.clone())
+}

@@ -1,0 +1,377 @@
+//! The location policy on ISO layouts that mirror the real families, built with xorriso,
+//! and on the real test guest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vmguest::config::GuestKind;
+use vmguest::iso::{self, fake_exe, reader};
+
+use crate::fixtures::*;
+
+fn exe(v: [u16; 4]) -> Vec<u8> {
+    fake_exe(v)
+}
+
+fn virtio_win(dir: &Path, file: &str, version: &str) -> PathBuf {
+    layout_iso(
+        dir,
+        file,
+        &format!("virtio-win-{version}"),
+        &[
+            ("virtio-win-guest-tools.exe", &exe([0, 1, 0, 0])),
+            ("virtio-win-gt-x64.msi", b"msi"),
+            ("guest-agent/qemu-ga-x86_64.msi", b"msi"),
+            ("viostor/w11/amd64/viostor.inf", b"inf"),
+        ],
+    )
+}
+
+fn vbox(dir: &Path, file: &str, volid: &str, linux_installer: &str) -> PathBuf {
+    layout_iso(
+        dir,
+        file,
+        volid,
+        &[
+            ("VBoxLinuxAdditions.run", linux_installer.as_bytes()),
+            ("VBoxWindowsAdditions.exe", &exe([7, 0, 12, 29484])),
+            ("VBoxWindowsAdditions-amd64.exe", &exe([7, 0, 12, 29484])),
+            ("AUTORUN.INF", b"[autorun]"),
+            ("cert/VBoxCertUtil.exe", b"MZ"),
+        ],
+    )
+}
+
+fn vmware_windows(dir: &Path) -> PathBuf {
+    layout_iso(
+        dir,
+        "windows.iso",
+        "VMware Tools",
+        &[
+            ("setup64.exe", &exe([12, 3, 0, 47352])),
+            ("setup.exe", &exe([12, 3, 0, 47352])),
+            ("manifest.txt", b"vmtools"),
+        ],
+    )
+}
+
+fn vmware_linux(dir: &Path) -> PathBuf {
+    layout_iso(
+        dir,
+        "linux.iso",
+        "VMware Tools",
+        &[("VMwareTools-10.3.26-22085142.tar.gz", b"\x1f\x8b")],
+    )
+}
+
+fn hyper_v(dir: &Path) -> PathBuf {
+    layout_iso(
+        dir,
+        "vmguest.iso",
+        "IC_V6_3",
+        &[
+            ("support/amd64/setup.exe", &exe([6, 3, 9600, 18080])),
+            ("support/x86/setup.exe", &exe([6, 3, 9600, 18080])),
+            (
+                "support/amd64/Windows6.x-HyperVIntegrationServices-x64.cab",
+                b"cab",
+            ),
+        ],
+    )
+}
+
+/// A config dir with `text` as config.toml.
+fn config(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("vmguest")).unwrap();
+    std::fs::write(dir.path().join("vmguest/config.toml"), text).unwrap();
+    dir
+}
+
+const HERMETIC: &str = "search_well_known = false\n";
+
+fn get_iso(store: &Path, config_dir: &Path, args: &[&str]) -> (Vec<Value>, std::process::Output) {
+    let mut all = vec!["Get-IntegrationComponentsIso", "-OutputFormat", "Json"];
+    all.extend_from_slice(args);
+    let out = vmguest_with(
+        &all,
+        None,
+        &[
+            ("VMGUEST_IC_PATH", store.to_str().unwrap()),
+            ("XDG_CONFIG_HOME", config_dir.to_str().unwrap()),
+        ],
+    );
+    (results(&out), out)
+}
+
+fn by_file<'a>(cands: &'a [Value], file: &str) -> &'a Value {
+    cands
+        .iter()
+        .find(|c| c["path"].as_str().unwrap().ends_with(&format!("/{file}")))
+        .unwrap_or_else(|| panic!("{file} not listed: {cands:#?}"))
+}
+
+fn selected(cands: &[Value]) -> Vec<&Value> {
+    cands.iter().filter(|c| c["selected"] == true).collect()
+}
+
+#[test]
+fn a_mixed_store_selects_the_newest_of_the_right_family_by_content() {
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    // The liar: its name says 0.1.999, its content 0.1.240.
+    virtio_win(s, "virtio-win-0.1.999.iso", "0.1.240");
+    virtio_win(s, "virtio-win.iso", "0.1.266");
+    virtio_win(s, "virtio-win-0.1.96.iso", "0.1.96");
+    vbox(
+        s,
+        "VBoxGuestAdditions_7.1.4.iso",
+        "VBox_GAs_7.1.4",
+        "#!/bin/sh\n",
+    );
+    vbox(
+        s,
+        "VBoxGuestAdditions.iso",
+        "VBOXADDITIONS_6.1.50_161033",
+        "#!/bin/sh\n",
+    );
+    vmware_windows(s);
+    hyper_v(s);
+    ic_iso(s, "vmguest-ic-1.9.0.iso", "1.9.0", "true");
+    ic_iso(s, "vmguest-ic-1.10.0.iso", "1.10.0", "true");
+    // Bad files: a truncated ISO, a text file, an empty file.
+    let real = std::fs::read(s.join("virtio-win.iso")).unwrap();
+    std::fs::write(s.join("truncated.iso"), &real[..40 * 1024]).unwrap();
+    std::fs::write(s.join("notes.iso"), b"this is not an image\n".repeat(3000)).unwrap();
+    std::fs::write(s.join("empty.iso"), b"").unwrap();
+    for d in std::fs::read_dir(s).unwrap() {
+        let p = d.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
+    let hermetic = config(HERMETIC);
+
+    let (cands, out) = get_iso(s, hermetic.path(), &["-GuestOS", "windows"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(cands.len(), 12, "{cands:#?}");
+    let chosen = selected(&cands);
+    assert_eq!(chosen.len(), 1, "{cands:#?}");
+    assert!(chosen[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/virtio-win.iso"));
+    assert_eq!(chosen[0]["family"], "virtio-win");
+    assert_eq!(chosen[0]["version"], "0.1.266");
+    assert!(
+        chosen[0]["reason"].as_str().unwrap().contains("newest"),
+        "{}",
+        chosen[0]
+    );
+    let liar = by_file(&cands, "virtio-win-0.1.999.iso");
+    assert_eq!(liar["version"], "0.1.240", "content wins over the name");
+    assert!(
+        liar["reason"].as_str().unwrap().contains("not the newest"),
+        "{liar}"
+    );
+    for bad in ["truncated.iso", "notes.iso", "empty.iso"] {
+        let c = by_file(&cands, bad);
+        assert_eq!(c["selected"], false);
+        assert!(c["family"].is_null(), "{c}");
+        assert!(
+            c["reason"].as_str().unwrap().starts_with("refused: "),
+            "{c}"
+        );
+    }
+    assert!(by_file(&cands, "truncated.iso")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("runs past the end"));
+    assert!(by_file(&cands, "notes.iso")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not an ISO 9660 image"));
+    assert_eq!(by_file(&cands, "vmguest.iso")["family"], "hyper-v");
+    assert_eq!(by_file(&cands, "vmguest.iso")["version"], "6.3.9600.18080");
+    assert_eq!(by_file(&cands, "windows.iso")["family"], "vmware-tools");
+    assert_eq!(
+        by_file(&cands, "VBoxGuestAdditions.iso")["version"],
+        "6.1.50"
+    );
+    // Reading an ISO takes a few sectors, not the image.
+    for c in cands.iter().filter(|c| !c["family"].is_null()) {
+        assert!(c["bytes_read"].as_u64().unwrap() <= 64 * 1024, "{c}");
+    }
+
+    // A Linux guest on QEMU gets the project's own format, compared numerically.
+    let (cands, _) = get_iso(s, hermetic.path(), &["-GuestOS", "linux"]);
+    let chosen = selected(&cands);
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0]["version"], "1.10.0");
+    assert!(by_file(&cands, "virtio-win.iso")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not used for Linux guests"));
+
+    // Configured otherwise: VirtualBox for Windows, old and new volume id styles compared.
+    let vbox_cfg = config(&format!(
+        "{HERMETIC}[families]\nwindows = [\"virtualbox\"]\n"
+    ));
+    let (cands, _) = get_iso(s, vbox_cfg.path(), &["-GuestOS", "windows"]);
+    let chosen = selected(&cands);
+    assert_eq!(chosen[0]["family"], "virtualbox");
+    assert_eq!(chosen[0]["version"], "7.1.4");
+}
+
+#[test]
+fn windows_recipes_name_files_that_exist_on_the_mirrored_layouts() {
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    let cases = [
+        (
+            virtio_win(s, "v.iso", "0.1.266"),
+            "virtio-win",
+            "0.1.266",
+            "virtio-win-guest-tools.exe /install /quiet /norestart",
+        ),
+        (
+            vbox(s, "vb.iso", "VBox_GAs_7.0.12", "#!/bin/sh\n"),
+            "virtualbox",
+            "7.0.12",
+            "VBoxWindowsAdditions.exe /S",
+        ),
+        (
+            vmware_windows(s),
+            "vmware-tools",
+            "12.3.0.47352",
+            "setup64.exe /S /v \"/qn REBOOT=R\"",
+        ),
+        (
+            hyper_v(s),
+            "hyper-v",
+            "6.3.9600.18080",
+            "support\\amd64\\setup.exe /quiet /norestart",
+        ),
+    ];
+    for (path, family, version, command) in cases {
+        let chosen = iso::locate(Some(&path), GuestKind::Windows)
+            .unwrap_or_else(|f| panic!("{}: {:#}", path.display(), f.error));
+        assert_eq!(chosen.family.as_str(), family);
+        assert_eq!(chosen.version.as_deref(), Some(version));
+        let cmd = chosen.recipe.windows_for("x86_64").unwrap();
+        assert_eq!(cmd, command);
+        // The program the command runs is on the media.
+        let program = cmd.split_whitespace().next().unwrap().replace('\\', "/");
+        let file = std::fs::File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut image = reader::Image::open(file, len, reader::Limits::default()).unwrap();
+        assert!(
+            image.lookup(&program).unwrap().is_some_and(|e| !e.is_dir),
+            "{program} missing on {family}'s layout"
+        );
+        assert_eq!(chosen.sha256, sha256sum(&path));
+    }
+    // The Linux recipes of the tarball and .run families.
+    let linux = iso::locate(Some(&vmware_linux(s)), GuestKind::Linux).unwrap();
+    assert_eq!(linux.version.as_deref(), Some("10.3.26"));
+    assert!(linux
+        .recipe
+        .linux
+        .unwrap()
+        .contains("vmware-install.pl --default"));
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn an_empty_store_is_file_not_found_listing_every_place_searched() {
+    let store = tempfile::tempdir().unwrap();
+    let out = vmguest_with(
+        &["Get-IntegrationComponentsIso", "-GuestOS", "linux"],
+        None,
+        &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(15), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0x80070002"), "{err}");
+    for place in [
+        store.path().to_str().unwrap(),
+        "VMGUEST_IC_PATH",
+        "/usr/share/virtio-win",
+        "/var/lib/libvirt/images",
+        "no config file",
+    ] {
+        assert!(err.contains(place), "{place} not listed:\n{err}");
+    }
+}
+
+#[test]
+fn the_real_guest_installs_the_newest_of_two_own_format_isos_from_the_path() {
+    let vm = TestVm::booted("newest");
+    let store = tempfile::tempdir().unwrap();
+    // Names that lie: the "9.9.9" file holds 1.9.0.
+    ic_iso(
+        store.path(),
+        "ic-9.9.9.iso",
+        "1.9.0",
+        &good_installer("1.9.0"),
+    );
+    let newest = ic_iso(
+        store.path(),
+        "ic-1.10.0.iso",
+        "1.10.0",
+        &good_installer("1.10.0"),
+    );
+    let (r, out) = install_json_with(
+        &vm,
+        &[],
+        &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
+    );
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso"], newest.canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(r["iso_family"], "vmguest");
+    assert_eq!(r["iso_version"], "1.10.0");
+    assert_eq!(r["iso_source"], "VMGUEST_IC_PATH");
+    assert_eq!(r["iso_sha256"], sha256sum(&newest));
+    let st = vm.guest_sh("cat /opt/vmguest-ic/STATUS");
+    assert_eq!(st.stdout.trim(), "installed 1.10.0", "{st:?}");
+    assert!(vm.drives()[0].media.is_none());
+}
+
+#[test]
+fn a_linux_guest_configured_for_virtualbox_runs_its_linux_installer() {
+    let vm = TestVm::booted("vboxguest");
+    let store = tempfile::tempdir().unwrap();
+    let run = "#!/bin/sh\nmkdir -p /opt/vbox && echo \"$@\" > /opt/vbox/args && echo done\n";
+    vbox(
+        store.path(),
+        "VBoxGuestAdditions.iso",
+        "VBox_GAs_7.0.12",
+        run,
+    );
+    let cfg = config(&format!("{HERMETIC}[families]\nlinux = [\"virtualbox\"]\n"));
+    let (r, out) = install_json_with(
+        &vm,
+        &[],
+        &[
+            ("VMGUEST_IC_PATH", store.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", cfg.path().to_str().unwrap()),
+        ],
+    );
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso_family"], "virtualbox");
+    assert_eq!(
+        r["installer"]["command"],
+        "sh ./VBoxLinuxAdditions.run --nox11"
+    );
+    let st = vm.guest_sh("cat /opt/vbox/args");
+    assert_eq!(st.stdout.trim(), "--nox11", "{st:?}");
+}
