@@ -15,6 +15,8 @@
 //! windows = ["virtio-win"]
 //! unknown = ["vmguest", "virtio-win"]
 //! ```
+//!
+//! `plugin_dirs = ["/etc/vmguest/plugins"]` sets where plugins are found.
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +34,8 @@ pub struct Config {
     pub search_well_known: Option<bool>,
     #[serde(default)]
     pub families: Families,
-    /// Plugin settings (issue 4) live in their own table; unknown here means a typo.
-    #[serde(default)]
-    pub plugins: Option<toml::Table>,
+    /// Directories of plugin manifests (see `plugin::manifest`).
+    pub plugin_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -30,6 +30,7 @@ pub mod inventory;
 pub mod iso;
 pub mod manifest;
 pub mod operation;
+pub mod plugin;
 pub mod progress;
 pub mod report;
 pub mod vm;

@@ -1,7 +1,7 @@
 //! `InstallIntegrationComponents` as a state machine.
 //!
 //! ```text
-//! Connect → CheckRunning → ConnectAgent → LocateIso → ChooseDrive → [BorrowMedia] → InsertIc
+//! Connect → CheckRunning → ConnectAgent → LocateIso → PreInstall → ChooseDrive → [BorrowMedia] → InsertIc
 //!   ├─ no agent / -NoWait ─────────────────────────────────────────────────→ Autorun → Done
 //!   └─ PrepareGuest → RunInstaller → UnmountInGuest → EjectIc → [RestoreMedia] → Done
 //! ```
@@ -9,8 +9,13 @@
 //! Each step returns the next one. On failure the step names where clean-up resumes, so
 //! once anything in the VM changed, the IC media comes out and borrowed media goes back
 //! on every path. The first failure decides the outcome; later ones become notes.
+//!
+//! Plugins (`crate::plugin`) join at three points: the iso-policy plugins in LocateIso,
+//! the pre-install hooks in PreInstall (before the VM is touched), and the post-install
+//! hooks after Done, with the outcome.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -21,6 +26,7 @@ use crate::hresult::{Failure, HResult, OrHResult, Outcome};
 use crate::inventory::{Inventory, VmEntry};
 use crate::iso::{self, IcIso};
 use crate::manifest::Components;
+use crate::plugin::PluginSet;
 use crate::progress::Progress;
 use crate::report::{InstallReport, InstallerRun, Mode, PhaseTiming};
 use crate::vm::{is_locked_refusal, DvdDrive, GuestAgent, Media, VmControl};
@@ -38,6 +44,8 @@ pub struct InstallOptions {
     pub timeout: Duration,
     /// Decide everything, change nothing.
     pub what_if: bool,
+    /// Plugins to run; `None` runs none (the CLI's `-NoPlugins`).
+    pub plugins: Option<Arc<PluginSet>>,
 }
 
 impl Default for InstallOptions {
@@ -48,6 +56,7 @@ impl Default for InstallOptions {
             no_wait: false,
             timeout: Duration::from_secs(600),
             what_if: false,
+            plugins: None,
         }
     }
 }
@@ -57,6 +66,7 @@ enum Step {
     Connect,
     CheckRunning,
     LocateIso,
+    PreInstall,
     ConnectAgent,
     ChooseDrive,
     BorrowMedia,
@@ -76,6 +86,7 @@ impl Step {
             Step::Connect => "connect",
             Step::CheckRunning => "check-running",
             Step::LocateIso => "locate-iso",
+            Step::PreInstall => "pre-install",
             Step::ConnectAgent => "connect-agent",
             Step::ChooseDrive => "choose-drive",
             Step::BorrowMedia => "borrow-media",
@@ -158,7 +169,10 @@ pub fn install(
     progress.finished(vm_name);
     op.report.total_ms = started.elapsed().as_millis() as u64;
     let message = op.success_message();
-    op.report.seal(message);
+    op.report.seal(message.clone());
+    if !options.what_if {
+        op.post_install(message);
+    }
     op.report
 }
 
@@ -168,6 +182,7 @@ impl Operation<'_> {
             Step::Connect => self.connect(),
             Step::CheckRunning => self.check_running(),
             Step::LocateIso => self.locate_iso(),
+            Step::PreInstall => self.pre_install(),
             Step::ConnectAgent => self.connect_agent(),
             Step::ChooseDrive => self.choose_drive(),
             Step::BorrowMedia => self.borrow_media(),
@@ -229,7 +244,17 @@ impl Operation<'_> {
     /// The guest's OS (from the agent) decides the family.
     fn locate_iso(&mut self) -> Outcome<Step> {
         let kind = GuestKind::of(self.report.guest_os.as_ref());
-        let iso = iso::locate(self.options.iso.as_deref(), kind)?;
+        let mut selection = iso::survey(self.options.iso.as_deref(), kind);
+        if let Some(plugins) = &self.options.plugins {
+            plugins.check_admitted()?;
+            plugins.apply_policy(
+                &self.report.vm,
+                self.report.guest_os.as_ref(),
+                &mut selection,
+                &mut self.report.plugins,
+            )?;
+        }
+        let iso = iso::finish(&selection)?;
         tracing::info!(vm = %self.report.vm, iso = %iso.path.display(), "chose: {}", iso.reason);
         self.report.iso = Some(iso.path.display().to_string());
         self.report.iso_volume_id = Some(iso.volume_id.clone());
@@ -260,7 +285,41 @@ impl Operation<'_> {
             }
         }
         self.iso = Some(iso);
+        Ok(Step::PreInstall)
+    }
+
+    /// A veto here ends the operation before the VM is touched.
+    fn pre_install(&mut self) -> Outcome<Step> {
+        if let Some(plugins) = self.options.plugins.clone() {
+            let ctx = self.plugin_context();
+            plugins.pre_install(&ctx, &mut self.report.plugins)?;
+        }
         Ok(Step::ChooseDrive)
+    }
+
+    fn plugin_context(
+        &self,
+    ) -> crate::plugin::bindings::v0_2::vmguest::plugin::types::InstallContext {
+        crate::plugin::context::install_context(
+            &self.report.vm,
+            self.report.guest_os.as_ref(),
+            self.iso.as_ref(),
+            self.options.what_if,
+        )
+    }
+
+    /// Post-install hooks see the sealed outcome. Their failure becomes the outcome if
+    /// the install itself succeeded; what was installed stays in the report.
+    fn post_install(&mut self, success_message: String) {
+        let Some(plugins) = self.options.plugins.clone() else {
+            return;
+        };
+        let ctx = self.plugin_context();
+        let outcome = crate::plugin::context::outcome(&self.report);
+        if let Some(f) = plugins.post_install(&ctx, &outcome, &mut self.report.plugins) {
+            self.report.fail(f);
+            self.report.seal(success_message);
+        }
     }
 
     /// Without an answering agent the operation falls back to autorun, like the original.

@@ -65,6 +65,8 @@ pub struct InstallReport {
     pub phases: Vec<PhaseTiming>,
     pub total_ms: u64,
     pub notes: Vec<String>,
+    /// What each plugin decided, in order.
+    pub plugins: Vec<crate::plugin::PluginRecord>,
     pub error: Option<ErrorDetail>,
     #[serde(skip)]
     pub failure: Option<Failure>,
@@ -95,6 +97,7 @@ impl InstallReport {
             phases: Vec::new(),
             total_ms: 0,
             notes: Vec::new(),
+            plugins: Vec::new(),
             error: None,
             failure: None,
         }

@@ -86,6 +86,73 @@ pub fn mkisofs(src: &Path, iso: &Path, volid: &str) -> PathBuf {
     iso.to_owned()
 }
 
+/// The example plugins and fixture components, built once per test run for
+/// wasm32-wasip2 by scripts/build-plugins.sh; returns the directory of the .wasm files.
+pub fn wasm_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = workspace().join("target/wasm");
+        std::fs::create_dir_all(&out).unwrap();
+        let status = Command::new(require("flock", "util-linux"))
+            .arg(out.join("build.lock"))
+            .arg("sh")
+            .arg(workspace().join("scripts/build-plugins.sh"))
+            .status()
+            .expect("running scripts/build-plugins.sh");
+        assert!(status.success(), "building the plugins failed");
+        out.join("wasm32-wasip2/release")
+    })
+}
+
+/// A plugin to install into a test plugin directory.
+pub struct PluginSpec<'a> {
+    pub name: &'a str,
+    /// The built component, for example "pin_versions".
+    pub wasm: &'a str,
+    pub wit: &'a str,
+    /// Extra manifest TOML: [settings], [grants], [limits].
+    pub extra: String,
+}
+
+impl<'a> PluginSpec<'a> {
+    pub fn new(name: &'a str, wasm: &'a str, extra: impl Into<String>) -> Self {
+        PluginSpec {
+            name,
+            wasm,
+            wit: "0.2.0",
+            extra: extra.into(),
+        }
+    }
+}
+
+/// A plugin directory (mode 0700, like a real one) with manifests pinned to the
+/// components' SHA-256.
+pub fn plugin_dir(plugins: &[PluginSpec]) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("vmgplug")
+        .tempdir()
+        .unwrap();
+    for (i, p) in plugins.iter().enumerate() {
+        let wasm = dir.path().join(format!("{}.wasm", p.name));
+        std::fs::copy(wasm_dir().join(format!("{}.wasm", p.wasm)), &wasm).unwrap();
+        let sum = vmguest::iso::sha256_file(&wasm).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{}.toml", p.name)),
+            format!(
+                "name = \"{}\"\nversion = \"1.0.0\"\nwit = \"{}\"\ncomponent = \"{}.wasm\"\n\
+                 sha256 = \"{sum}\"\norder = {}\n{}\n",
+                p.name,
+                p.wit,
+                p.name,
+                (i + 1) * 10,
+                p.extra
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
 /// An ISO with the given files (paths may have directories), built by xorriso with
 /// Rock Ridge and Joliet like the real families' images.
 pub fn layout_iso(dir: &Path, file: &str, volid: &str, files: &[(&str, &[u8])]) -> PathBuf {
@@ -320,6 +387,8 @@ pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
         .env_remove("VMGUEST_VM_DIR")
         .env_remove("RUST_LOG")
         .env_remove("VMGUEST_IC_PATH")
+        .env_remove("VMGUEST_PLUGIN_PATH")
+        .env("VMGUEST_PLUGIN_CACHE", config.path().join("plugin-cache"))
         .env("XDG_CONFIG_HOME", config.path())
         .env("XDG_DATA_HOME", config.path())
         .stdin(if stdin.is_some() {
@@ -342,7 +411,50 @@ pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
             .write_all(input.as_bytes())
             .unwrap();
     }
-    child.wait_with_output().unwrap()
+    wait_bounded(child, Duration::from_secs(300))
+}
+
+/// Wait for the child, but kill it past `limit`: a hang becomes a failure, not a stuck
+/// suite. The pipes are drained meanwhile so a chatty child cannot block.
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vmguest did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// The JSON result objects on stdout, one per line.

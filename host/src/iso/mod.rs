@@ -69,9 +69,13 @@ pub fn survey(explicit: Option<&Path>, guest: GuestKind) -> Selection {
 /// The whole policy: the chosen ISO, or HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) listing
 /// every place searched and why each candidate was refused.
 pub fn locate(explicit: Option<&Path>, guest: GuestKind) -> Outcome<IcIso> {
-    let selection = survey(explicit, guest);
+    finish(&survey(explicit, guest))
+}
+
+/// The chosen candidate of a selection (perhaps changed by plugins), hashed.
+pub fn finish(selection: &Selection) -> Outcome<IcIso> {
     let Some(c) = selection.chosen() else {
-        return Err(not_found(&selection));
+        return Err(not_found(selection));
     };
     let path = select::canonical(c);
     let sha256 = sha256_file(&path)
@@ -129,11 +133,15 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Identify an in-memory image: the fuzz target's entry point.

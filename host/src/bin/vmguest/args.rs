@@ -63,6 +63,13 @@ pub struct Common {
         default_value = "Table"
     )]
     pub output_format: OutputFormat,
+    /// Directory of plugin manifests, instead of $VMGUEST_PLUGIN_PATH, the config's
+    /// plugin_dirs, or ~/.config/vmguest/plugins and /etc/vmguest/plugins
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Run without any plugin (troubleshooting)
+    #[arg(long, global = true)]
+    pub no_plugins: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +110,28 @@ pub enum Cmdlet {
         visible_alias = "get-integration-components-iso"
     )]
     GetIntegrationComponentsIso(GetIsoArgs),
+    /// List the plugins: version, WIT version, what each implements, grants, hash, cache
+    #[command(name = "Get-Plugin", visible_alias = "get-plugin")]
+    GetPlugin,
+    /// Load a component in the sandbox and show what it decides on a sample context
+    #[command(name = "Test-Plugin", visible_alias = "test-plugin")]
+    TestPlugin(TestPluginArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TestPluginArgs {
+    /// The component (.wasm)
+    #[arg(long, value_name = "WASM")]
+    pub path: PathBuf,
+    /// A setting for the plugin, KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub setting: Vec<String>,
+    /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
+    #[arg(long, value_name = "GUEST=HOST")]
+    pub grant: Vec<String>,
+    /// The sample guest
+    #[arg(long, value_name = "OS", default_value = "windows", value_parser = ["linux", "windows", "unknown"], ignore_case = true)]
+    pub guest_os: String,
 }
 
 #[derive(Args, Debug)]

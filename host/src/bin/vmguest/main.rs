@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use vmguest::config::GuestKind;
+use vmguest::plugin::PluginSet;
 use vmguest::{Failure, HResult, InstallOptions, InstallReport, Inventory, VirtualPc};
 
-use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs};
+use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, TestPluginArgs};
 
 fn main() {
     let cli = Cli::parse_from(args::normalize(std::env::args().collect()));
@@ -24,6 +25,8 @@ fn main() {
         Cmdlet::InstallIntegrationComponents(a) => install(&cli.common, a),
         Cmdlet::GetVm(a) => get_vm(&cli.common, a),
         Cmdlet::GetIntegrationComponentsIso(a) => get_iso(&cli.common, a),
+        Cmdlet::GetPlugin => get_plugin(&cli.common),
+        Cmdlet::TestPlugin(a) => test_plugin(&cli.common, a),
     };
     std::process::exit(code);
 }
@@ -111,6 +114,8 @@ fn install(common: &Common, a: InstallArgs) -> i32 {
         no_wait: a.no_wait,
         timeout: Duration::from_secs(a.timeout_sec),
         what_if: a.what_if,
+        plugins: (!common.no_plugins)
+            .then(|| std::sync::Arc::new(PluginSet::discover(common.plugin_dir.as_deref()))),
     };
     let spinner = spinner::Spinner::new(!common.verbose);
     let mut reports: Vec<InstallReport> = Vec::new();
@@ -233,6 +238,55 @@ fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
             &f,
             &mut first_error,
         );
+    }
+    first_error.map_or(0, HResult::exit_code)
+}
+
+fn get_plugin(common: &Common) -> i32 {
+    let set = PluginSet::discover(common.plugin_dir.as_deref());
+    output::plugins(common.output_format, &set.infos());
+    0
+}
+
+/// `KEY=VALUE` pairs.
+fn pairs<T: From<String>>(
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, T>, String> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), T::from(v.to_owned())))
+                .ok_or_else(|| format!("{kv:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn test_plugin(common: &Common, a: TestPluginArgs) -> i32 {
+    const CMDLET: &str = "Test-Plugin";
+    let (settings, grants) = match (
+        pairs::<String>(&a.setting),
+        pairs::<std::path::PathBuf>(&a.grant),
+    ) {
+        (Ok(s), Ok(g)) => (s, g),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{CMDLET} : {e}");
+            return 2;
+        }
+    };
+    let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
+    let mut first_error = None;
+    match vmguest::plugin::probe::probe(&a.path, settings, grants, guest) {
+        Ok(report) => output::probe(common.output_format, &report),
+        Err(f) => {
+            report_error(
+                common,
+                CMDLET,
+                &a.path.display().to_string(),
+                &f,
+                &mut first_error,
+            );
+        }
     }
     first_error.map_or(0, HResult::exit_code)
 }

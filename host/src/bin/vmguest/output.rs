@@ -5,6 +5,8 @@ use std::io::Write;
 
 use serde::Serialize;
 use vmguest::iso::CandidateView;
+use vmguest::plugin::probe::ProbeReport;
+use vmguest::plugin::PluginInfo;
 use vmguest::{HResult, InstallReport, VmSummary};
 
 use crate::args::OutputFormat;
@@ -153,6 +155,88 @@ pub fn iso_candidates(format: OutputFormat, candidates: &[CandidateView]) {
                 &["Selected", "Family", "Version", "Source", "Path", "Reason"],
                 &rows,
             );
+        }
+    }
+}
+
+pub fn plugins(format: OutputFormat, plugins: &[PluginInfo]) {
+    match format {
+        OutputFormat::Json => plugins.iter().for_each(json_line),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = plugins
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.version.clone().unwrap_or_default(),
+                        p.wit.clone().unwrap_or_default(),
+                        p.implements.join(","),
+                        p.grants
+                            .iter()
+                            .map(|g| {
+                                format!(
+                                    "{}={}{}",
+                                    g.guest,
+                                    g.host.display(),
+                                    if g.writable { " (rw)" } else { "" }
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        p.sha256
+                            .as_deref()
+                            .map(|h| h[..12.min(h.len())].to_owned())
+                            .unwrap_or_default(),
+                        p.cache
+                            .map(|c| format!("{c:?}").to_lowercase())
+                            .unwrap_or_default(),
+                        p.status.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "Name",
+                    "Version",
+                    "Wit",
+                    "Implements",
+                    "Grants",
+                    "Sha256",
+                    "Cache",
+                    "Status",
+                ],
+                &rows,
+            );
+        }
+    }
+}
+
+pub fn probe(format: OutputFormat, report: &ProbeReport) {
+    match format {
+        OutputFormat::Json => json_line(report),
+        OutputFormat::Table => {
+            println!(
+                "{} (vmguest:plugin@{}) implements {}",
+                report.plugin.name,
+                report.plugin.wit.as_deref().unwrap_or("?"),
+                report.plugin.implements.join(", ")
+            );
+            println!("sample {} guest; candidates:", report.guest.as_str());
+            for c in &report.candidates {
+                println!("  {c}");
+            }
+            let rows: Vec<Vec<String>> = report
+                .decisions
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.stage.to_owned(),
+                        format!("{:.2}", d.ms),
+                        d.decision.clone(),
+                    ]
+                })
+                .collect();
+            table(&["Stage", "Ms", "Decision"], &rows);
         }
     }
 }

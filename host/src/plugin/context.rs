@@ -1,0 +1,130 @@
+//! vmguest's types to and from the WIT types (shared by every WIT version).
+
+use super::bindings::v0_2::vmguest::plugin::types as wit;
+use crate::config::GuestKind;
+use crate::hresult::HResult;
+use crate::iso::{Candidate, IcIso, Selection};
+use crate::report::InstallReport;
+use crate::vm::GuestOsInfo;
+
+pub fn vm_info(name: &str) -> wit::VmInfo {
+    wit::VmInfo {
+        name: name.to_owned(),
+        hypervisor: "qemu".into(),
+    }
+}
+
+pub fn guest_os(info: Option<&GuestOsInfo>) -> wit::GuestOs {
+    let kind = match GuestKind::of(info) {
+        GuestKind::Linux => wit::GuestKind::Linux,
+        GuestKind::Windows => wit::GuestKind::Windows,
+        GuestKind::Unknown => wit::GuestKind::Unknown,
+    };
+    wit::GuestOs {
+        kind,
+        id: info.and_then(|i| i.id.clone()),
+        pretty_name: info.and_then(|i| i.pretty_name.clone()),
+        version_id: info.and_then(|i| i.version_id.clone()),
+        kernel_release: info.and_then(|i| i.kernel_release.clone()),
+        machine: info.and_then(|i| i.machine.clone()),
+    }
+}
+
+/// A guest of a given kind with nothing else known, for `Test-Plugin`.
+pub fn guest_of_kind(kind: GuestKind) -> wit::GuestOs {
+    let mut g = guest_os(None);
+    g.kind = match kind {
+        GuestKind::Linux => wit::GuestKind::Linux,
+        GuestKind::Windows => wit::GuestKind::Windows,
+        GuestKind::Unknown => wit::GuestKind::Unknown,
+    };
+    g
+}
+
+pub fn candidate(c: &Candidate) -> wit::Candidate {
+    wit::Candidate {
+        path: c.named.path.display().to_string(),
+        family: c.family().map(|f| f.as_str().to_owned()),
+        version: c.version(),
+        volume_id: c.volume_id.clone(),
+        source: c.named.source.clone(),
+        usable: c.identity.is_ok(),
+        reason: c.reason.clone(),
+    }
+}
+
+pub fn policy_context(
+    vm: &wit::VmInfo,
+    guest: &wit::GuestOs,
+    sel: &Selection,
+) -> wit::PolicyContext {
+    wit::PolicyContext {
+        vm: vm.clone(),
+        guest: guest.clone(),
+        candidates: sel.candidates.iter().map(candidate).collect(),
+        default_choice: sel.chosen.map(|i| i as u32),
+    }
+}
+
+pub fn iso_info(iso: &IcIso) -> wit::IsoInfo {
+    wit::IsoInfo {
+        path: iso.path.display().to_string(),
+        family: iso.family.as_str().to_owned(),
+        version: iso.version.clone(),
+        sha256: iso.sha256.clone(),
+        source: iso.source.clone(),
+    }
+}
+
+pub fn install_context(
+    vm: &str,
+    guest: Option<&GuestOsInfo>,
+    iso: Option<&IcIso>,
+    what_if: bool,
+) -> wit::InstallContext {
+    wit::InstallContext {
+        vm: vm_info(vm),
+        guest: guest_os(guest),
+        iso: iso.map(iso_info),
+        what_if,
+    }
+}
+
+pub fn outcome(report: &InstallReport) -> wit::InstallOutcome {
+    wit::InstallOutcome {
+        hresult: report.result.value(),
+        name: report.result.name().to_owned(),
+        message: report.message.clone(),
+        components: report
+            .components
+            .as_ref()
+            .filter(|_| {
+                report
+                    .installer
+                    .as_ref()
+                    .is_some_and(|i| i.exit_code == Some(0))
+            })
+            .map(|c| format!("{} {}", c.name, c.version)),
+        total_ms: report.total_ms,
+        phases: report
+            .phases
+            .iter()
+            .map(|p| wit::Phase {
+                name: p.phase.to_owned(),
+                ms: p.ms,
+            })
+            .collect(),
+    }
+}
+
+/// The closed set of outcomes a plugin may choose; there is no way to name another.
+pub fn hresult(e: wit::ContractError) -> HResult {
+    match e {
+        wit::ContractError::VmNotRunning => HResult::VmNotRunning,
+        wit::ContractError::VmUnknown => HResult::VmUnknown,
+        wit::ContractError::DriveInvalid => HResult::DriveInvalid,
+        wit::ContractError::MediaUnmountFail => HResult::MediaUnmountFail,
+        wit::ContractError::Unexpected => HResult::DispException,
+        wit::ContractError::FileNotFound => HResult::FileNotFound,
+    }
+}

@@ -1,0 +1,160 @@
+//! The wasmtime engine every plugin shares, its epoch clock, and the compiled-component
+//! cache.
+//!
+//! **Deadlines.** The engine uses epoch interruption. One background thread bumps the
+//! epoch every [`TICK`]; a call's deadline is its timeout in ticks, so a plugin that
+//! loops is stopped within one tick of its deadline.
+//!
+//! **Cache.** Compiling a component with Cranelift takes tens of milliseconds;
+//! deserializing a compiled one takes microseconds. Compiled components are kept in
+//! `$VMGUEST_PLUGIN_CACHE`, else `$XDG_CACHE_HOME/vmguest/plugins`, else
+//! `~/.cache/vmguest/plugins`. An entry's name is derived from the component's SHA-256
+//! and a hash of the wasmtime version and engine configuration, so an upgrade or
+//! configuration change never loads a stale entry. Each entry has a `.sha256` sidecar of
+//! its own bytes, checked before wasmtime deserializes it. A corrupt or tampered entry
+//! is recompiled and rewritten, never trusted. A cache directory writable by others is
+//! not used.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+pub const TICK: Duration = Duration::from_millis(10);
+/// The deepest wasm stack a plugin may use.
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// The process-wide engine; the epoch thread starts with it.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK);
+        let engine = Engine::new(&config).expect("a valid static wasmtime configuration");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("vmguest-plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .expect("spawning the epoch thread");
+        engine
+    })
+}
+
+/// How a component was obtained, for `Get-Plugin` and the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheState {
+    /// Loaded from the cache.
+    Hit,
+    /// Compiled, and stored in the cache.
+    Compiled,
+    /// The entry was corrupt: compiled again and rewritten.
+    Recompiled,
+    /// Compiled; no usable cache directory.
+    Uncached,
+}
+
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("VMGUEST_PLUGIN_CACHE").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|b| b.join("vmguest/plugins"))
+}
+
+/// The cache entry for a component: SHA-256 + wasmtime version and engine config.
+pub fn cache_entry(dir: &Path, component_sha256: &str) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine().precompile_compatibility_hash().hash(&mut h);
+    dir.join(format!("{component_sha256}-{:016x}.cwasm", h.finish()))
+}
+
+/// Does a valid entry exist (without loading it)?
+pub fn cached(component_sha256: &str) -> bool {
+    cache_dir()
+        .map(|d| cache_entry(&d, component_sha256))
+        .is_some_and(|p| read_verified(&p).is_some())
+}
+
+fn sidecar(entry: &Path) -> PathBuf {
+    entry.with_extension("cwasm.sha256")
+}
+
+fn read_verified(entry: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(entry).ok()?;
+    let want = std::fs::read_to_string(sidecar(entry)).ok()?;
+    (crate::iso::sha256_bytes(&bytes) == want.trim()).then_some(bytes)
+}
+
+fn usable_dir(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok()
+        && super::manifest::check_not_writable_by_others(dir, "cache directory").is_ok()
+}
+
+/// Compile `bytes`, or load the compiled form from the cache.
+pub fn load(bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, CacheState)> {
+    let engine = engine();
+    let dir = cache_dir().filter(|d| usable_dir(d));
+    let Some(dir) = dir else {
+        return Ok((Component::new(engine, bytes)?, CacheState::Uncached));
+    };
+    let entry = cache_entry(&dir, sha256);
+    let existed = entry.exists();
+    if let Some(compiled) = read_verified(&entry) {
+        // SAFETY: the bytes are the output of `precompile_component` by this engine
+        // configuration (the name says so), and their SHA-256 matches the sidecar written
+        // with them, so they are not truncated or altered since.
+        match unsafe { Component::deserialize(engine, &compiled) } {
+            Ok(c) => return Ok((c, CacheState::Hit)),
+            Err(e) => tracing::warn!("plugin cache entry {} unusable: {e:#}", entry.display()),
+        }
+    } else if existed {
+        tracing::warn!(
+            "plugin cache entry {} fails its checksum; recompiling",
+            entry.display()
+        );
+    }
+    let compiled = engine
+        .precompile_component(bytes)
+        .map_err(anyhow::Error::from)
+        .context("compiling the component")?;
+    // SAFETY: just produced by this engine.
+    let component = unsafe { Component::deserialize(engine, &compiled)? };
+    if let Err(e) = store(&entry, &compiled) {
+        tracing::warn!("cannot write plugin cache {}: {e:#}", entry.display());
+    }
+    let state = if existed {
+        CacheState::Recompiled
+    } else {
+        CacheState::Compiled
+    };
+    Ok((component, state))
+}
+
+/// Write the entry and its checksum through temporary files and renames, so a reader
+/// never sees half an entry.
+fn store(entry: &Path, compiled: &[u8]) -> std::io::Result<()> {
+    let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, compiled)?;
+    std::fs::rename(&tmp, entry)?;
+    let tmp_sum = tmp.with_extension("sum");
+    std::fs::write(&tmp_sum, crate::iso::sha256_bytes(compiled))?;
+    std::fs::rename(&tmp_sum, sidecar(entry))
+}

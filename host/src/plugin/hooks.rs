@@ -1,0 +1,126 @@
+//! Running `install-hooks`. `pre-install` runs after the ISO is chosen and before the VM
+//! is touched; the first veto ends the operation with the plugin's documented outcome.
+//! `post-install` runs for every hook plugin with the outcome; a failure there becomes
+//! DISP_E_EXCEPTION naming the plugin, while the record of what was installed stays in
+//! the result (and in the guest).
+
+use std::sync::atomic::Ordering;
+
+use super::bindings::v0_2::vmguest::plugin::types as wit;
+use super::context;
+use super::{check_len, HooksExport, PluginRecord, PluginSet};
+use crate::hresult::Failure;
+
+impl PluginSet {
+    pub fn pre_install(
+        &self,
+        ctx: &wit::InstallContext,
+        records: &mut Vec<PluginRecord>,
+    ) -> Result<(), Failure> {
+        for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
+            let answer = plugin.sandbox.call("pre-install", |store, instance| {
+                match plugin.hooks.as_ref().expect("filtered") {
+                    HooksExport::V0_2(ix) => ix
+                        .load(&mut *store, instance)?
+                        .call_pre_install(&mut *store, ctx),
+                    HooksExport::V0_1(ix) => ix
+                        .load(&mut *store, instance)?
+                        .call_pre_install(&mut *store, ctx),
+                }
+            });
+            let (result, took) = match answer {
+                Ok(ok) => ok,
+                Err(e) => {
+                    records.push(plugin.record("pre-install", format!("failed: {}", e.0), 0.0));
+                    return Err(plugin.failure(e.0));
+                }
+            };
+            let ms = took.as_secs_f64() * 1000.0;
+            match result {
+                Ok(()) => records.push(plugin.record("pre-install", "allow".into(), ms)),
+                Err(r) => {
+                    if let Err(why) = check_len("message", &r.message) {
+                        records.push(plugin.record("pre-install", format!("failed: {why}"), ms));
+                        return Err(plugin.failure(why));
+                    }
+                    let hresult = context::hresult(r.error);
+                    records.push(plugin.record(
+                        "pre-install",
+                        format!("veto {}: {}", hresult.name(), r.message),
+                        ms,
+                    ));
+                    return Err(Failure::msg(
+                        hresult,
+                        format!(
+                            "plugin {:?} vetoed the install: {}",
+                            plugin.name(),
+                            r.message
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the first failure; every hook plugin runs regardless.
+    pub fn post_install(
+        &self,
+        ctx: &wit::InstallContext,
+        outcome: &wit::InstallOutcome,
+        records: &mut Vec<PluginRecord>,
+    ) -> Option<Failure> {
+        let mut first = None;
+        for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
+            if plugin.sandbox.poisoned.load(Ordering::SeqCst) {
+                records.push(plugin.record(
+                    "post-install",
+                    "skipped: the plugin failed earlier".into(),
+                    0.0,
+                ));
+                continue;
+            }
+            let answer = plugin.sandbox.call("post-install", |store, instance| {
+                match plugin.hooks.as_ref().expect("filtered") {
+                    HooksExport::V0_2(ix) => {
+                        ix.load(&mut *store, instance)?
+                            .call_post_install(&mut *store, ctx, outcome)
+                    }
+                    HooksExport::V0_1(ix) => {
+                        ix.load(&mut *store, instance)?
+                            .call_post_install(&mut *store, ctx, outcome)
+                    }
+                }
+            });
+            let failure = match answer {
+                Ok((Ok(()), took)) => {
+                    records.push(plugin.record(
+                        "post-install",
+                        "ok".into(),
+                        took.as_secs_f64() * 1000.0,
+                    ));
+                    None
+                }
+                Ok((Err(msg), took)) => {
+                    let why = check_len("message", &msg)
+                        .err()
+                        .unwrap_or_else(|| format!("post-install failed: {msg}"));
+                    records.push(plugin.record(
+                        "post-install",
+                        format!("failed: {why}"),
+                        took.as_secs_f64() * 1000.0,
+                    ));
+                    Some(plugin.failure(why))
+                }
+                Err(e) => {
+                    records.push(plugin.record("post-install", format!("failed: {}", e.0), 0.0));
+                    Some(plugin.failure(e.0))
+                }
+            };
+            if first.is_none() {
+                first = failure;
+            }
+        }
+        first
+    }
+}

@@ -1,0 +1,218 @@
+//! Plugin manifests, discovery and admission.
+//!
+//! A plugin is a TOML manifest beside its component:
+//!
+//! ```toml
+//! name = "pin-versions"
+//! version = "1.0.0"
+//! wit = "0.2.0"                      # the vmguest:plugin version it was built against
+//! component = "pin_versions.wasm"    # relative to the manifest
+//! sha256 = "…"                       # the component's SHA-256; a mismatch is refused
+//! order = 10                         # lower runs first (then by name)
+//! [grants]                           # guest path = host directory, read-only
+//! "/mirror" = "/srv/ic-mirror"
+//! [grants_rw]                        # read-write grants, for audit logs and the like
+//! "/audit" = "/var/log/vmguest"
+//! [settings]                         # strings the plugin reads with host.setting
+//! deny = "virtio-win@0.1.217"
+//! [limits]
+//! timeout_ms = 1000                  # per call (default 1000, at most 60000)
+//! memory_mb = 64                     # linear memory (default 64, at most 1024)
+//! ```
+//!
+//! Plugin directories come from `--plugin-dir`, else `$VMGUEST_PLUGIN_PATH`
+//! (colon-separated), else `plugin_dirs` in the config file, else
+//! `$XDG_CONFIG_HOME/vmguest/plugins` and `/etc/vmguest/plugins`. Every `*.toml` in them
+//! is a manifest. Like sshd's StrictModes, a manifest, component, plugin directory or
+//! grant that is group- or world-writable is refused: anyone who could write it could
+//! run code in every install.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+pub const MAX_MEMORY_MB: u64 = 1024;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub wit: String,
+    pub component: PathBuf,
+    pub sha256: String,
+    #[serde(default)]
+    pub order: i64,
+    #[serde(default)]
+    pub grants: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub grants_rw: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+impl Limits {
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .clamp(1, MAX_TIMEOUT_MS)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        (self
+            .memory_mb
+            .unwrap_or(DEFAULT_MEMORY_MB)
+            .clamp(1, MAX_MEMORY_MB) as usize)
+            << 20
+    }
+}
+
+/// A directory granted to a plugin.
+#[derive(Clone, Debug, Serialize)]
+pub struct Grant {
+    /// As the plugin sees it.
+    pub guest: String,
+    pub host: PathBuf,
+    pub writable: bool,
+}
+
+impl Manifest {
+    pub fn grants(&self) -> Vec<Grant> {
+        let ro = self.grants.iter().map(|(g, h)| (g, h, false));
+        let rw = self.grants_rw.iter().map(|(g, h)| (g, h, true));
+        ro.chain(rw)
+            .map(|(g, h, writable)| Grant {
+                guest: g.clone(),
+                host: h.clone(),
+                writable,
+            })
+            .collect()
+    }
+}
+
+/// A manifest found on disk, before admission.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub manifest_path: PathBuf,
+    pub manifest: Result<Manifest, String>,
+}
+
+/// Where plugins are looked for, in the documented order.
+pub fn plugin_dirs(explicit: Option<&Path>, config: &crate::config::Effective) -> Vec<PathBuf> {
+    if let Some(d) = explicit {
+        return vec![d.to_owned()];
+    }
+    if let Some(v) = std::env::var_os("VMGUEST_PLUGIN_PATH").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+    }
+    if let Some((dirs, _)) = config.first(|c| c.plugin_dirs.clone()) {
+        return dirs;
+    }
+    crate::config::user_config_path()
+        .and_then(|p| p.parent().map(|d| d.join("plugins")))
+        .into_iter()
+        .chain(std::iter::once(PathBuf::from("/etc/vmguest/plugins")))
+        .collect()
+}
+
+/// Every `*.toml` manifest in the directories, sorted by path.
+pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for manifest_path in paths {
+            let manifest = std::fs::read_to_string(&manifest_path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| toml::from_str::<Manifest>(&t).map_err(|e| e.message().to_owned()))
+                .map_err(|e| format!("invalid manifest {}: {e}", manifest_path.display()));
+            found.push(Found {
+                manifest_path,
+                manifest,
+            });
+        }
+    }
+    found
+}
+
+/// Refuse paths that someone other than their owner could write (sshd's StrictModes).
+pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    let mode = meta.mode();
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{what} {} is group- or world-writable (mode {:o}); refusing it",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The checks before any byte of the component runs: permissions, pin, grants.
+pub fn admit(found: &Found) -> Result<(Manifest, PathBuf, Vec<u8>, String), String> {
+    let manifest = found.manifest.clone()?;
+    let dir = found
+        .manifest_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    check_not_writable_by_others(&dir, "plugin directory")?;
+    check_not_writable_by_others(&found.manifest_path, "manifest")?;
+    let component = dir.join(&manifest.component);
+    check_not_writable_by_others(&component, "component")?;
+    let bytes =
+        std::fs::read(&component).map_err(|e| format!("component {}: {e}", component.display()))?;
+    let sha256 = crate::iso::sha256_bytes(&bytes);
+    if !sha256.eq_ignore_ascii_case(manifest.sha256.trim()) {
+        return Err(format!(
+            "component {} has SHA-256 {sha256}, but the manifest pins {}",
+            component.display(),
+            manifest.sha256.trim()
+        ));
+    }
+    for g in manifest.grants() {
+        if !g.guest.starts_with('/') || g.guest.split('/').any(|p| p == "..") {
+            return Err(format!(
+                "grant {:?} must be an absolute path without ..",
+                g.guest
+            ));
+        }
+        check_not_writable_by_others(&g.host, "granted directory")?;
+        if !g.host.is_dir() {
+            return Err(format!("granted {} is not a directory", g.host.display()));
+        }
+    }
+    Ok((manifest, component, bytes, sha256))
+}
+
+/// For `Test-Plugin`: read the component named by the manifest without admission checks.
+pub fn read_unchecked(found: &Found) -> Result<(Manifest, PathBuf, Vec<u8>, String), String> {
+    let manifest = found.manifest.clone()?;
+    let bytes = std::fs::read(&manifest.component)
+        .map_err(|e| format!("component {}: {e}", manifest.component.display()))?;
+    let sha256 = crate::iso::sha256_bytes(&bytes);
+    Ok((manifest.clone(), manifest.component.clone(), bytes, sha256))
+}

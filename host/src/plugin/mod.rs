@@ -1,0 +1,354 @@
+//! Sandboxed WebAssembly plugins: ISO location policy and pre/post-install hooks.
+//!
+//! ```text
+//! manifest.rs  find *.toml manifests; admit: permissions, SHA-256 pin, grants
+//! engine.rs    the shared wasmtime engine, its epoch clock, the compiled-component cache
+//! bindings.rs  host bindings per frozen WIT version (wit/since_vX.Y.Z)
+//! sandbox.rs   one call: fresh Store, WASI with only the grants, memory cap, deadline
+//! context.rs   vmguest's types to and from the WIT types
+//! policy.rs    iso-policy: defer, choose, provide or refuse, each answer checked
+//! hooks.rs     install-hooks: pre-install veto, post-install with the outcome
+//! ```
+//!
+//! Whatever a plugin does (trap, loop, exhaust memory, answer out of range, point
+//! outside its grants), the result is DISP_E_EXCEPTION naming the plugin, or the
+//! documented outcome it chose from the closed `contract-error` enum. The host never
+//! crashes: the component model checks every value crossing the boundary, and
+//! `sandbox.rs` bounds time and memory.
+
+pub mod bindings;
+pub mod context;
+pub mod engine;
+pub mod hooks;
+pub mod manifest;
+pub mod policy;
+pub mod probe;
+pub mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+use crate::hresult::{Failure, HResult};
+use bindings::{v0_1, v0_2};
+use engine::CacheState;
+use manifest::{Found, Grant};
+use sandbox::{Sandbox, SUPPORTED};
+
+/// The interfaces a plugin may export.
+pub const ISO_POLICY: &str = "iso-policy";
+pub const INSTALL_HOOKS: &str = "install-hooks";
+
+/// What `Get-Plugin` shows about one plugin.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: Option<String>,
+    pub wit: Option<String>,
+    pub implements: Vec<&'static str>,
+    pub grants: Vec<Grant>,
+    pub sha256: Option<String>,
+    pub cache: Option<CacheState>,
+    pub manifest: PathBuf,
+    pub component: Option<PathBuf>,
+    pub order: i64,
+    /// "admitted", or "refused: why".
+    pub status: String,
+    /// Time to admit and compile or deserialize the component.
+    pub load_ms: f64,
+}
+
+pub(crate) enum PolicyExport {
+    V0_2(v0_2::exports::vmguest::plugin::iso_policy::GuestIndices),
+    V0_1(v0_1::exports::vmguest::plugin::iso_policy::GuestIndices),
+}
+
+pub(crate) enum HooksExport {
+    V0_2(v0_2::exports::vmguest::plugin::install_hooks::GuestIndices),
+    V0_1(v0_1::exports::vmguest::plugin::install_hooks::GuestIndices),
+}
+
+/// A plugin ready to run.
+pub struct Plugin {
+    pub info: PluginInfo,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) policy: Option<PolicyExport>,
+    pub(crate) hooks: Option<HooksExport>,
+}
+
+/// One record of what a plugin decided, for the install result.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginRecord {
+    pub plugin: String,
+    pub version: String,
+    pub stage: &'static str,
+    pub decision: String,
+    pub ms: f64,
+}
+
+/// The plugins of one run, in order, and those refused at load time.
+#[derive(Default)]
+pub struct PluginSet {
+    pub plugins: Vec<Plugin>,
+    pub refused: Vec<PluginInfo>,
+}
+
+impl std::fmt::Debug for PluginSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSet")
+            .field(
+                "plugins",
+                &self
+                    .plugins
+                    .iter()
+                    .map(|p| &p.info.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "refused",
+                &self.refused.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl PluginSet {
+    /// Find and load the plugins of the documented plugin directories.
+    pub fn discover(explicit_dir: Option<&Path>) -> PluginSet {
+        let config = crate::config::Effective::load();
+        let dirs = manifest::plugin_dirs(explicit_dir, &config);
+        PluginSet::load(&manifest::discover(&dirs))
+    }
+
+    pub fn load(found: &[Found]) -> PluginSet {
+        let mut set = PluginSet::default();
+        for f in found {
+            match load_one(f, true) {
+                Ok(p) => set.plugins.push(p),
+                Err(info) => {
+                    tracing::warn!(plugin = %info.name, "{}", info.status);
+                    set.refused.push(*info)
+                }
+            }
+        }
+        set.plugins
+            .sort_by(|a, b| (a.info.order, &a.info.name).cmp(&(b.info.order, &b.info.name)));
+        set
+    }
+
+    /// Every plugin, admitted or refused, for `Get-Plugin`.
+    pub fn infos(&self) -> Vec<PluginInfo> {
+        let mut all: Vec<PluginInfo> = self.plugins.iter().map(|p| p.info.clone()).collect();
+        all.extend(self.refused.iter().cloned());
+        all
+    }
+
+    /// Installing with a refused plugin would silently drop a site's policy: fail closed.
+    pub fn check_admitted(&self) -> Result<(), Failure> {
+        match self.refused.first() {
+            None => Ok(()),
+            Some(p) => Err(Failure::msg(
+                HResult::DispException,
+                format!(
+                    "plugin {:?} was refused at load time: {} (use -NoPlugins to install without plugins)",
+                    p.name,
+                    p.status.trim_start_matches("refused: ")
+                ),
+            )),
+        }
+    }
+}
+
+fn refused(f: &Found, name: String, why: String, started: Instant) -> PluginInfo {
+    let m = f.manifest.as_ref().ok();
+    PluginInfo {
+        name,
+        version: m.map(|m| m.version.clone()),
+        wit: m.map(|m| m.wit.clone()),
+        implements: Vec::new(),
+        grants: m.map(|m| m.grants()).unwrap_or_default(),
+        sha256: None,
+        cache: None,
+        manifest: f.manifest_path.clone(),
+        component: None,
+        order: m.map_or(0, |m| m.order),
+        status: format!("refused: {why}"),
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+/// The version of `vmguest:plugin` a component was built against, and what it exports.
+pub fn exported_interfaces(component: &Component) -> (Vec<(String, String)>, Vec<String>) {
+    let engine = engine::engine();
+    let ty = component.component_type();
+    let mut ours = Vec::new();
+    let mut names = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        names.push(name.to_owned());
+        if let (Some(rest), ComponentItem::ComponentInstance(_)) =
+            (name.strip_prefix("vmguest:plugin/"), item.ty)
+        {
+            if let Some((iface, version)) = rest.split_once('@') {
+                ours.push((iface.to_owned(), version.to_owned()));
+            }
+        }
+    }
+    (ours, names)
+}
+
+/// Load one plugin. `strict` applies admission (permissions, SHA-256 pin, grants);
+/// `Test-Plugin` loads an arbitrary component without it, still sandboxed.
+pub(crate) fn load_one(f: &Found, strict: bool) -> Result<Plugin, Box<PluginInfo>> {
+    let started = Instant::now();
+    let fallback_name = f
+        .manifest_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = f
+        .manifest
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or(fallback_name);
+    let fail = |why: String| Box::new(refused(f, name.clone(), why, started));
+    let (manifest, component_path, bytes, sha256) = if strict {
+        manifest::admit(f).map_err(&fail)?
+    } else {
+        manifest::read_unchecked(f).map_err(&fail)?
+    };
+    let (component, cache) = engine::load(&bytes, &sha256)
+        .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+    let (exports, names) = exported_interfaces(&component);
+    let version = match exports.first() {
+        None => {
+            return Err(fail(format!(
+                "exports no vmguest:plugin interface (exports: {})",
+                names.join(", ")
+            )))
+        }
+        Some((_, v)) => v.clone(),
+    };
+    if !SUPPORTED.contains(&version.as_str()) {
+        return Err(fail(format!(
+            "built against vmguest:plugin@{version}; this vmguest supports {}",
+            SUPPORTED.join(", ")
+        )));
+    }
+    if exports.iter().any(|(_, v)| *v != version) {
+        return Err(fail("exports interfaces of several WIT versions".into()));
+    }
+    if strict && manifest.wit.trim() != version {
+        return Err(fail(format!(
+            "the manifest says wit = {:?}, but the component was built against {version}",
+            manifest.wit
+        )));
+    }
+    let linker = sandbox::linker(&version).map_err(|e| fail(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        fail(format!(
+            "cannot be linked (imports outside WASI p2 and vmguest:plugin/host?): {e:#}"
+        ))
+    })?;
+    let has = |iface: &str| exports.iter().any(|(i, _)| i == iface);
+    let policy = if has(ISO_POLICY) {
+        Some(
+            match version.as_str() {
+                "0.2.0" => v0_2::exports::vmguest::plugin::iso_policy::GuestIndices::new(&pre)
+                    .map(PolicyExport::V0_2),
+                _ => v0_1::exports::vmguest::plugin::iso_policy::GuestIndices::new(&pre)
+                    .map(PolicyExport::V0_1),
+            }
+            .map_err(|e| fail(format!("iso-policy does not match the WIT: {e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let hooks = if has(INSTALL_HOOKS) {
+        Some(
+            match version.as_str() {
+                "0.2.0" => v0_2::exports::vmguest::plugin::install_hooks::GuestIndices::new(&pre)
+                    .map(HooksExport::V0_2),
+                _ => v0_1::exports::vmguest::plugin::install_hooks::GuestIndices::new(&pre)
+                    .map(HooksExport::V0_1),
+            }
+            .map_err(|e| fail(format!("install-hooks does not match the WIT: {e:#}")))?,
+        )
+    } else {
+        None
+    };
+    if policy.is_none() && hooks.is_none() {
+        return Err(fail(
+            "implements neither iso-policy nor install-hooks".into(),
+        ));
+    }
+    let implements = [ISO_POLICY, INSTALL_HOOKS]
+        .into_iter()
+        .filter(|i| has(i))
+        .collect();
+    let info = PluginInfo {
+        name: manifest.name.clone(),
+        version: Some(manifest.version.clone()),
+        wit: Some(version),
+        implements,
+        grants: manifest.grants(),
+        sha256: Some(sha256),
+        cache: Some(cache),
+        manifest: f.manifest_path.clone(),
+        component: Some(component_path),
+        order: manifest.order,
+        status: "admitted".into(),
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    Ok(Plugin {
+        info,
+        sandbox: Sandbox {
+            manifest: Arc::new(manifest),
+            pre,
+            poisoned: AtomicBool::new(false),
+        },
+        policy,
+        hooks,
+    })
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn record(&self, stage: &'static str, decision: String, ms: f64) -> PluginRecord {
+        PluginRecord {
+            plugin: self.info.name.clone(),
+            version: self.info.version.clone().unwrap_or_default(),
+            stage,
+            decision,
+            ms,
+        }
+    }
+
+    /// A failure of this plugin: always DISP_E_EXCEPTION, always naming it.
+    fn failure(&self, what: String) -> Failure {
+        Failure::msg(
+            HResult::DispException,
+            format!("plugin {:?} {what}", self.info.name),
+        )
+    }
+}
+
+/// Longest string accepted from a plugin (messages, paths).
+pub const MAX_ANSWER: usize = 4096;
+
+fn check_len(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_ANSWER {
+        return Err(format!(
+            "answered with a {what} of {} bytes (limit {MAX_ANSWER})",
+            s.len()
+        ));
+    }
+    Ok(())
+}

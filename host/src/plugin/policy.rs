@@ -1,0 +1,179 @@
+//! Running `iso-policy`: plugins in order until one does not defer. Every answer is
+//! checked: a chosen index must name a usable candidate, a provided path must lie inside
+//! one of the plugin's grants (after resolving symlinks) and be an IC ISO, and strings
+//! must be of sane length.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::bindings::v0_2::vmguest::plugin::types as wit;
+use super::context;
+use super::{check_len, Plugin, PluginRecord, PluginSet, PolicyExport};
+use crate::hresult::Failure;
+use crate::iso::{self, Named, Selection};
+use crate::vm::GuestOsInfo;
+
+impl PluginSet {
+    /// Let the policy plugins confirm, change or refuse the built-in choice.
+    pub fn apply_policy(
+        &self,
+        vm: &str,
+        guest: Option<&GuestOsInfo>,
+        sel: &mut Selection,
+        records: &mut Vec<PluginRecord>,
+    ) -> Result<(), Failure> {
+        let vm_info = context::vm_info(vm);
+        let guest_os = context::guest_os(guest);
+        self.apply_policy_to(&vm_info, &guest_os, sel, records)
+    }
+
+    pub fn apply_policy_to(
+        &self,
+        vm: &wit::VmInfo,
+        guest: &wit::GuestOs,
+        sel: &mut Selection,
+        records: &mut Vec<PluginRecord>,
+    ) -> Result<(), Failure> {
+        for plugin in self.plugins.iter().filter(|p| p.policy.is_some()) {
+            let ctx = context::policy_context(vm, guest, sel);
+            let answer = plugin.sandbox.call("iso-policy.choose", |store, instance| {
+                match plugin.policy.as_ref().expect("filtered") {
+                    PolicyExport::V0_2(ix) => ix
+                        .load(&mut *store, instance)?
+                        .call_choose(&mut *store, &ctx),
+                    PolicyExport::V0_1(ix) => ix
+                        .load(&mut *store, instance)?
+                        .call_choose(&mut *store, &ctx),
+                }
+            });
+            let (decision, took) = match answer {
+                Ok(ok) => ok,
+                Err(e) => {
+                    records.push(plugin.record("iso-policy", format!("failed: {}", e.0), 0.0));
+                    return Err(plugin.failure(e.0));
+                }
+            };
+            let ms = took.as_secs_f64() * 1000.0;
+            let applied = apply(plugin, decision, sel);
+            let (text, result, stop) = match applied {
+                Ok(Some(text)) => (text, Ok(()), true),
+                Ok(None) => ("defer".to_owned(), Ok(()), false),
+                Err(Verdict::Refused(text, f)) => (text, Err(f), true),
+                Err(Verdict::Bad(why)) => {
+                    (format!("failed: {why}"), Err(plugin.failure(why)), true)
+                }
+            };
+            tracing::info!(plugin = plugin.name(), "iso-policy: {text}");
+            records.push(plugin.record("iso-policy", text, ms));
+            result?;
+            if stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Verdict {
+    /// The plugin refused with a contract error.
+    Refused(String, Failure),
+    /// The answer broke the rules.
+    Bad(String),
+}
+
+/// Apply one decision. `Ok(None)`: deferred; `Ok(Some(text))`: decided.
+fn apply(
+    plugin: &Plugin,
+    decision: wit::PolicyDecision,
+    sel: &mut Selection,
+) -> Result<Option<String>, Verdict> {
+    match decision {
+        wit::PolicyDecision::Defer => Ok(None),
+        wit::PolicyDecision::Choose(i) => {
+            let n = sel.candidates.len();
+            let Some(c) = sel.candidates.get(i as usize) else {
+                return Err(Verdict::Bad(format!(
+                    "chose candidate {i}, but there are only {n} (0..{n})"
+                )));
+            };
+            if let Err(why) = &c.identity {
+                return Err(Verdict::Bad(format!(
+                    "chose candidate {i} ({}), which is not usable: {why}",
+                    c.named.path.display()
+                )));
+            }
+            select(sel, i as usize, plugin);
+            Ok(Some(format!(
+                "choose {i}: {}",
+                sel.candidates[i as usize].named.path.display()
+            )))
+        }
+        wit::PolicyDecision::Provide(path) => {
+            check_len("path", &path).map_err(Verdict::Bad)?;
+            let host = resolve_in_grants(plugin, &path).map_err(Verdict::Bad)?;
+            let c = iso::inspect(Named {
+                path: host.clone(),
+                source: format!("plugin {} ({path})", plugin.name()),
+                rank: 0,
+                pinned: false,
+            });
+            if let Err(why) = &c.identity {
+                return Err(Verdict::Bad(format!(
+                    "provided {path}, which is not a usable IC ISO: {why}"
+                )));
+            }
+            sel.candidates.push(c);
+            select(sel, sel.candidates.len() - 1, plugin);
+            Ok(Some(format!("provide {path} ({})", host.display())))
+        }
+        wit::PolicyDecision::Refuse(r) => {
+            check_len("message", &r.message).map_err(Verdict::Bad)?;
+            let hresult = context::hresult(r.error);
+            let text = format!("refuse {}: {}", hresult.name(), r.message);
+            Err(Verdict::Refused(
+                text,
+                Failure::msg(
+                    hresult,
+                    format!("plugin {:?} refused: {}", plugin.name(), r.message),
+                ),
+            ))
+        }
+    }
+}
+
+fn select(sel: &mut Selection, i: usize, plugin: &Plugin) {
+    if let Some(prev) = sel.chosen {
+        if prev != i {
+            let c = &mut sel.candidates[prev];
+            c.selected = false;
+            c.reason = format!("{} (overridden by plugin {})", c.reason, plugin.name());
+        }
+    }
+    let c = &mut sel.candidates[i];
+    c.selected = true;
+    c.reason = format!("chosen by plugin {}", plugin.name());
+    sel.chosen = Some(i);
+}
+
+/// Map a path as the plugin sees it to the host, refusing anything outside its grants:
+/// `..` components, paths under no grant, and symlinks that lead out.
+pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, String> {
+    let outside = || format!("provided {path:?}, which is outside its granted directories");
+    let p = Path::new(path);
+    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(outside());
+    }
+    for g in plugin.sandbox.manifest.grants() {
+        let Ok(rest) = p.strip_prefix(&g.guest) else {
+            continue;
+        };
+        let host = g.host.join(rest);
+        let (Ok(root), Ok(real)) = (g.host.canonicalize(), host.canonicalize()) else {
+            return Err(format!("provided {path:?}, which does not exist"));
+        };
+        if !real.starts_with(&root) {
+            return Err(outside());
+        }
+        return Ok(real);
+    }
+    Err(outside())
+}

@@ -1,0 +1,256 @@
+//! One sandboxed call: a fresh `Store` from the plugin's `InstancePre`, WASI with nothing
+//! granted but the manifest's directories, a memory cap, an epoch deadline, and the
+//! plugin's stdout/stderr turned into `tracing` events tagged with its name.
+//!
+//! A Store never outlives its call, so a trapped instance can never be used again; the
+//! plugin itself is marked poisoned for the rest of the process (`Loaded::poisoned`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{v0_1, v0_2};
+use super::engine::{engine, TICK};
+use super::manifest::Manifest;
+
+/// Plugin output kept per call; more is cut off.
+const OUTPUT_CAP: usize = 64 * 1024;
+/// Tables, instances and memories a plugin may create.
+const TABLE_ELEMENTS: usize = 100_000;
+const INSTANCES: usize = 64;
+const TABLES: usize = 64;
+const MEMORIES: usize = 16;
+
+/// Per-call state inside the Store.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limiter,
+    plugin: Arc<Manifest>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Memory and table caps that remember which one was hit, for the error message.
+struct Limiter {
+    memory: usize,
+    hit: Option<String>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            let why = format!(
+                "exceeded its memory limit of {} MiB (asked for {} MiB)",
+                self.memory >> 20,
+                desired >> 20
+            );
+            self.hit = Some(why.clone());
+            // An error (not `Ok(false)`) traps: the plugin cannot catch it and go on.
+            return Err(wasmtime::Error::msg(why));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > TABLE_ELEMENTS {
+            let why = format!("exceeded its table limit of {TABLE_ELEMENTS} elements");
+            self.hit = Some(why.clone());
+            return Err(wasmtime::Error::msg(why));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        INSTANCES
+    }
+    fn tables(&self) -> usize {
+        TABLES
+    }
+    fn memories(&self) -> usize {
+        MEMORIES
+    }
+}
+
+/// The `host` import, the same for every version.
+impl v0_2::vmguest::plugin::host::Host for State {
+    fn log(&mut self, level: v0_2::vmguest::plugin::types::Level, message: String) {
+        use v0_2::vmguest::plugin::types::Level;
+        let plugin = self.plugin.name.as_str();
+        let message = crate::vm::channel::truncate(&message, 4096);
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        self.plugin.settings.get(&key).cloned()
+    }
+
+    fn granted_dirs(&mut self) -> Vec<String> {
+        self.plugin.grants().into_iter().map(|g| g.guest).collect()
+    }
+}
+
+impl v0_1::vmguest::plugin::host::Host for State {
+    fn log(&mut self, level: v0_2::vmguest::plugin::types::Level, message: String) {
+        v0_2::vmguest::plugin::host::Host::log(self, level, message)
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        v0_2::vmguest::plugin::host::Host::setting(self, key)
+    }
+}
+
+/// The WIT versions this host loads, newest first.
+pub const SUPPORTED: [&str; 2] = ["0.2.0", "0.1.0"];
+
+/// A linker with WASI p2 and the `host` import of one version.
+pub fn linker(wit: &str) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    type D = wasmtime::component::HasSelf<State>;
+    match wit {
+        "0.2.0" => v0_2::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?,
+        "0.1.0" => v0_1::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?,
+        other => anyhow::bail!("unsupported WIT version {other}"),
+    }
+    Ok(linker)
+}
+
+/// Why a call failed. Every variant becomes DISP_E_EXCEPTION naming the plugin.
+#[derive(Debug)]
+pub struct CallFailure(pub String);
+
+/// A loaded, admitted plugin, ready to be called.
+pub struct Sandbox {
+    pub manifest: Arc<Manifest>,
+    pub pre: InstancePre<State>,
+    pub poisoned: AtomicBool,
+}
+
+impl Sandbox {
+    /// Instantiate in a fresh Store and run `f`, within the plugin's deadline and caps.
+    pub fn call<R>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<(R, Duration), CallFailure> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(CallFailure(format!(
+                "{what} not run: the plugin failed earlier in this process"
+            )));
+        }
+        let started = Instant::now();
+        let (stdout, stderr) = (
+            MemoryOutputPipe::new(OUTPUT_CAP),
+            MemoryOutputPipe::new(OUTPUT_CAP),
+        );
+        let wasi = self.wasi(stdout.clone(), stderr.clone())?;
+        let limits = self.manifest.limits.clone();
+        let mut store = Store::new(
+            engine(),
+            State {
+                wasi,
+                table: ResourceTable::new(),
+                limits: Limiter {
+                    memory: limits.memory_bytes(),
+                    hit: None,
+                },
+                plugin: self.manifest.clone(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        let timeout = Duration::from_millis(limits.timeout_ms());
+        let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&mut store, &instance));
+        self.forward_output(&stdout, &stderr);
+        let elapsed = started.elapsed();
+        result.map(|r| (r, elapsed)).map_err(|e| {
+            self.poisoned.store(true, Ordering::SeqCst);
+            let why = if let Some(limit) = store.data().limits.hit.clone() {
+                limit
+            } else {
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => format!(
+                        "ran past its {} ms deadline and was stopped",
+                        timeout.as_millis()
+                    ),
+                    Some(Trap::StackOverflow) => "overflowed its stack".to_owned(),
+                    Some(Trap::UnreachableCodeReached) => {
+                        "trapped (unreachable: a panic or abort in the plugin)".to_owned()
+                    }
+                    Some(t) => format!("trapped: {t}"),
+                    None => format!("failed: {e:#}"),
+                }
+            };
+            CallFailure(format!("{what} {why}"))
+        })
+    }
+
+    /// WASI with no environment, arguments, network or inherited stdio; only the grants.
+    fn wasi(
+        &self,
+        stdout: MemoryOutputPipe,
+        stderr: MemoryOutputPipe,
+    ) -> Result<WasiCtx, CallFailure> {
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(stdout)
+            .stderr(stderr)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for g in self.manifest.grants() {
+            let perms = if g.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            b.preopened_dir(&g.host, &g.guest, perms).map_err(|e| {
+                CallFailure(format!("cannot open grant {}: {e:#}", g.host.display()))
+            })?;
+        }
+        Ok(b.build())
+    }
+
+    fn forward_output(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) {
+        let plugin = self.manifest.name.as_str();
+        for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                tracing::info!(plugin, stream, "{line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Plugins: the example components from plugins/ and the hostile fixtures from
+//! tests/plugins/, loaded by the real binary, on real QEMU VMs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fixtures::*;
+
+fn run(args: &[&str], plugins: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend([
+        "-PluginDir",
+        plugins.to_str().unwrap(),
+        "-OutputFormat",
+        "Json",
+    ]);
+    vmguest_with(&all, None, env)
+}
+
+fn get_plugins(dir: &Path, cache: &Path) -> Vec<Value> {
+    let out = run(
+        &["Get-Plugin"],
+        dir,
+        &[("VMGUEST_PLUGIN_CACHE", cache.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    results(&out)
+}
+
+fn examples() -> Vec<PluginSpec<'static>> {
+    vec![
+        PluginSpec::new("pin-versions", "pin_versions", ""),
+        PluginSpec::new("site-mirror", "site_mirror", ""),
+        PluginSpec::new("maintenance-window", "maintenance_window", ""),
+        PluginSpec::new("audit", "audit", ""),
+    ]
+}
+
+#[test]
+fn get_plugin_lists_the_examples_and_the_cache_is_used_and_never_trusted_blindly() {
+    let mut specs = examples();
+    let mut old = PluginSpec::new("conservative", "old_wit", "");
+    old.wit = "0.1.0";
+    specs.push(old);
+    let dir = plugin_dir(&specs);
+    let cache = tempfile::tempdir().unwrap();
+    let listed = get_plugins(dir.path(), cache.path());
+    assert_eq!(listed.len(), 5, "{listed:#?}");
+    for p in &listed {
+        assert_eq!(p["status"], "admitted", "{p}");
+        assert_eq!(p["cache"], "compiled", "{p}");
+        let wasm = dir
+            .path()
+            .join(format!("{}.wasm", p["name"].as_str().unwrap()));
+        assert_eq!(p["sha256"], vmguest::iso::sha256_file(&wasm).unwrap());
+    }
+    let by = |n: &str| listed.iter().find(|p| p["name"] == n).unwrap().clone();
+    assert_eq!(
+        by("pin-versions")["implements"],
+        serde_json::json!(["iso-policy"])
+    );
+    assert_eq!(
+        by("audit")["implements"],
+        serde_json::json!(["install-hooks"])
+    );
+    // The frozen 0.1.0 interface still loads.
+    assert_eq!(by("conservative")["wit"], "0.1.0");
+
+    let again = get_plugins(dir.path(), cache.path());
+    assert!(again.iter().all(|p| p["cache"] == "hit"), "{again:#?}");
+
+    // Corrupt every cache entry: recompiled, not trusted, no crash.
+    for e in std::fs::read_dir(cache.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "cwasm") {
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xFF;
+            std::fs::write(&p, bytes).unwrap();
+        }
+    }
+    let repaired = get_plugins(dir.path(), cache.path());
+    assert!(
+        repaired.iter().all(|p| p["cache"] == "recompiled"),
+        "{repaired:#?}"
+    );
+    assert!(get_plugins(dir.path(), cache.path())
+        .iter()
+        .all(|p| p["cache"] == "hit"));
+}
+
+#[test]
+fn admission_refuses_bad_pins_writable_files_and_unknown_wit_versions() {
+    let dir = plugin_dir(&[
+        PluginSpec::new("pinned-wrong", "pin_versions", ""),
+        PluginSpec::new("writable", "site_mirror", ""),
+        PluginSpec::new("future", "future_wit", ""),
+    ]);
+    let d = dir.path();
+    let toml = d.join("pinned-wrong.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let bad = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("sha256") {
+                format!("sha256 = \"{}\"", "0".repeat(64))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&toml, bad).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        d.join("writable.wasm"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let listed = get_plugins(d, cache.path());
+    let status = |n: &str| {
+        listed.iter().find(|p| p["name"] == n).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        status("pinned-wrong").contains("but the manifest pins"),
+        "{listed:#?}"
+    );
+    assert!(
+        status("writable").contains("group- or world-writable"),
+        "{listed:#?}"
+    );
+    assert!(
+        status("future").contains("built against vmguest:plugin@9.9.0"),
+        "{listed:#?}"
+    );
+}
+
+#[test]
+fn test_plugin_validates_and_shows_decisions_on_a_sample() {
+    let wasm = wasm_dir().join("pin_versions.wasm");
+    let out = vmguest_with(
+        &[
+            "Test-Plugin",
+            "-Path",
+            wasm.to_str().unwrap(),
+            "-Setting",
+            "deny=virtio-win@0.1.266",
+            "-GuestOS",
+            "windows",
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = &results(&out)[0];
+    assert_eq!(r["plugin"]["wit"], "0.2.0");
+    assert_eq!(
+        r["decisions"][0]["decision"],
+        "choose 1: /sample/virtio-win-0.1.217.iso"
+    );
+    let future = wasm_dir().join("future_wit.wasm");
+    let out = vmguest_with(
+        &["Test-Plugin", "-Path", future.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vmguest:plugin@9.9.0"));
+}
+
+/// A store with two own-format ISOs, 1.9.0 and 1.10.0.
+fn store() -> tempfile::TempDir {
+    let s = tempfile::tempdir().unwrap();
+    ic_iso(s.path(), "ic-1.9.0.iso", "1.9.0", &good_installer("1.9.0"));
+    ic_iso(
+        s.path(),
+        "ic-1.10.0.iso",
+        "1.10.0",
+        &good_installer("1.10.0"),
+    );
+    s
+}
+
+fn install(vm: &TestVm, plugins: &Path, store: &Path) -> (Value, std::process::Output) {
+    let dir = vm.dir.path().to_str().unwrap().to_owned();
+    let out = run(
+        &[
+            "Install-IntegrationComponents",
+            "-VMName",
+            &vm.name,
+            "-VMDir",
+            &dir,
+        ],
+        plugins,
+        &[("VMGUEST_IC_PATH", store.to_str().unwrap())],
+    );
+    let mut r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    (r.remove(0), out)
+}
+
+fn status(vm: &TestVm) -> String {
+    vm.guest_sh("cat /opt/vmguest-ic/STATUS")
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untouched() {
+    let vm = TestVm::start("hostile", Spec::default());
+    let store = store();
+    let grant = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", grant.path().join("escape.iso")).unwrap();
+    let attacks = [
+        ("loop", "ran past its 500 ms deadline"),
+        ("memory", "exceeded its memory limit of 32 MiB"),
+        ("panic", "trapped"),
+        ("recursion", "iso-policy.choose"),
+        ("passwd", "outside its granted directories"),
+        ("index", "chose candidate 1001, but there are only 2"),
+        ("outside", "outside its granted directories"),
+        ("symlink", "outside its granted directories"),
+        ("huge", "limit 4096"),
+        ("pre-loop", "pre-install ran past its 500 ms deadline"),
+        ("pre-panic", "pre-install trapped"),
+    ];
+    for (attack, expect) in attacks {
+        let dir = plugin_dir(&[PluginSpec::new(
+            "hostile",
+            "hostile",
+            format!(
+                "[settings]\nattack = \"{attack}\"\n[grants]\n\"/grant\" = {:?}\n\
+                 [limits]\ntimeout_ms = 500\nmemory_mb = 32\n",
+                grant.path().to_str().unwrap()
+            ),
+        )]);
+        let t = Instant::now();
+        let (r, out) = install(&vm, dir.path(), store.path());
+        // A bound that turns a runaway plugin into a failure instead of a hung test.
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{attack}: took {:?}",
+            t.elapsed()
+        );
+        assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+        let msg = r["message"].as_str().unwrap();
+        assert!(msg.contains("plugin \"hostile\""), "{attack}: {msg}");
+        assert!(msg.contains(expect), "{attack}: {msg}");
+        let everything = format!("{}{}", describe(&out), r);
+        assert!(
+            !everything.contains("root:x:0:0"),
+            "{attack} leaked /etc/passwd"
+        );
+        assert!(vm.media_file().is_none(), "{attack}: the drive was touched");
+        assert_eq!(
+            vmguest::vm::VmControl::run_state(&mut vm.control()).unwrap(),
+            "running"
+        );
+    }
+    // Load-time refusals end the same way, before anything runs.
+    let future = plugin_dir(&[PluginSpec::new("future", "future_wit", "")]);
+    let (r, out) = install(&vm, future.path(), store.path());
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused at load time"),
+        "{r}"
+    );
+    assert!(vm.media_file().is_none());
+}
+
+#[test]
+fn example_plugins_change_installs_on_the_real_guest() {
+    let vm = TestVm::booted("plugged");
+    let store = store();
+
+    // pin-versions: 1.10.0 is denied, so the newest allowed, 1.9.0, is installed.
+    let pins = plugin_dir(&[PluginSpec::new(
+        "pin-versions",
+        "pin_versions",
+        "[settings]\ndeny = \"vmguest@1.10.0\"\n",
+    )]);
+    let (r, out) = install(&vm, pins.path(), store.path());
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso_version"], "1.9.0");
+    assert_eq!(r["plugins"][0]["plugin"], "pin-versions");
+    assert!(r["plugins"][0]["decision"]
+        .as_str()
+        .unwrap()
+        .starts_with("choose"));
+    assert_eq!(status(&vm), "installed 1.9.0");
+
+    // site-mirror: the mirror's copy of ic-1.10.0.iso wins over the store's.
+    let mirror = tempfile::tempdir().unwrap();
+    let script = good_installer("1.10.0")
+        .replace("installed 1.10.0\"", "installed 1.10.0 from the mirror\"");
+    ic_iso(mirror.path(), "ic-1.10.0.iso", "1.10.0", &script);
+    let mirror_plugin = plugin_dir(&[PluginSpec::new(
+        "site-mirror",
+        "site_mirror",
+        format!(
+            "[grants]\n\"/mirror\" = {:?}\n",
+            mirror.path().to_str().unwrap()
+        ),
+    )]);
+    let (r, out) = install(&vm, mirror_plugin.path(), store.path());
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert!(
+        r["iso_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("plugin site-mirror"),
+        "{r}"
+    );
+    assert_eq!(status(&vm), "installed 1.10.0 from the mirror");
+
+    // maintenance-window: closed now, so the install is vetoed before the VM is touched.
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % 1440;
+    let (a, b) = ((now_min + 600) % 1440, (now_min + 660) % 1440);
+    let closed = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
+    let window = plugin_dir(&[PluginSpec::new(
+        "maintenance-window",
+        "maintenance_window",
+        format!("[settings]\nwindow = \"{closed}\"\n"),
+    )]);
+    let (r, out) = install(&vm, window.path(), store.path());
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the maintenance window"),
+        "{r}"
+    );
+    assert!(!r["phases"].to_string().contains("insert-ic"), "{r}");
+    assert!(vm.drives()[0].media.is_none());
+
+    // audit, inside an open window: one JSON line with the VM, the ISO hash and the outcome.
+    let log = tempfile::tempdir().unwrap();
+    let audited = plugin_dir(&[
+        PluginSpec::new(
+            "maintenance-window",
+            "maintenance_window",
+            "[settings]\nwindow = \"00:00-24:00\"\n",
+        ),
+        PluginSpec::new(
+            "audit",
+            "audit",
+            format!(
+                "[grants_rw]\n\"/audit\" = {:?}\n",
+                log.path().to_str().unwrap()
+            ),
+        ),
+    ]);
+    let (r, out) = install(&vm, audited.path(), store.path());
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    let text = std::fs::read_to_string(log.path().join("vmguest-audit.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["vm"], "plugged");
+    assert_eq!(line["result"], "S_OK");
+    assert_eq!(line["iso_sha256"], r["iso_sha256"]);
+    assert!(
+        line["phases_ms"]["run-installer"].as_u64().is_some(),
+        "{line}"
+    );
+
+    // A plugin built against the frozen 0.1.0 still loads and decides: the oldest.
+    let mut old = PluginSpec::new("conservative", "old_wit", "");
+    old.wit = "0.1.0";
+    let old_dir = plugin_dir(&[old]);
+    let (r, out) = install(&vm, old_dir.path(), store.path());
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso_version"], "1.9.0");
+
+    // A post-install failure is DISP_E_EXCEPTION naming the plugin, but what was
+    // installed stays recorded, in the result and in the guest.
+    let post = plugin_dir(&[PluginSpec::new(
+        "hostile",
+        "hostile",
+        "[settings]\nattack = \"post-panic\"\n",
+    )]);
+    let (r, out) = install(&vm, post.path(), store.path());
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin \"hostile\" post-install"),
+        "{r}"
+    );
+    assert_eq!(r["components"]["version"], "1.10.0");
+    assert_eq!(r["installer"]["exit_code"], 0);
+    assert_eq!(status(&vm), "installed 1.10.0");
+    assert!(vm.drives()[0].media.is_none());
+}
