@@ -17,3 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust 1.95 with rustup first" >&2; exit 1; }
+# Plugins are WebAssembly components built for wasm32-wasip2.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "deps: rustup target add wasm32-wasip2" >&2
+  rustup target add wasm32-wasip2
+fi

@@ -5,7 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all --check
+for ws in plugins tests/plugins; do cargo fmt --all --check --manifest-path "$ws/Cargo.toml"; done
 cargo clippy --workspace --all-targets -- -D warnings
+sh scripts/build-plugins.sh
+for ws in plugins tests/plugins; do
+  cargo clippy --quiet --manifest-path "$ws/Cargo.toml" --release --target wasm32-wasip2 \
+    --target-dir target/wasm -- -D warnings
+done
 cargo build --workspace
 bash tests/guest/build-guest.sh target/vmguest-guest
 cargo test --workspace -- --test-threads=2

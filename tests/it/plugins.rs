@@ -224,6 +224,7 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
         ("loop", "ran past its 500 ms deadline"),
         ("memory", "exceeded its memory limit of 32 MiB"),
         ("panic", "trapped"),
+        ("sleep", "did not return within its 500 ms deadline"),
         ("recursion", "iso-policy.choose"),
         ("passwd", "outside its granted directories"),
         ("index", "chose candidate 1001, but there are only 2"),
@@ -408,4 +409,64 @@ fn example_plugins_change_installs_on_the_real_guest() {
     assert_eq!(r["installer"]["exit_code"], 0);
     assert_eq!(status(&vm), "installed 1.10.0");
     assert!(vm.drives()[0].media.is_none());
+}
+
+/// The text between the first "```lang" fence after `marker` and its closing fence.
+fn fenced<'a>(doc: &'a str, marker: &str, lang: &str) -> &'a str {
+    let from = doc
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in docs"));
+    let open = format!("```{lang}\n");
+    let start = from + doc[from..].find(&open).unwrap() + open.len();
+    let end = start + doc[start..].find("```").unwrap();
+    &doc[start..end]
+}
+
+/// The guide's template, built exactly as docs/plugins.md says, loads and works: a
+/// stand-in for an author who reads only the guide.
+#[test]
+fn the_docs_template_builds_loads_and_decides() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugins.md"))
+            .unwrap();
+    let krate = tempfile::tempdir().unwrap();
+    let k = krate.path();
+    std::fs::create_dir_all(k.join("src")).unwrap();
+    std::fs::create_dir_all(k.join("wit")).unwrap();
+    std::fs::write(k.join("Cargo.toml"), fenced(&doc, "`Cargo.toml`:", "toml")).unwrap();
+    std::fs::write(k.join("src/lib.rs"), fenced(&doc, "`src/lib.rs`:", "rust")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/since_v0.2.0/plugin.wit"),
+        k.join("wit/plugin.wit"),
+    )
+    .unwrap();
+    wasm_dir();
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-docs");
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(k)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the template does not build");
+    let wasm = target.join("wasm32-wasip2/release/protect_vms.wasm");
+    let out = vmguest_with(
+        &[
+            "Test-Plugin",
+            "-Path",
+            wasm.to_str().unwrap(),
+            "-Setting",
+            "protect-prefix=sample",
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = &results(&out)[0];
+    assert_eq!(
+        r["decisions"][0]["decision"],
+        "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs"
+    );
 }

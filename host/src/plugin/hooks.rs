@@ -18,16 +18,17 @@ impl PluginSet {
         records: &mut Vec<PluginRecord>,
     ) -> Result<(), Failure> {
         for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
-            let answer = plugin.sandbox.call("pre-install", |store, instance| {
-                match plugin.hooks.as_ref().expect("filtered") {
+            let (export, ctx) = (plugin.hooks.clone().expect("filtered"), ctx.clone());
+            let answer = plugin
+                .sandbox
+                .call("pre-install", move |store, instance| match &export {
                     HooksExport::V0_2(ix) => ix
                         .load(&mut *store, instance)?
-                        .call_pre_install(&mut *store, ctx),
+                        .call_pre_install(&mut *store, &ctx),
                     HooksExport::V0_1(ix) => ix
                         .load(&mut *store, instance)?
-                        .call_pre_install(&mut *store, ctx),
-                }
-            });
+                        .call_pre_install(&mut *store, &ctx),
+                });
             let (result, took) = match answer {
                 Ok(ok) => ok,
                 Err(e) => {
@@ -80,18 +81,23 @@ impl PluginSet {
                 ));
                 continue;
             }
-            let answer = plugin.sandbox.call("post-install", |store, instance| {
-                match plugin.hooks.as_ref().expect("filtered") {
-                    HooksExport::V0_2(ix) => {
-                        ix.load(&mut *store, instance)?
-                            .call_post_install(&mut *store, ctx, outcome)
-                    }
-                    HooksExport::V0_1(ix) => {
-                        ix.load(&mut *store, instance)?
-                            .call_post_install(&mut *store, ctx, outcome)
-                    }
-                }
-            });
+            let export = plugin.hooks.clone().expect("filtered");
+            let (ctx, outcome) = (ctx.clone(), outcome.clone());
+            let answer =
+                plugin
+                    .sandbox
+                    .call("post-install", move |store, instance| match &export {
+                        HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_post_install(
+                            &mut *store,
+                            &ctx,
+                            &outcome,
+                        ),
+                        HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_post_install(
+                            &mut *store,
+                            &ctx,
+                            &outcome,
+                        ),
+                    });
             let failure = match answer {
                 Ok((Ok(()), took)) => {
                     records.push(plugin.record(

@@ -63,11 +63,13 @@ pub struct PluginInfo {
     pub load_ms: f64,
 }
 
+#[derive(Clone)]
 pub(crate) enum PolicyExport {
     V0_2(v0_2::exports::vmguest::plugin::iso_policy::GuestIndices),
     V0_1(v0_1::exports::vmguest::plugin::iso_policy::GuestIndices),
 }
 
+#[derive(Clone)]
 pub(crate) enum HooksExport {
     V0_2(v0_2::exports::vmguest::plugin::install_hooks::GuestIndices),
     V0_1(v0_1::exports::vmguest::plugin::install_hooks::GuestIndices),

@@ -35,16 +35,17 @@ impl PluginSet {
     ) -> Result<(), Failure> {
         for plugin in self.plugins.iter().filter(|p| p.policy.is_some()) {
             let ctx = context::policy_context(vm, guest, sel);
-            let answer = plugin.sandbox.call("iso-policy.choose", |store, instance| {
-                match plugin.policy.as_ref().expect("filtered") {
+            let export = plugin.policy.clone().expect("filtered");
+            let answer = plugin
+                .sandbox
+                .call("iso-policy.choose", move |store, instance| match &export {
                     PolicyExport::V0_2(ix) => ix
                         .load(&mut *store, instance)?
                         .call_choose(&mut *store, &ctx),
                     PolicyExport::V0_1(ix) => ix
                         .load(&mut *store, instance)?
                         .call_choose(&mut *store, &ctx),
-                }
-            });
+                });
             let (decision, took) = match answer {
                 Ok(ok) => ok,
                 Err(e) => {

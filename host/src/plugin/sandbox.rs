@@ -18,6 +18,8 @@ use super::bindings::{v0_1, v0_2};
 use super::engine::{engine, TICK};
 use super::manifest::Manifest;
 
+/// How long past its deadline a call blocked in the host may take before it is abandoned.
+const BLOCKED_GRACE: Duration = Duration::from_millis(500);
 /// Plugin output kept per call; more is cut off.
 const OUTPUT_CAP: usize = 64 * 1024;
 /// Tables, instances and memories a plugin may create.
@@ -157,10 +159,15 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Instantiate in a fresh Store and run `f`, within the plugin's deadline and caps.
-    pub fn call<R>(
+    ///
+    /// The epoch deadline stops a plugin that computes too long, but not one blocked in
+    /// the host, in `wasi:io/poll` (a sleep). So the call runs on its own thread, and a
+    /// call that has not returned shortly after its deadline is abandoned: the plugin is
+    /// poisoned and the thread is left asleep until the process ends.
+    pub fn call<R: Send + 'static>(
         &self,
         what: &str,
-        f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, Duration), CallFailure> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(CallFailure(format!(
@@ -174,47 +181,48 @@ impl Sandbox {
         );
         let wasi = self.wasi(stdout.clone(), stderr.clone())?;
         let limits = self.manifest.limits.clone();
-        let mut store = Store::new(
-            engine(),
-            State {
-                wasi,
-                table: ResourceTable::new(),
-                limits: Limiter {
-                    memory: limits.memory_bytes(),
-                    hit: None,
-                },
-                plugin: self.manifest.clone(),
-            },
-        );
-        store.limiter(|s| &mut s.limits);
         let timeout = Duration::from_millis(limits.timeout_ms());
-        let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&mut store, &instance));
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limiter {
+                memory: limits.memory_bytes(),
+                hit: None,
+            },
+            plugin: self.manifest.clone(),
+        };
+        let pre = self.pre.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name(format!("plugin-{}", self.manifest.name))
+            .spawn(move || {
+                let mut store = Store::new(engine(), state);
+                store.limiter(|s| &mut s.limits);
+                let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+                let result = pre
+                    .instantiate(&mut store)
+                    .and_then(|instance| f(&mut store, &instance));
+                let limit_hit = store.data().limits.hit.clone();
+                let _ = tx.send(result.map_err(|e| explain(e, limit_hit, timeout)));
+            });
+        if let Err(e) = worker {
+            return Err(CallFailure(format!("{what} could not start: {e}")));
+        }
+        let answer = rx.recv_timeout(timeout + BLOCKED_GRACE);
         self.forward_output(&stdout, &stderr);
         let elapsed = started.elapsed();
-        result.map(|r| (r, elapsed)).map_err(|e| {
+        let result = match answer {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "did not return within its {} ms deadline (blocked outside WebAssembly, \
+                 for example sleeping in wasi:io/poll) and was abandoned",
+                timeout.as_millis()
+            )),
+        };
+        result.map(|r| (r, elapsed)).map_err(|why| {
             self.poisoned.store(true, Ordering::SeqCst);
-            let why = if let Some(limit) = store.data().limits.hit.clone() {
-                limit
-            } else {
-                match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => format!(
-                        "ran past its {} ms deadline and was stopped",
-                        timeout.as_millis()
-                    ),
-                    Some(Trap::StackOverflow) => "overflowed its stack".to_owned(),
-                    Some(Trap::UnreachableCodeReached) => {
-                        "trapped (unreachable: a panic or abort in the plugin)".to_owned()
-                    }
-                    Some(t) => format!("trapped: {t}"),
-                    None => format!("failed: {e:#}"),
-                }
-            };
             CallFailure(format!("{what} {why}"))
         })
     }
@@ -252,5 +260,24 @@ impl Sandbox {
                 tracing::info!(plugin, stream, "{line}");
             }
         }
+    }
+}
+
+/// Turn a failed call into a sentence naming what went wrong.
+fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> String {
+    if let Some(limit) = limit_hit {
+        return limit;
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "ran past its {} ms deadline and was stopped",
+            timeout.as_millis()
+        ),
+        Some(Trap::StackOverflow) => "overflowed its stack".to_owned(),
+        Some(Trap::UnreachableCodeReached) => {
+            "trapped (unreachable: a panic or abort in the plugin)".to_owned()
+        }
+        Some(t) => format!("trapped: {t}"),
+        None => format!("failed: {e:#}"),
     }
 }

@@ -32,6 +32,8 @@ fn misbehave(what: &str) {
             }
         }
         "panic" => panic!("hostile plugin panics"),
+        // Blocks in the host (wasi:io/poll), where epochs cannot interrupt it.
+        "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
         "recursion" => {
             black_box(recurse(0, [1; 64]));
         }
