@@ -54,18 +54,37 @@ fn sample(dir: &Path) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(21);
-    let wasm_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release");
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(21);
+    let wasm_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/wasm32-wasip2/release");
     let audit_log = tempfile::tempdir().unwrap();
     let plugins = [
-        ("pin-versions", "pin_versions", String::from("[settings]\ndeny = \"virtio-win@0.1.266\"\n")),
+        (
+            "pin-versions",
+            "pin_versions",
+            String::from("[settings]\ndeny = \"virtio-win@0.1.266\"\n"),
+        ),
         ("site-mirror", "site_mirror", String::new()),
-        ("maintenance-window", "maintenance_window", String::from("[settings]\nwindow = \"00:00-24:00\"\n")),
-        ("audit", "audit", format!("[grants_rw]\n\"/audit\" = {:?}\n", audit_log.path())),
+        (
+            "maintenance-window",
+            "maintenance_window",
+            String::from("[settings]\nwindow = \"00:00-24:00\"\n"),
+        ),
+        (
+            "audit",
+            "audit",
+            format!("[grants_rw]\n\"/audit\" = {:?}\n", audit_log.path()),
+        ),
     ];
     let t = Instant::now();
     vmguest::plugin::engine::engine();
-    println!("engine start (once per process): {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "engine start (once per process): {:.2} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     println!("| plugin | component | cold (compile) | warm (cached) | of which: calls only |");
     println!("|---|---|---|---|---|");
     for (name, wasm, extra) in plugins {

@@ -60,12 +60,16 @@ pub struct Effective {
     pub problems: Vec<String>,
 }
 
-pub fn user_config_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+/// `$VAR` if set and not empty, else `$HOME/home_rel`: the XDG base directory rule.
+pub fn xdg_base(var: &str, home_rel: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("vmguest").join("config.toml"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_rel)))
+}
+
+pub fn user_config_path() -> Option<PathBuf> {
+    Some(xdg_base("XDG_CONFIG_HOME", ".config")?.join("vmguest/config.toml"))
 }
 
 fn load(path: &Path) -> Result<Option<Config>, String> {

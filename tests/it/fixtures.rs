@@ -40,17 +40,29 @@ pub fn guest_image() -> &'static (PathBuf, PathBuf) {
     static IMAGE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let out = workspace().join("target/vmguest-guest");
-        std::fs::create_dir_all(&out).unwrap();
-        let status = Command::new(require("flock", "util-linux"))
-            .arg(out.join("build.lock"))
-            .arg("bash")
-            .arg(workspace().join("tests/guest/build-guest.sh"))
-            .arg(&out)
-            .status()
-            .expect("running tests/guest/build-guest.sh");
-        assert!(status.success(), "building the test guest failed");
+        let script = workspace().join("tests/guest/build-guest.sh");
+        build_once(
+            &out,
+            "bash",
+            &script,
+            &[&out],
+            "building the test guest failed",
+        );
         (out.join("vmlinuz"), out.join("initrd.img"))
     })
+}
+
+/// Run a build script under a lock in `out`, so parallel test processes build once.
+fn build_once(out: &Path, shell: &str, script: &Path, args: &[&Path], failed: &str) {
+    std::fs::create_dir_all(out).unwrap();
+    let status = Command::new(require("flock", "util-linux"))
+        .arg(out.join("build.lock"))
+        .arg(shell)
+        .arg(script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(status.success(), "{failed}");
 }
 
 /// An IC ISO of this project's format: a manifest plus `install.sh` with `script`.
@@ -92,14 +104,8 @@ pub fn wasm_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let out = workspace().join("target/wasm");
-        std::fs::create_dir_all(&out).unwrap();
-        let status = Command::new(require("flock", "util-linux"))
-            .arg(out.join("build.lock"))
-            .arg("sh")
-            .arg(workspace().join("scripts/build-plugins.sh"))
-            .status()
-            .expect("running scripts/build-plugins.sh");
-        assert!(status.success(), "building the plugins failed");
+        let script = workspace().join("scripts/build-plugins.sh");
+        build_once(&out, "sh", &script, &[], "building the plugins failed");
         out.join("wasm32-wasip2/release")
     })
 }

@@ -29,6 +29,11 @@ fn get_plugins(dir: &Path, cache: &Path) -> Vec<Value> {
     results(&out)
 }
 
+/// A manifest table granting `host` to the plugin as `guest`.
+fn grant_toml(table: &str, guest: &str, host: &Path) -> String {
+    format!("[{table}]\n{guest:?} = {:?}\n", host.to_str().unwrap())
+}
+
 fn examples() -> Vec<PluginSpec<'static>> {
     vec![
         PluginSpec::new("pin-versions", "pin_versions", ""),
@@ -225,7 +230,7 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
         ("memory", "exceeded its memory limit of 32 MiB"),
         ("panic", "trapped"),
         ("sleep", "did not return within its 500 ms deadline"),
-        ("recursion", "iso-policy.choose"),
+        ("recursion", "iso-policy trapped"),
         ("passwd", "outside its granted directories"),
         ("index", "chose candidate 1001, but there are only 2"),
         ("outside", "outside its granted directories"),
@@ -239,9 +244,8 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
             "hostile",
             "hostile",
             format!(
-                "[settings]\nattack = \"{attack}\"\n[grants]\n\"/grant\" = {:?}\n\
-                 [limits]\ntimeout_ms = 500\nmemory_mb = 32\n",
-                grant.path().to_str().unwrap()
+                "{}[settings]\nattack = \"{attack}\"\n[limits]\ntimeout_ms = 500\nmemory_mb = 32\n",
+                grant_toml("grants", "/grant", grant.path())
             ),
         )]);
         let t = Instant::now();
@@ -310,10 +314,7 @@ fn example_plugins_change_installs_on_the_real_guest() {
     let mirror_plugin = plugin_dir(&[PluginSpec::new(
         "site-mirror",
         "site_mirror",
-        format!(
-            "[grants]\n\"/mirror\" = {:?}\n",
-            mirror.path().to_str().unwrap()
-        ),
+        grant_toml("grants", "/mirror", mirror.path()),
     )]);
     let (r, out) = install(&vm, mirror_plugin.path(), store.path());
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
@@ -363,10 +364,7 @@ fn example_plugins_change_installs_on_the_real_guest() {
         PluginSpec::new(
             "audit",
             "audit",
-            format!(
-                "[grants_rw]\n\"/audit\" = {:?}\n",
-                log.path().to_str().unwrap()
-            ),
+            grant_toml("grants_rw", "/audit", log.path()),
         ),
     ]);
     let (r, out) = install(&vm, audited.path(), store.path());

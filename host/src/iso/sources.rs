@@ -167,10 +167,7 @@ pub fn gather(explicit: Option<&Path>, config: &Effective) -> Gathered {
 
 /// `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/vmguest/ic`).
 fn user_store() -> Option<(PathBuf, &'static str)> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    let base = crate::config::xdg_base("XDG_DATA_HOME", ".local/share")?;
     Some((base.join("vmguest/ic"), "the user's IC store"))
 }
 

@@ -72,11 +72,7 @@ pub fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("VMGUEST_PLUGIN_CACHE").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(d));
     }
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|b| b.join("vmguest/plugins"))
+    crate::config::xdg_base("XDG_CACHE_HOME", ".cache").map(|b| b.join("vmguest/plugins"))
 }
 
 /// The cache entry for a component: SHA-256 + wasmtime version and engine config.

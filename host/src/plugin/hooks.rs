@@ -19,24 +19,19 @@ impl PluginSet {
     ) -> Result<(), Failure> {
         for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
             let (export, ctx) = (plugin.hooks.clone().expect("filtered"), ctx.clone());
-            let answer = plugin
-                .sandbox
-                .call("pre-install", move |store, instance| match &export {
-                    HooksExport::V0_2(ix) => ix
-                        .load(&mut *store, instance)?
-                        .call_pre_install(&mut *store, &ctx),
-                    HooksExport::V0_1(ix) => ix
-                        .load(&mut *store, instance)?
-                        .call_pre_install(&mut *store, &ctx),
-                });
-            let (result, took) = match answer {
-                Ok(ok) => ok,
-                Err(e) => {
-                    records.push(plugin.record("pre-install", format!("failed: {}", e.0), 0.0));
-                    return Err(plugin.failure(e.0));
-                }
-            };
-            let ms = took.as_secs_f64() * 1000.0;
+            let (result, ms) =
+                plugin.run(
+                    "pre-install",
+                    records,
+                    move |store, instance| match &export {
+                        HooksExport::V0_2(ix) => ix
+                            .load(&mut *store, instance)?
+                            .call_pre_install(&mut *store, &ctx),
+                        HooksExport::V0_1(ix) => ix
+                            .load(&mut *store, instance)?
+                            .call_pre_install(&mut *store, &ctx),
+                    },
+                )?;
             match result {
                 Ok(()) => records.push(plugin.record("pre-install", "allow".into(), ms)),
                 Err(r) => {
@@ -83,45 +78,35 @@ impl PluginSet {
             }
             let export = plugin.hooks.clone().expect("filtered");
             let (ctx, outcome) = (ctx.clone(), outcome.clone());
-            let answer =
-                plugin
-                    .sandbox
-                    .call("post-install", move |store, instance| match &export {
-                        HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_post_install(
-                            &mut *store,
-                            &ctx,
-                            &outcome,
-                        ),
-                        HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_post_install(
-                            &mut *store,
-                            &ctx,
-                            &outcome,
-                        ),
-                    });
+            let answer = plugin.run(
+                "post-install",
+                records,
+                move |store, instance| match &export {
+                    HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_post_install(
+                        &mut *store,
+                        &ctx,
+                        &outcome,
+                    ),
+                    HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_post_install(
+                        &mut *store,
+                        &ctx,
+                        &outcome,
+                    ),
+                },
+            );
             let failure = match answer {
-                Ok((Ok(()), took)) => {
-                    records.push(plugin.record(
-                        "post-install",
-                        "ok".into(),
-                        took.as_secs_f64() * 1000.0,
-                    ));
+                Ok((Ok(()), ms)) => {
+                    records.push(plugin.record("post-install", "ok".into(), ms));
                     None
                 }
-                Ok((Err(msg), took)) => {
+                Ok((Err(msg), ms)) => {
                     let why = check_len("message", &msg)
                         .err()
                         .unwrap_or_else(|| format!("post-install failed: {msg}"));
-                    records.push(plugin.record(
-                        "post-install",
-                        format!("failed: {why}"),
-                        took.as_secs_f64() * 1000.0,
-                    ));
+                    records.push(plugin.record("post-install", format!("failed: {why}"), ms));
                     Some(plugin.failure(why))
                 }
-                Err(e) => {
-                    records.push(plugin.record("post-install", format!("failed: {}", e.0), 0.0));
-                    Some(plugin.failure(e.0))
-                }
+                Err(f) => Some(f),
             };
             if first.is_none() {
                 first = failure;

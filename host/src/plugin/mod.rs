@@ -333,6 +333,28 @@ impl Plugin {
         }
     }
 
+    /// One sandboxed call; a failure is recorded and becomes DISP_E_EXCEPTION naming
+    /// the plugin. Returns the answer and the milliseconds it took.
+    fn run<R: Send + 'static>(
+        &self,
+        stage: &'static str,
+        records: &mut Vec<PluginRecord>,
+        f: impl FnOnce(
+                &mut wasmtime::Store<sandbox::State>,
+                &wasmtime::component::Instance,
+            ) -> wasmtime::Result<R>
+            + Send
+            + 'static,
+    ) -> Result<(R, f64), Failure> {
+        match self.sandbox.call(stage, f) {
+            Ok((r, took)) => Ok((r, took.as_secs_f64() * 1000.0)),
+            Err(e) => {
+                records.push(self.record(stage, format!("failed: {}", e.0), 0.0));
+                Err(self.failure(e.0))
+            }
+        }
+    }
+
     /// A failure of this plugin: always DISP_E_EXCEPTION, always naming it.
     fn failure(&self, what: String) -> Failure {
         Failure::msg(

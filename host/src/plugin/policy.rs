@@ -36,24 +36,19 @@ impl PluginSet {
         for plugin in self.plugins.iter().filter(|p| p.policy.is_some()) {
             let ctx = context::policy_context(vm, guest, sel);
             let export = plugin.policy.clone().expect("filtered");
-            let answer = plugin
-                .sandbox
-                .call("iso-policy.choose", move |store, instance| match &export {
-                    PolicyExport::V0_2(ix) => ix
-                        .load(&mut *store, instance)?
-                        .call_choose(&mut *store, &ctx),
-                    PolicyExport::V0_1(ix) => ix
-                        .load(&mut *store, instance)?
-                        .call_choose(&mut *store, &ctx),
-                });
-            let (decision, took) = match answer {
-                Ok(ok) => ok,
-                Err(e) => {
-                    records.push(plugin.record("iso-policy", format!("failed: {}", e.0), 0.0));
-                    return Err(plugin.failure(e.0));
-                }
-            };
-            let ms = took.as_secs_f64() * 1000.0;
+            let (decision, ms) =
+                plugin.run(
+                    "iso-policy",
+                    records,
+                    move |store, instance| match &export {
+                        PolicyExport::V0_2(ix) => ix
+                            .load(&mut *store, instance)?
+                            .call_choose(&mut *store, &ctx),
+                        PolicyExport::V0_1(ix) => ix
+                            .load(&mut *store, instance)?
+                            .call_choose(&mut *store, &ctx),
+                    },
+                )?;
             let applied = apply(plugin, decision, sel);
             let (text, result, stop) = match applied {
                 Ok(Some(text)) => (text, Ok(()), true),
