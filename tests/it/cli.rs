@@ -110,6 +110,22 @@ fn what_if_plans_and_touches_nothing() {
         "{r}"
     );
     assert!(empty.media_file().is_none(), "-WhatIf inserted media");
+
+    // Without -Path, -WhatIf shows the location policy's choice and why.
+    let store = tempfile::tempdir().unwrap();
+    ic_iso(store.path(), "a.iso", "2.0.0-rc1", "true");
+    ic_iso(store.path(), "b.iso", "1.9.9", "true");
+    let (r, out) = install_json_with(
+        &empty,
+        &["-WhatIf"],
+        &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
+    );
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso_version"], "2.0.0-rc1");
+    let reason = r["iso_reason"].as_str().unwrap();
+    assert!(reason.starts_with("newest vmguest (2.0.0-rc1) of 2"), "{r}");
+    assert!(r["message"].as_str().unwrap().contains(reason), "{r}");
+    assert!(empty.media_file().is_none(), "-WhatIf inserted media");
 }
 
 #[test]

@@ -271,6 +271,30 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
             "running"
         );
     }
+    // -NoPlugins bypasses them all (shown with -WhatIf, which changes nothing).
+    let dir = vm.dir.path().to_str().unwrap().to_owned();
+    let looping = plugin_dir(&[PluginSpec::new(
+        "hostile",
+        "hostile",
+        "[settings]\nattack = \"loop\"\n",
+    )]);
+    let out = run(
+        &[
+            "Install-IntegrationComponents",
+            "-VMName",
+            &vm.name,
+            "-VMDir",
+            &dir,
+            "-WhatIf",
+            "-NoPlugins",
+        ],
+        looping.path(),
+        &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
+    );
+    let r = &results(&out)[0];
+    assert_outcome(r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["plugins"], serde_json::json!([]));
+
     // Load-time refusals end the same way, before anything runs.
     let future = plugin_dir(&[PluginSpec::new("future", "future_wit", "")]);
     let (r, out) = install(&vm, future.path(), store.path());
