@@ -16,12 +16,21 @@
 //!
 //! Layout: [`operation`] is the install state machine; [`vm`] holds VM access behind
 //! traits (QMP and the guest agent); [`inventory`] maps names to VMs; [`iso`] locates the
-//! IC media; [`guest`] holds the steps inside the guest; [`hresult`] is the error contract.
+//! latest IC media by content; [`plugin`] hosts the sandboxed WebAssembly plugins;
+//! [`config`] reads the config files; [`guest`] holds the steps inside the guest;
+//! [`hresult`] is the error contract.
+//!
+//! Plugins are opt-in for library users: pass
+//! `InstallOptions { plugins: Some(Arc::new(PluginSet::discover(None))), .. }`.
 //!
 //! Crates: `qapi-qmp`/`qapi-qga` provide the QMP and guest-agent command types generated
 //! from QEMU's schema, so command names and argument shapes are not hand-typed; their
 //! sync client is not used (see [`vm::channel`]). `indicatif` draws the progress spinner
-//! in the CLI, `toml` reads VM definitions and IC manifests.
+//! in the CLI, `toml` reads VM definitions and IC manifests. `sha2` hashes the chosen ISO
+//! for audit and pins plugin components. `wasmtime` and `wasmtime-wasi` (WASI p2) run the
+//! plugins as components: the component model checks every value that crosses the
+//! boundary, and epochs and resource limiters bound their time and memory. `proptest`
+//! (tests only) drives the ISO reader and version property tests.
 
 pub mod config;
 pub mod guest;
