@@ -17,8 +17,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir "$work/vms"
-xorriso -as mkisofs -R -J -V VMGUEST_DEMO_IC_1_0_0 -o "$work/vmguest-demo-ic.iso" tests/guest/demo-ic 2>/dev/null
+mkdir "$work/vms" "$work/ic"
+xorriso -as mkisofs -R -J -V VMGUEST_DEMO_IC_1_0_0 -o "$work/ic/vmguest-demo-ic.iso" tests/guest/demo-ic 2>/dev/null
+# The location policy finds it there by content (plus the well-known places).
+export VMGUEST_IC_PATH="$work/ic"
 
 echo "demo: booting the test guest (TCG, about 6 s)" >&2
 qemu_pid=$(python3 tests/harness/qemu_peer.py boot "$work/vms" demo target/vmguest-guest)
@@ -26,8 +28,10 @@ qemu_pid=$(python3 tests/harness/qemu_peer.py boot "$work/vms" demo target/vmgue
 vmguest=target/debug/vmguest
 $vmguest Get-VM -VMDir "$work/vms"
 echo >&2
+$vmguest Get-IntegrationComponentsIso -VMName demo -VMDir "$work/vms" -NoPlugins
+echo >&2
 set +e
-$vmguest Install-IntegrationComponents -VMName demo -VMDir "$work/vms" -Path "$work/vmguest-demo-ic.iso" -OutputFormat Json | tee "$work/result.json"
+$vmguest Install-IntegrationComponents -VMName demo -VMDir "$work/vms" -NoPlugins -OutputFormat Json | tee "$work/result.json"
 code=${PIPESTATUS[0]}
 set -e
 echo >&2
