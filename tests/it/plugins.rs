@@ -181,6 +181,27 @@ fn test_plugin_validates_and_shows_decisions_on_a_sample() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("vmguest:plugin@9.9.0"));
 }
 
+#[test]
+fn get_integration_components_iso_shows_the_choice_plugins_make() {
+    let store = store();
+    let pins = plugin_dir(&[PluginSpec::new(
+        "pin-versions",
+        "pin_versions",
+        "[settings]\n\"pin.linux\" = \"vmguest@1.9.0\"\n",
+    )]);
+    let out = run(
+        &["Get-IntegrationComponentsIso", "-GuestOS", "linux"],
+        pins.path(),
+        &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let cands = results(&out);
+    let chosen: Vec<_> = cands.iter().filter(|c| c["selected"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{cands:#?}");
+    assert_eq!(chosen[0]["version"], "1.9.0");
+    assert_eq!(chosen[0]["reason"], "chosen by plugin pin-versions");
+}
+
 /// A store with two own-format ISOs, 1.9.0 and 1.10.0.
 fn store() -> tempfile::TempDir {
     let s = tempfile::tempdir().unwrap();

@@ -2,8 +2,9 @@
 //!
 //! Settings (all optional):
 //! - `pin.windows`, `pin.linux`, `pin.unknown`: `family@version`, for example
-//!   `virtio-win@0.1.262`. A pinned version that is not among the candidates refuses
-//!   the install with HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND).
+//!   `"pin.windows" = "virtio-win@0.1.262"` (quoted: a bare dotted key is a TOML
+//!   table). A pinned version that is not among the candidates refuses the install
+//!   with HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND).
 //! - `deny`: comma-separated `family@version`, for example `virtio-win@0.1.217` (that
 //!   release broke older Windows guests). If the built-in choice is denied, the newest
 //!   candidate of the same family that is not denied is chosen instead.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vmguest::config::GuestKind;
-use vmguest::plugin::PluginSet;
+use vmguest::plugin::{context, PluginSet};
 use vmguest::{Failure, HResult, InstallOptions, InstallReport, Inventory, VirtualPc};
 
 use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, TestPluginArgs};
@@ -209,35 +209,52 @@ fn get_vm(common: &Common, a: GetVmArgs) -> i32 {
 fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
     const CMDLET: &str = "Get-IntegrationComponentsIso";
     let mut first_error = None;
-    let kind = match (&a.vm_name, a.guest_os.as_deref().and_then(GuestKind::parse)) {
-        (_, Some(kind)) => kind,
-        (Some(name), None) => {
-            let host = host(common);
-            match host
-                .find_virtual_machine(name)
-                .and_then(|vm| vm.guest_os().os_info())
-            {
-                Ok(info) => GuestKind::of(info.as_ref()),
-                Err(f) => {
-                    report_error(common, CMDLET, name, &f, &mut first_error);
-                    return f.hresult.exit_code();
-                }
+    let target = a.vm_name.clone().unwrap_or_default();
+    let explicit = a.guest_os.as_deref().and_then(GuestKind::parse);
+    let info = match (&a.vm_name, explicit) {
+        (Some(name), None) => match host(common)
+            .find_virtual_machine(name)
+            .and_then(|vm| vm.guest_os().os_info())
+        {
+            Ok(info) => info,
+            Err(f) => {
+                report_error(common, CMDLET, name, &f, &mut first_error);
+                return f.hresult.exit_code();
             }
-        }
-        (None, None) => GuestKind::Unknown,
+        },
+        _ => None,
     };
-    let selection = vmguest::iso::survey(a.path.as_deref(), kind);
+    let kind = explicit.unwrap_or_else(|| GuestKind::of(info.as_ref()));
+    let mut selection = vmguest::iso::survey(a.path.as_deref(), kind);
+    // The same choice Install-IntegrationComponents makes: policy plugins included.
+    let mut decisions = Vec::new();
+    let plugins = if common.no_plugins {
+        Ok(())
+    } else {
+        let set = PluginSet::discover(common.plugin_dir.as_deref());
+        let guest = match &info {
+            Some(i) => context::guest_os(Some(i)),
+            None => context::guest_of_kind(kind),
+        };
+        set.check_admitted().and_then(|()| {
+            set.apply_policy_to(
+                &context::vm_info(&target),
+                &guest,
+                &mut selection,
+                &mut decisions,
+            )
+        })
+    };
     let views: Vec<_> = selection.candidates.iter().map(|c| c.view()).collect();
     output::iso_candidates(common.output_format, &views);
-    if selection.chosen.is_none() {
-        let f = vmguest::iso::not_found(&selection);
-        report_error(
-            common,
-            CMDLET,
-            a.vm_name.as_deref().unwrap_or(""),
-            &f,
-            &mut first_error,
-        );
+    let failure = plugins.err().or_else(|| {
+        selection
+            .chosen
+            .is_none()
+            .then(|| vmguest::iso::not_found(&selection))
+    });
+    if let Some(f) = failure {
+        report_error(common, CMDLET, &target, &f, &mut first_error);
     }
     first_error.map_or(0, HResult::exit_code)
 }
