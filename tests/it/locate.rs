@@ -375,3 +375,47 @@ fn a_linux_guest_configured_for_virtualbox_runs_its_linux_installer() {
     let st = vm.guest_sh("cat /opt/vbox/args");
     assert_eq!(st.stdout.trim(), "--nox11", "{st:?}");
 }
+
+/// Without Joliet, names come from Rock Ridge; without either, only 8.3 ISO names exist
+/// and the manifest cannot be found by its real name.
+#[test]
+fn rock_ridge_names_are_read_when_there_is_no_joliet() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        "[components]\nfamily = \"vmguest\"\nname = \"rr\"\nversion = \"3.1.4\"\n",
+    )
+    .unwrap();
+    for (flags, rock_ridge) in [("-R", true), ("--norock", false)] {
+        let iso = dir.path().join(format!("rr-{rock_ridge}.iso"));
+        let out = Command::new("xorriso")
+            .args(["-as", "mkisofs"])
+            .arg(flags)
+            .args(["-V", "RR_ONLY", "-o"])
+            .arg(&iso)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = std::fs::File::open(&iso).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut image = reader::Image::open(file, len, reader::Limits::default()).unwrap();
+        assert!(!image.has_joliet());
+        assert_eq!(image.has_rock_ridge(), rock_ridge);
+        let found = image.lookup("vmguest-ic.toml").unwrap().is_some();
+        assert_eq!(found, rock_ridge, "{:?}", image.root_names().unwrap());
+        let id = iso::inspect(iso::Named {
+            path: iso.clone(),
+            source: "test".into(),
+            rank: 0,
+            pinned: false,
+        });
+        assert_eq!(id.version().is_some(), rock_ridge, "{}", id.reason);
+    }
+}

@@ -82,13 +82,6 @@ pub fn cache_entry(dir: &Path, component_sha256: &str) -> PathBuf {
     dir.join(format!("{component_sha256}-{:016x}.cwasm", h.finish()))
 }
 
-/// Does a valid entry exist (without loading it)?
-pub fn cached(component_sha256: &str) -> bool {
-    cache_dir()
-        .map(|d| cache_entry(&d, component_sha256))
-        .is_some_and(|p| read_verified(&p).is_some())
-}
-
 fn sidecar(entry: &Path) -> PathBuf {
     entry.with_extension("cwasm.sha256")
 }
