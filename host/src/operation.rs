@@ -65,9 +65,9 @@ impl Default for InstallOptions {
 enum Step {
     Connect,
     CheckRunning,
+    ConnectAgent,
     LocateIso,
     PreInstall,
-    ConnectAgent,
     ChooseDrive,
     BorrowMedia,
     InsertIc,
@@ -85,9 +85,9 @@ impl Step {
         match self {
             Step::Connect => "connect",
             Step::CheckRunning => "check-running",
+            Step::ConnectAgent => "connect-agent",
             Step::LocateIso => "locate-iso",
             Step::PreInstall => "pre-install",
-            Step::ConnectAgent => "connect-agent",
             Step::ChooseDrive => "choose-drive",
             Step::BorrowMedia => "borrow-media",
             Step::InsertIc => "insert-ic",
@@ -181,9 +181,9 @@ impl Operation<'_> {
         match step {
             Step::Connect => self.connect(),
             Step::CheckRunning => self.check_running(),
+            Step::ConnectAgent => self.connect_agent(),
             Step::LocateIso => self.locate_iso(),
             Step::PreInstall => self.pre_install(),
-            Step::ConnectAgent => self.connect_agent(),
             Step::ChooseDrive => self.choose_drive(),
             Step::BorrowMedia => self.borrow_media(),
             Step::InsertIc => self.insert_ic(),

@@ -146,26 +146,23 @@ fn admission_refuses_bad_pins_writable_files_and_unknown_wit_versions() {
     );
 }
 
+/// `Test-Plugin -Path wasm ARGS -OutputFormat Json`, which must succeed.
+fn test_plugin_json(wasm: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["Test-Plugin", "-Path", wasm.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend(["-OutputFormat", "Json"]);
+    let out = vmguest_with(&all, None, &[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    results(&out).remove(0)
+}
+
 #[test]
 fn test_plugin_validates_and_shows_decisions_on_a_sample() {
     let wasm = wasm_dir().join("pin_versions.wasm");
-    let out = vmguest_with(
-        &[
-            "Test-Plugin",
-            "-Path",
-            wasm.to_str().unwrap(),
-            "-Setting",
-            "deny=virtio-win@0.1.266",
-            "-GuestOS",
-            "windows",
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
-        &[],
+    let r = test_plugin_json(
+        &wasm,
+        &["-Setting", "deny=virtio-win@0.1.266", "-GuestOS", "windows"],
     );
-    assert!(out.status.success(), "{}", describe(&out));
-    let r = &results(&out)[0];
     assert_eq!(r["plugin"]["wit"], "0.2.0");
     assert_eq!(
         r["decisions"][0]["decision"],
@@ -493,21 +490,7 @@ fn the_docs_template_builds_loads_and_decides() {
         .unwrap();
     assert!(status.success(), "the template does not build");
     let wasm = target.join("wasm32-wasip2/release/protect_vms.wasm");
-    let out = vmguest_with(
-        &[
-            "Test-Plugin",
-            "-Path",
-            wasm.to_str().unwrap(),
-            "-Setting",
-            "protect-prefix=sample",
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
-        &[],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    let r = &results(&out)[0];
+    let r = test_plugin_json(&wasm, &["-Setting", "protect-prefix=sample"]);
     assert_eq!(
         r["decisions"][0]["decision"],
         "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs"
