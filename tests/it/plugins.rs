@@ -213,21 +213,11 @@ fn store() -> tempfile::TempDir {
 }
 
 fn install(vm: &TestVm, plugins: &Path, store: &Path) -> (Value, std::process::Output) {
-    let dir = vm.dir.path().to_str().unwrap().to_owned();
-    let out = run(
-        &[
-            "Install-IntegrationComponents",
-            "-VMName",
-            &vm.name,
-            "-VMDir",
-            &dir,
-        ],
-        plugins,
+    install_json_with(
+        vm,
+        &["-PluginDir", plugins.to_str().unwrap()],
         &[("VMGUEST_IC_PATH", store.to_str().unwrap())],
-    );
-    let mut r = results(&out);
-    assert_eq!(r.len(), 1, "{}", describe(&out));
-    (r.remove(0), out)
+    )
 }
 
 fn status(vm: &TestVm) -> String {
@@ -290,27 +280,22 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
         );
     }
     // -NoPlugins bypasses them all (shown with -WhatIf, which changes nothing).
-    let dir = vm.dir.path().to_str().unwrap().to_owned();
     let looping = plugin_dir(&[PluginSpec::new(
         "hostile",
         "hostile",
         "[settings]\nattack = \"loop\"\n",
     )]);
-    let out = run(
+    let (r, out) = install_json_with(
+        &vm,
         &[
-            "Install-IntegrationComponents",
-            "-VMName",
-            &vm.name,
-            "-VMDir",
-            &dir,
+            "-PluginDir",
+            looping.path().to_str().unwrap(),
             "-WhatIf",
             "-NoPlugins",
         ],
-        looping.path(),
         &[("VMGUEST_IC_PATH", store.path().to_str().unwrap())],
     );
-    let r = &results(&out)[0];
-    assert_outcome(r, &out, "S_OK", "0x00000000", 0);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
     assert_eq!(r["plugins"], serde_json::json!([]));
 
     // Load-time refusals end the same way, before anything runs.

@@ -14,14 +14,17 @@ pub fn vm_info(name: &str) -> wit::VmInfo {
     }
 }
 
-pub fn guest_os(info: Option<&GuestOsInfo>) -> wit::GuestOs {
-    let kind = match GuestKind::of(info) {
+fn kind(kind: GuestKind) -> wit::GuestKind {
+    match kind {
         GuestKind::Linux => wit::GuestKind::Linux,
         GuestKind::Windows => wit::GuestKind::Windows,
         GuestKind::Unknown => wit::GuestKind::Unknown,
-    };
+    }
+}
+
+pub fn guest_os(info: Option<&GuestOsInfo>) -> wit::GuestOs {
     wit::GuestOs {
-        kind,
+        kind: kind(GuestKind::of(info)),
         id: info.and_then(|i| i.id.clone()),
         pretty_name: info.and_then(|i| i.pretty_name.clone()),
         version_id: info.and_then(|i| i.version_id.clone()),
@@ -31,14 +34,11 @@ pub fn guest_os(info: Option<&GuestOsInfo>) -> wit::GuestOs {
 }
 
 /// A guest of a given kind with nothing else known, for `Test-Plugin`.
-pub fn guest_of_kind(kind: GuestKind) -> wit::GuestOs {
-    let mut g = guest_os(None);
-    g.kind = match kind {
-        GuestKind::Linux => wit::GuestKind::Linux,
-        GuestKind::Windows => wit::GuestKind::Windows,
-        GuestKind::Unknown => wit::GuestKind::Unknown,
-    };
-    g
+pub fn guest_of_kind(k: GuestKind) -> wit::GuestOs {
+    wit::GuestOs {
+        kind: kind(k),
+        ..guest_os(None)
+    }
 }
 
 pub fn candidate(c: &Candidate) -> wit::Candidate {
