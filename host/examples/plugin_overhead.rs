@@ -14,9 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vmguest::config::GuestKind;
-use vmguest::plugin::bindings::v0_2::vmguest::plugin::types::InstallOutcome;
+use vmguest::kinds::GuestKind;
 use vmguest::plugin::manifest::discover;
+use vmguest::plugin::types::InstallOutcome;
 use vmguest::plugin::{context, probe, PluginSet};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -45,9 +45,9 @@ fn one_install(set: &PluginSet) {
     assert!(!records.is_empty());
 }
 
-fn sample(dir: &Path) -> Duration {
+fn sample(dir: &Path, cache: &Path) -> Duration {
     let t = Instant::now();
-    let set = PluginSet::load(&discover(&[dir.to_owned()]));
+    let set = PluginSet::load(&discover(&[dir.to_owned()]), Some(cache));
     assert!(set.refused.is_empty(), "{:?}", set.refused);
     one_install(&set);
     t.elapsed()
@@ -103,14 +103,14 @@ fn main() {
         let mut cold = Vec::new();
         for _ in 0..runs {
             let cache = tempfile::tempdir().unwrap();
-            std::env::set_var("VMGUEST_PLUGIN_CACHE", cache.path());
-            cold.push(sample(dir.path()));
+            cold.push(sample(dir.path(), cache.path()));
         }
         let cache = tempfile::tempdir().unwrap();
-        std::env::set_var("VMGUEST_PLUGIN_CACHE", cache.path());
-        sample(dir.path());
-        let warm: Vec<Duration> = (0..runs).map(|_| sample(dir.path())).collect();
-        let set = PluginSet::load(&discover(&[dir.path().to_owned()]));
+        sample(dir.path(), cache.path());
+        let warm: Vec<Duration> = (0..runs)
+            .map(|_| sample(dir.path(), cache.path()))
+            .collect();
+        let set = PluginSet::load(&discover(&[dir.path().to_owned()]), Some(cache.path()));
         let calls: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();

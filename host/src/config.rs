@@ -1,6 +1,5 @@
-//! The configuration files: `/etc/vmguest/config.toml` for the system and
-//! `$XDG_CONFIG_HOME/vmguest/config.toml` (else `~/.config/...`) for the user. The user's
-//! file overrides the system's key by key.
+//! The configuration files' schema and how they merge: the user's file overrides the
+//! system's key by key. Where the files are is decided in `settings.rs`.
 //!
 //! ```toml
 //! # Always use this ISO (a pin: nothing else is considered).
@@ -22,9 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::iso::Family;
-
-pub const SYSTEM_CONFIG: &str = "/etc/vmguest/config.toml";
+use crate::kinds::{Family, GuestKind};
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,18 +57,6 @@ pub struct Effective {
     pub problems: Vec<String>,
 }
 
-/// `$VAR` if set and not empty, else `$HOME/home_rel`: the XDG base directory rule.
-pub fn xdg_base(var: &str, home_rel: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_rel)))
-}
-
-pub fn user_config_path() -> Option<PathBuf> {
-    Some(xdg_base("XDG_CONFIG_HOME", ".config")?.join("vmguest/config.toml"))
-}
-
 fn load(path: &Path) -> Result<Option<Config>, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text)
@@ -83,15 +68,15 @@ fn load(path: &Path) -> Result<Option<Config>, String> {
 }
 
 impl Effective {
-    /// Read the user's file, then the system's. A broken file is reported, not fatal.
-    pub fn load() -> Effective {
+    /// Read the files in order of precedence. A broken file is reported, not fatal.
+    pub fn load(paths: &[PathBuf]) -> Effective {
         let mut eff = Effective::default();
-        let paths = user_config_path()
-            .into_iter()
-            .chain(std::iter::once(PathBuf::from(SYSTEM_CONFIG)));
         for path in paths {
-            match load(&path) {
-                Ok(Some(config)) => eff.files.push(Loaded { path, config }),
+            match load(path) {
+                Ok(Some(config)) => eff.files.push(Loaded {
+                    path: path.clone(),
+                    config,
+                }),
                 Ok(None) => {}
                 Err(problem) => {
                     tracing::warn!("{problem}");
@@ -136,50 +121,5 @@ impl Effective {
             }
         }
         (families, problems)
-    }
-}
-
-/// What the location policy needs to know about the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GuestKind {
-    Linux,
-    Windows,
-    Unknown,
-}
-
-impl GuestKind {
-    /// QEMU guests: virtio-win for Windows, this project's own format for Linux.
-    pub fn default_families(self) -> &'static [Family] {
-        match self {
-            GuestKind::Linux => &[Family::Vmguest],
-            GuestKind::Windows => &[Family::VirtioWin],
-            GuestKind::Unknown => &[Family::Vmguest, Family::VirtioWin],
-        }
-    }
-
-    pub fn of(info: Option<&crate::vm::GuestOsInfo>) -> GuestKind {
-        match info {
-            Some(i) if i.is_windows() => GuestKind::Windows,
-            Some(_) => GuestKind::Linux,
-            None => GuestKind::Unknown,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<GuestKind> {
-        match s.to_ascii_lowercase().as_str() {
-            "linux" => Some(GuestKind::Linux),
-            "windows" | "mswindows" => Some(GuestKind::Windows),
-            "unknown" => Some(GuestKind::Unknown),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GuestKind::Linux => "Linux",
-            GuestKind::Windows => "Windows",
-            GuestKind::Unknown => "unknown",
-        }
     }
 }

@@ -42,7 +42,7 @@ pub fn find_device(
                 Err(e) if e.is_disconnect() => return Err(e.into()),
                 Err(e) => {
                     if i == 0 {
-                        last_error = format!("{dev}: {e}");
+                        last_error = format!("{dev}: {}", crate::hresult::chain(&e));
                     }
                 }
             }

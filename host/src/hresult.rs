@@ -171,7 +171,24 @@ impl fmt::Display for Failure {
     }
 }
 
-impl std::error::Error for Failure {}
+/// The cause chain is the error's `source()`, so any error reporter can walk it.
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error.as_ref())
+    }
+}
+
+/// An error and its `source()` chain on one line, outermost first: "a: b: c".
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
 
 /// Anything that escapes without an explicit outcome is unexpected.
 impl From<anyhow::Error> for Failure {
@@ -235,6 +252,23 @@ mod tests {
             .into();
         assert_eq!(f.hresult, HResult::DispException);
         assert_eq!(f.causes(), vec!["polling installer", "socket closed"]);
+    }
+
+    #[test]
+    fn the_cause_chain_is_the_source_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let call = crate::vm::CallError::Connect("/run/x.qmp".into(), io);
+        let f = Failure::new(
+            HResult::VmNotRunning,
+            anyhow::Error::new(call).context("VM x"),
+        );
+        let source = std::error::Error::source(&f).expect("a source");
+        assert_eq!(source.to_string(), "VM x");
+        assert_eq!(chain(source), "VM x: cannot connect to /run/x.qmp: refused");
+        assert_eq!(
+            f.causes(),
+            ["VM x", "cannot connect to /run/x.qmp", "refused"]
+        );
     }
 
     #[test]

@@ -6,8 +6,7 @@
 //! DIR/NAME.toml   optional definition: keeps a stopped VM known, may name other sockets
 //! ```
 //!
-//! The directory is `--vm-dir`, else `$VMGUEST_VM_DIR`, else `$XDG_RUNTIME_DIR/vmguest`,
-//! else `/run/vmguest`.
+//! Which directory is decided once, in `settings.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,19 +16,7 @@ use serde::Deserialize;
 
 use crate::hresult::{Failure, HResult, OrHResult, Outcome};
 use crate::vm::qemu::{QemuAgent, QemuVm};
-use crate::vm::{CallError, GuestAgent, VmControl};
-
-pub const VM_DIR_ENV: &str = "VMGUEST_VM_DIR";
-
-pub fn default_vm_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(VM_DIR_ENV) {
-        return PathBuf::from(dir);
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(run) => PathBuf::from(run).join("vmguest"),
-        None => PathBuf::from("/run/vmguest"),
-    }
-}
+use crate::vm::{CallError, GuestAgent, Hypervisor, VmControl};
 
 /// `NAME.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -80,7 +67,7 @@ impl Inventory {
     }
 
     /// Names of all VMs in the directory, sorted.
-    pub fn names(&self) -> anyhow::Result<Vec<String>> {
+    pub fn list(&self) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();
         let entries = std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading VM directory {}", self.dir.display()))?;
@@ -151,11 +138,33 @@ impl Inventory {
     }
 
     /// The guest agent, if the VM has one that answers. `Ok(None)`: no agent socket.
-    pub fn agent(&self, entry: &VmEntry) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+    pub fn open_agent(&self, entry: &VmEntry) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
         let Some(path) = &entry.qga else {
             return Ok(None);
         };
         let agent = QemuAgent::connect(path, self.timeouts.call, self.timeouts.agent_ready)?;
         Ok(Some(Box::new(agent)))
+    }
+}
+
+impl Hypervisor for Inventory {
+    fn names(&self) -> Outcome<Vec<String>> {
+        Ok(self.list()?)
+    }
+
+    fn lookup(&self, name: &str) -> Outcome<()> {
+        self.entry(name).map(drop)
+    }
+
+    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
+        self.connect(&self.entry(name)?)
+    }
+
+    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        match self.entry(name) {
+            Ok(entry) => self.open_agent(&entry),
+            // The operation resolves the VM before it asks for the agent.
+            Err(_) => Ok(None),
+        }
     }
 }

@@ -14,14 +14,27 @@
 //! # Ok::<(), vmguest::Failure>(())
 //! ```
 //!
-//! Layout: [`operation`] is the install state machine; [`vm`] holds VM access behind
-//! traits (QMP and the guest agent); [`inventory`] maps names to VMs; [`iso`] locates the
-//! latest IC media by content; [`plugin`] hosts the sandboxed WebAssembly plugins;
-//! [`config`] reads the config files; [`guest`] holds the steps inside the guest;
-//! [`hresult`] is the error contract.
+//! Layout, from the edge inwards:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`settings`] | everything read from the environment and config files, once |
+//! | [`operation`] | the install, as typed steps that read as the contract |
+//! | [`vm`] | VM access behind the [`Hypervisor`], [`vm::VmControl`] and [`vm::GuestAgent`] traits; one module per backend |
+//! | [`inventory`] | the socket-directory backend: names to QMP and agent sockets |
+//! | [`guest`] | the steps inside the guest, through the agent |
+//! | [`iso`] | locating the latest IC media by content |
+//! | [`plugin`] | the sandboxed WebAssembly plugins |
+//! | [`kinds`] | guest kinds and IC families, shared by config, ISO policy and plugins |
+//! | [`config`] | the config files' schema and merge |
+//! | [`report`] | the result object of an install |
+//! | [`hresult`] | the error contract: seven outcomes, [`Failure`] with its cause chain |
 //!
 //! Plugins are opt-in for library users: pass
-//! `InstallOptions { plugins: Some(Arc::new(PluginSet::discover(None))), .. }`.
+//! `InstallOptions { plugins: Some(Arc::new(PluginSet::discover(host.settings()))), .. }`.
+//!
+//! No function of this crate panics to its caller on bad input: installs catch a panic
+//! (a bug) and report it as DISP_E_EXCEPTION, as every other unexpected error.
 //!
 //! Crates: `qapi-qmp`/`qapi-qga` provide the QMP and guest-agent command types generated
 //! from QEMU's schema, so command names and argument shapes are not hand-typed; their
@@ -29,22 +42,28 @@
 //! in the CLI, `toml` reads VM definitions and IC manifests. `sha2` hashes the chosen ISO
 //! for audit and pins plugin components. `wasmtime` and `wasmtime-wasi` (WASI p2) run the
 //! plugins as components: the component model checks every value that crosses the
-//! boundary, and epochs and resource limiters bound their time and memory. `proptest`
-//! (tests only) drives the ISO reader and version property tests.
+//! boundary, and epochs and resource limiters bound their time and memory. `etcetera`
+//! finds the XDG base directories as the spec says (ignoring empty and relative values).
+//! `thiserror` derives the typed errors at module boundaries, with their `source()`
+//! chains. `proptest` (tests only) drives the ISO reader and version property tests.
 
 pub mod config;
 pub mod guest;
 pub mod hresult;
 pub mod inventory;
 pub mod iso;
+pub mod kinds;
 pub mod manifest;
 pub mod operation;
 pub mod plugin;
 pub mod progress;
 pub mod report;
+pub mod settings;
 pub mod vm;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -54,34 +73,60 @@ pub use inventory::Inventory;
 pub use operation::InstallOptions;
 pub use progress::{Progress, Silent};
 pub use report::InstallReport;
-pub use vm::{DvdDrive, GuestOsInfo};
+pub use settings::{Overrides, Settings};
+pub use vm::{DvdDrive, GuestOsInfo, Hypervisor};
 
 use guest::InstalledComponents;
+use vm::{GuestAgent, VmControl};
 
-/// The host: a VM inventory (`IVMVirtualPC`).
+/// The host: a hypervisor and the settings of this run (`IVMVirtualPC`).
 pub struct VirtualPc {
-    pub inventory: Inventory,
+    hypervisor: Box<dyn Hypervisor + Send + Sync>,
+    settings: Arc<Settings>,
 }
 
 impl VirtualPc {
+    /// The socket directory `vm_dir`, with settings read from the environment.
     pub fn open(vm_dir: impl Into<PathBuf>) -> VirtualPc {
+        VirtualPc::with_settings(Settings::resolve(Overrides {
+            vm_dir: Some(vm_dir.into()),
+            plugin_dir: None,
+        }))
+    }
+
+    /// The socket directory the settings name.
+    pub fn with_settings(settings: Settings) -> VirtualPc {
+        let inventory = Inventory::new(settings.vm_dir.clone());
+        VirtualPc::with_hypervisor(inventory, settings)
+    }
+
+    /// Any backend, or a test double.
+    pub fn with_hypervisor(
+        hypervisor: impl Hypervisor + Send + Sync + 'static,
+        settings: Settings,
+    ) -> VirtualPc {
         VirtualPc {
-            inventory: Inventory::new(vm_dir),
+            hypervisor: Box::new(hypervisor),
+            settings: Arc::new(settings),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// `FindVirtualMachine`: VM_E_VM_UNKNOWN if there is no such VM.
     pub fn find_virtual_machine(&self, name: &str) -> Outcome<VirtualMachine<'_>> {
-        self.inventory.entry(name)?;
+        self.hypervisor.lookup(name)?;
         Ok(VirtualMachine {
             host: self,
             name: name.to_owned(),
         })
     }
 
-    /// All VMs of the inventory.
+    /// All VMs of the hypervisor.
     pub fn virtual_machines(&self) -> Outcome<Vec<VirtualMachine<'_>>> {
-        let names = self.inventory.names().map_err(Failure::from)?;
+        let names = self.hypervisor.names()?;
         Ok(names
             .into_iter()
             .map(|name| VirtualMachine { host: self, name })
@@ -107,24 +152,27 @@ pub struct VmSummary {
     pub notes: Vec<String>,
 }
 
+/// Run `f`, turning a panic (a bug) into DISP_E_EXCEPTION instead of unwinding.
+fn no_panic<T>(f: impl FnOnce() -> Outcome<T>) -> Outcome<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(operation::panicked(p.as_ref())))
+}
+
 impl<'a> VirtualMachine<'a> {
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    fn control(&self) -> Outcome<Box<dyn VmControl>> {
+        self.host.hypervisor.control(&self.name)
+    }
+
     /// QEMU's run state; VM_E_VM_NOT_RUNNING if QEMU does not answer.
     pub fn state(&self) -> Outcome<String> {
-        let inv = &self.host.inventory;
-        let mut vm = inv.connect(&inv.entry(&self.name)?)?;
-        vm.run_state()
-            .context("query-status")
-            .map_err(|e| Failure::new(HResult::VmNotRunning, e))
+        no_panic(|| run_state(self.control()?.as_mut()))
     }
 
     pub fn dvd_drives(&self) -> Outcome<Vec<DvdDrive>> {
-        let inv = &self.host.inventory;
-        let mut vm = inv.connect(&inv.entry(&self.name)?)?;
-        Ok(vm.dvd_drives().context("query-block")?)
+        no_panic(|| Ok(self.control()?.dvd_drives().context("query-block")?))
     }
 
     /// `GuestOS`.
@@ -132,38 +180,64 @@ impl<'a> VirtualMachine<'a> {
         GuestOs { vm: self }
     }
 
-    /// Everything `Get-VM` shows. Parts that cannot be known (no agent) are `None`.
+    /// Everything `Get-VM` shows, over one monitor and one agent connection. Parts that
+    /// cannot be known (no agent) are `None`.
     pub fn summary(&self) -> Outcome<VmSummary> {
-        let mut s = VmSummary {
-            name: self.name.clone(),
-            state: "not-running".into(),
-            dvd_drives: Vec::new(),
-            guest_os: None,
-            integration_components: None,
-            notes: Vec::new(),
-        };
-        match self.state() {
-            Ok(state) => s.state = state,
-            Err(f) if f.hresult == HResult::VmNotRunning => {
-                s.notes.push(format!("{:#}", f.error));
-                return Ok(s);
+        no_panic(|| {
+            let mut s = VmSummary {
+                name: self.name.clone(),
+                state: "not-running".into(),
+                dvd_drives: Vec::new(),
+                guest_os: None,
+                integration_components: None,
+                notes: Vec::new(),
+            };
+            let running = self.control().and_then(|mut vm| {
+                let state = run_state(vm.as_mut())?;
+                Ok((state, vm))
+            });
+            let mut vm = match running {
+                Ok((state, vm)) => {
+                    s.state = state;
+                    vm
+                }
+                Err(f) if f.hresult == HResult::VmNotRunning => {
+                    s.notes.push(format!("{:#}", f.error));
+                    return Ok(s);
+                }
+                Err(f) => return Err(f),
+            };
+            s.dvd_drives = vm.dvd_drives().context("query-block")?;
+            let agent = self.guest_os().agent();
+            let mut agent = match agent {
+                Ok(Some(a)) => a,
+                Ok(None) => return Ok(s),
+                Err(f) => {
+                    s.notes.push(format!("guest agent: {:#}", f.error));
+                    return Ok(s);
+                }
+            };
+            match agent.os_info() {
+                Ok(info) => s.guest_os = Some(info),
+                Err(e) => {
+                    s.notes
+                        .push(format!("guest agent: {:#}", anyhow::Error::new(e)));
+                    return Ok(s);
+                }
             }
-            Err(f) => return Err(f),
-        }
-        s.dvd_drives = self.dvd_drives()?;
-        let guest = self.guest_os();
-        match guest.os_info() {
-            Ok(info) => s.guest_os = info,
-            Err(f) => s.notes.push(format!("guest agent: {:#}", f.error)),
-        }
-        if s.guest_os.is_some() {
-            match guest.integration_components() {
+            match guest::installed(agent.as_mut()) {
                 Ok(ic) => s.integration_components = ic,
-                Err(f) => s.notes.push(format!("guest agent: {:#}", f.error)),
+                Err(e) => s.notes.push(format!("guest agent: {e:#}")),
             }
-        }
-        Ok(s)
+            Ok(s)
+        })
     }
+}
+
+fn run_state(vm: &mut dyn VmControl) -> Outcome<String> {
+    vm.run_state()
+        .context("query-status")
+        .map_err(|e| Failure::new(HResult::VmNotRunning, e))
 }
 
 /// The guest OS of a VM (`IVMGuestOS`).
@@ -172,26 +246,28 @@ pub struct GuestOs<'a> {
 }
 
 impl GuestOs<'_> {
-    fn agent(&self) -> Outcome<Option<Box<dyn vm::GuestAgent>>> {
-        let inv = &self.vm.host.inventory;
-        let entry = inv.entry(&self.vm.name)?;
-        Ok(inv.agent(&entry).context("guest agent")?)
+    fn agent(&self) -> Outcome<Option<Box<dyn GuestAgent>>> {
+        let host = self.vm.host;
+        Ok(host
+            .hypervisor
+            .agent(&self.vm.name)
+            .context("guest agent")?)
     }
 
     /// What the guest agent reports; `None` without an agent.
     pub fn os_info(&self) -> Outcome<Option<GuestOsInfo>> {
-        match self.agent()? {
+        no_panic(|| match self.agent()? {
             Some(mut a) => Ok(Some(a.os_info().context("guest-get-osinfo")?)),
             None => Ok(None),
-        }
+        })
     }
 
     /// The components vmguest installed last, where the guest records them.
     pub fn integration_components(&self) -> Outcome<Option<InstalledComponents>> {
-        match self.agent()? {
+        no_panic(|| match self.agent()? {
             Some(mut a) => Ok(guest::installed(a.as_mut())?),
             None => Ok(None),
-        }
+        })
     }
 
     /// `InstallIntegrationComponents`. The report's `result` is the outcome.
@@ -204,6 +280,13 @@ impl GuestOs<'_> {
         options: &InstallOptions,
         progress: &dyn Progress,
     ) -> InstallReport {
-        operation::install(&self.vm.host.inventory, &self.vm.name, options, progress)
+        let host = self.vm.host;
+        operation::install(
+            host.hypervisor.as_ref(),
+            &host.settings,
+            &self.vm.name,
+            options,
+            progress,
+        )
     }
 }

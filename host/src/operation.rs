@@ -1,35 +1,44 @@
-//! `InstallIntegrationComponents` as a state machine.
+//! `InstallIntegrationComponents` as a sequence of typed steps.
+//!
+//! [`Operation::contract`] reads as the contract: resolve → check running → locate →
+//! drive → pre-hooks → mount → install → unmount, and [`install`] adds the post-hooks.
+//! Each step takes what it needs and hands the next one what it produced (a connected
+//! VM, a located ISO, a [`Plan`], the [`Mounted`] media), so the steps cannot run out of
+//! order and no step reads state that another may not have set.
 //!
 //! ```text
-//! Connect → CheckRunning → ConnectAgent → LocateIso → PreInstall → ChooseDrive → [BorrowMedia] → InsertIc
-//!   ├─ no agent / -NoWait ─────────────────────────────────────────────────→ Autorun → Done
-//!   └─ PrepareGuest → RunInstaller → UnmountInGuest → EjectIc → [RestoreMedia] → Done
+//! connect → check-running → connect-agent → locate-iso → choose-drive → pre-install
+//!   → [borrow-media] → insert-ic
+//!        ├─ autorun: the media stays in for the guest
+//!        └─ agent:   prepare-guest → run-installer → unmount-in-guest
+//!   → eject-ic → [restore-media]
 //! ```
 //!
-//! Each step returns the next one. On failure the step names where clean-up resumes, so
-//! once anything in the VM changed, the IC media comes out and borrowed media goes back
-//! on every path. The first failure decides the outcome; later ones become notes.
+//! Once anything in the VM changed, the IC media comes out and borrowed media goes back
+//! on every path. Every failure goes into the report; the first decides the outcome and
+//! later ones (usually from clean-up) become notes. A step that stops the operation
+//! returns `None`, so `?` reads as "stopped, the reason is in the report".
 //!
-//! Plugins (`crate::plugin`) join at three points: the iso-policy plugins in LocateIso,
-//! the pre-install hooks in PreInstall (before the VM is touched), and the post-install
-//! hooks after Done, with the outcome.
+//! The operation never panics to its caller: a panic inside it becomes
+//! DISP_E_EXCEPTION, like any other unexpected error.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::config::GuestKind;
 use crate::guest::{self, InstalledComponents};
-use crate::hresult::{Failure, HResult, OrHResult, Outcome};
-use crate::inventory::{Inventory, VmEntry};
+use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::{self, IcIso};
+use crate::kinds::GuestKind;
 use crate::manifest::Components;
-use crate::plugin::PluginSet;
+use crate::plugin::{context, PluginSet};
 use crate::progress::Progress;
 use crate::report::{InstallReport, InstallerRun, Mode, PhaseTiming};
-use crate::vm::{is_locked_refusal, DvdDrive, GuestAgent, Media, VmControl};
+use crate::settings::Settings;
+use crate::vm::{CallError, DvdDrive, GuestAgent, Hypervisor, Media, VmControl};
 
 /// Parameters of one install.
 #[derive(Clone, Debug)]
@@ -61,14 +70,15 @@ impl Default for InstallOptions {
     }
 }
 
+/// The steps, in the order they run; their names appear in the report's `phases`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
+pub enum Step {
     Connect,
     CheckRunning,
     ConnectAgent,
     LocateIso,
-    PreInstall,
     ChooseDrive,
+    PreInstall,
     BorrowMedia,
     InsertIc,
     Autorun,
@@ -77,18 +87,17 @@ enum Step {
     UnmountInGuest,
     EjectIc,
     RestoreMedia,
-    Done,
 }
 
 impl Step {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Step::Connect => "connect",
             Step::CheckRunning => "check-running",
             Step::ConnectAgent => "connect-agent",
             Step::LocateIso => "locate-iso",
-            Step::PreInstall => "pre-install",
             Step::ChooseDrive => "choose-drive",
+            Step::PreInstall => "pre-install",
             Step::BorrowMedia => "borrow-media",
             Step::InsertIc => "insert-ic",
             Step::Autorun => "autorun",
@@ -97,7 +106,6 @@ impl Step {
             Step::UnmountInGuest => "unmount-in-guest",
             Step::EjectIc => "eject-ic",
             Step::RestoreMedia => "restore-media",
-            Step::Done => "done",
         }
     }
 }
@@ -107,144 +115,181 @@ const MEDIA_APPEAR: Duration = Duration::from_secs(30);
 /// How long an unlocked tray may take to let go after the guest unmounts.
 const EJECT_RETRY: Duration = Duration::from_secs(3);
 
-struct Operation<'a> {
-    inventory: &'a Inventory,
-    options: &'a InstallOptions,
-    progress: &'a dyn Progress,
-    report: InstallReport,
-    entry: Option<VmEntry>,
-    vm: Option<Box<dyn VmControl>>,
-    agent: Option<Box<dyn GuestAgent>>,
-    iso: Option<IcIso>,
-    drive: Option<DvdDrive>,
-    borrowed: Option<Media>,
-    ic_inserted: bool,
-    mount_point: Option<String>,
-    installed: bool,
+/// The drive chosen for the IC media, and the user's media to borrow from it, if any.
+#[derive(Debug)]
+pub struct Plan {
+    drive: DvdDrive,
+    borrow: Option<Media>,
 }
 
-/// Run the whole operation for one VM. Never panics on bad input; every path ends in a
-/// report whose `result` is one of the seven documented outcomes.
+/// The IC media is in `drive`; `borrowed` is the user's media waiting to go back.
+#[derive(Debug)]
+pub struct Mounted {
+    drive: DvdDrive,
+    borrowed: Option<Media>,
+}
+
+/// Run the whole operation for one VM. Every path, including a bug that panics, ends in
+/// a report whose `result` is one of the seven documented outcomes.
 pub fn install(
-    inventory: &Inventory,
+    hypervisor: &dyn Hypervisor,
+    settings: &Settings,
     vm_name: &str,
     options: &InstallOptions,
     progress: &dyn Progress,
 ) -> InstallReport {
     let started = Instant::now();
     let mut op = Operation {
-        inventory,
+        settings,
         options,
         progress,
         report: InstallReport::new(vm_name),
-        entry: None,
-        vm: None,
-        agent: None,
-        iso: None,
-        drive: None,
-        borrowed: None,
-        ic_inserted: false,
-        mount_point: None,
-        installed: false,
     };
     op.report.what_if = options.what_if;
-    let mut step = Step::Connect;
-    while step != Step::Done {
-        progress.phase(vm_name, step.name());
-        tracing::debug!(vm = vm_name, step = step.name(), "step");
-        let t = Instant::now();
-        let result = op.run(step);
-        op.report.phases.push(PhaseTiming {
-            phase: step.name(),
-            ms: t.elapsed().as_millis() as u64,
+    let message =
+        catch_unwind(AssertUnwindSafe(|| op.contract(hypervisor))).unwrap_or_else(|panic| {
+            op.report.fail(panicked(panic.as_ref()));
+            None
         });
-        step = match result {
-            Ok(next) => next,
-            Err(f) => {
-                op.report.fail(f);
-                op.resume_after_failure(step)
-            }
-        };
-    }
     progress.finished(vm_name);
     op.report.total_ms = started.elapsed().as_millis() as u64;
-    let message = op.success_message();
-    op.report.seal(message.clone());
+    op.report.seal(message.unwrap_or_default());
     if !options.what_if {
-        op.post_install(message);
+        op.post_install();
     }
     op.report
 }
 
+/// A panic caught at the library's edge: a bug, reported as an unexpected error.
+pub fn panicked(panic: &(dyn std::any::Any + Send)) -> Failure {
+    Failure::msg(
+        HResult::DispException,
+        format!("internal error in vmguest: {}", panic_text(panic)),
+    )
+}
+
+/// The message a panic carried, if it is text.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+struct Operation<'a> {
+    settings: &'a Settings,
+    options: &'a InstallOptions,
+    progress: &'a dyn Progress,
+    report: InstallReport,
+}
+
 impl Operation<'_> {
-    fn run(&mut self, step: Step) -> Outcome<Step> {
-        match step {
-            Step::Connect => self.connect(),
-            Step::CheckRunning => self.check_running(),
-            Step::ConnectAgent => self.connect_agent(),
-            Step::LocateIso => self.locate_iso(),
-            Step::PreInstall => self.pre_install(),
-            Step::ChooseDrive => self.choose_drive(),
-            Step::BorrowMedia => self.borrow_media(),
-            Step::InsertIc => self.insert_ic(),
-            Step::Autorun => self.autorun(),
-            Step::PrepareGuest => self.prepare_guest(),
-            Step::RunInstaller => self.run_installer(),
-            Step::UnmountInGuest => self.unmount_in_guest(),
-            Step::EjectIc => self.eject_ic(),
-            Step::RestoreMedia => self.restore_media(),
-            Step::Done => Ok(Step::Done),
+    /// The contract. Returns the success message; `None` when a step failed.
+    fn contract(&mut self, hv: &dyn Hypervisor) -> Option<String> {
+        let vm_name = self.report.vm.clone();
+        let mut vm = self.run(Step::Connect, |_| hv.control(&vm_name))?;
+        let vm = vm.as_mut();
+        self.run(Step::CheckRunning, |op| op.check_running(vm))?;
+        let agent = self.run(Step::ConnectAgent, |op| Ok(op.connect_agent(hv)))?;
+        let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
+        let plan = self.run(Step::ChooseDrive, |op| op.choose_drive(vm, agent.is_some()))?;
+        self.run(Step::PreInstall, |op| op.pre_install(&iso))?;
+        if self.options.what_if {
+            return Some(self.what_if_message(&plan));
         }
-    }
-
-    /// Where clean-up resumes after `step` failed.
-    fn resume_after_failure(&self, step: Step) -> Step {
-        match step {
-            Step::PrepareGuest | Step::RunInstaller => Step::UnmountInGuest,
-            Step::InsertIc | Step::Autorun if self.ic_inserted => Step::EjectIc,
-            Step::InsertIc if self.borrowed.is_some() => Step::RestoreMedia,
-            _ => Step::Done,
-        }
-    }
-
-    fn vm(&mut self) -> &mut dyn VmControl {
-        self.vm.as_deref_mut().expect("connected before use")
-    }
-
-    fn drive_id(&self) -> String {
-        self.drive
+        let mounted = self.mount(vm, plan, &iso)?;
+        let installed = match agent {
+            None => self.autorun(vm),
+            Some(mut agent) => self.install_in_guest(agent.as_mut(), &iso),
+        };
+        if installed
             .as_ref()
-            .map(|d| d.id.clone())
-            .unwrap_or_default()
+            .is_some_and(|i| *i == Installed::LeftForAutorun)
+        {
+            return Some(self.autorun_message(&mounted));
+        }
+        self.unmount(vm, mounted, installed.is_some())?;
+        installed.map(|_| self.installed_message())
     }
 
-    fn connect(&mut self) -> Outcome<Step> {
-        let entry = self.inventory.entry(&self.report.vm)?;
-        self.vm = Some(self.inventory.connect(&entry)?);
-        self.entry = Some(entry);
-        Ok(Step::CheckRunning)
+    /// Run one step: progress, timing, and its failure into the report.
+    fn run<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Outcome<T>) -> Option<T> {
+        self.progress.phase(&self.report.vm, step.name());
+        tracing::debug!(vm = %self.report.vm, step = step.name(), "step");
+        let t = Instant::now();
+        let result = f(self);
+        self.report.phases.push(PhaseTiming {
+            phase: step.name(),
+            ms: t.elapsed().as_millis() as u64,
+        });
+        result.map_err(|f| self.report.fail(f)).ok()
     }
 
-    fn check_running(&mut self) -> Outcome<Step> {
-        let name = self.report.vm.clone();
-        let state = self
-            .vm()
+    fn check_running(&mut self, vm: &mut dyn VmControl) -> Outcome<()> {
+        let state = vm
             .run_state()
             .context("query-status")
             .or_hresult(HResult::VmNotRunning)?;
         if state != "running" {
             return Err(Failure::msg(
                 HResult::VmNotRunning,
-                format!("VM {name:?} is {state}, not running"),
+                format!("VM {:?} is {state}, not running", self.report.vm),
             ));
         }
-        Ok(Step::ConnectAgent)
+        Ok(())
     }
 
-    /// The guest's OS (from the agent) decides the family.
-    fn locate_iso(&mut self) -> Outcome<Step> {
+    /// The agent, when the install runs through it. Without an answering agent (or for
+    /// -NoWait, or a Windows guest) the operation falls back to autorun, like the
+    /// original; the agent still tells the guest's OS when it can.
+    fn connect_agent(&mut self, hv: &dyn Hypervisor) -> Option<Box<dyn GuestAgent>> {
+        let mut agent = match hv.agent(&self.report.vm) {
+            Ok(Some(agent)) => agent,
+            Ok(None) => return self.autorun_mode(),
+            Err(_) if self.options.no_wait => return self.autorun_mode(),
+            Err(e) => {
+                self.report.note(format!(
+                    "guest agent does not answer ({}); falling back to autorun",
+                    chain(&e)
+                ));
+                return self.autorun_mode();
+            }
+        };
+        match agent.os_info() {
+            Ok(info) => self.report.guest_os = Some(info),
+            Err(e) => self
+                .report
+                .note(format!("guest-get-osinfo failed: {}", chain(&e))),
+        }
+        if self.options.no_wait {
+            return self.autorun_mode();
+        }
+        if self
+            .report
+            .guest_os
+            .as_ref()
+            .is_some_and(|o| o.is_windows())
+        {
+            self.report.note(
+                "unattended install is implemented for Linux guests only; \
+                 inserting the media for the guest's autorun",
+            );
+            return self.autorun_mode();
+        }
+        self.report.mode = Some(Mode::Agent);
+        Some(agent)
+    }
+
+    fn autorun_mode(&mut self) -> Option<Box<dyn GuestAgent>> {
+        self.report.mode = Some(Mode::Autorun);
+        None
+    }
+
+    /// The guest's OS (from the agent) decides the family; plugins may change the choice.
+    fn locate_iso(&mut self) -> Outcome<IcIso> {
         let kind = GuestKind::of(self.report.guest_os.as_ref());
-        let mut selection = iso::survey(self.options.iso.as_deref(), kind);
+        let mut selection = iso::survey(self.settings, self.options.iso.as_deref(), kind);
         if let Some(plugins) = &self.options.plugins {
             plugins.check_admitted()?;
             plugins.apply_policy(
@@ -256,122 +301,41 @@ impl Operation<'_> {
         }
         let iso = iso::finish(&selection)?;
         tracing::info!(vm = %self.report.vm, iso = %iso.path.display(), "chose: {}", iso.reason);
-        self.report.iso = Some(iso.path.display().to_string());
-        self.report.iso_volume_id = Some(iso.volume_id.clone());
-        self.report.iso_source = Some(iso.source.clone());
-        self.report.iso_family = Some(iso.family.as_str().to_owned());
-        self.report.iso_version = iso.version.clone();
-        self.report.iso_sha256 = Some(iso.sha256.clone());
-        self.report.iso_reason = Some(iso.reason.clone());
-        self.report.components = Some(Components {
+        let r = &mut self.report;
+        r.iso = Some(iso.path.display().to_string());
+        r.iso_volume_id = Some(iso.volume_id.clone());
+        r.iso_source = Some(iso.source.clone());
+        r.iso_family = Some(iso.family.as_str().to_owned());
+        r.iso_version = iso.version.clone();
+        r.iso_sha256 = Some(iso.sha256.clone());
+        r.iso_reason = Some(iso.reason.clone());
+        r.components = Some(Components {
             family: iso.family.as_str().to_owned(),
             name: iso.name.clone(),
             version: iso.version.clone().unwrap_or_else(|| "unknown".into()),
         });
-        if self.report.mode == Some(Mode::Autorun) {
-            if let Some(cmd) = iso
-                .recipe
-                .windows_for(
-                    self.report
-                        .guest_os
-                        .as_ref()
-                        .and_then(|o| o.machine.as_deref())
-                        .unwrap_or("x86_64"),
-                )
-                .filter(|_| kind == GuestKind::Windows)
-            {
-                self.report
-                    .note(format!("unattended command for this media: {cmd}"));
+        if kind == GuestKind::Windows && r.mode == Some(Mode::Autorun) {
+            let machine = r.guest_os.as_ref().and_then(|o| o.machine.as_deref());
+            if let Some(cmd) = iso.recipe.windows_for(machine.unwrap_or("x86_64")) {
+                r.note(format!("unattended command for this media: {cmd}"));
             }
         }
-        self.iso = Some(iso);
-        Ok(Step::PreInstall)
+        Ok(iso)
     }
 
-    /// A veto here ends the operation before the VM is touched.
-    fn pre_install(&mut self) -> Outcome<Step> {
-        if let Some(plugins) = self.options.plugins.clone() {
-            let ctx = self.plugin_context();
-            plugins.pre_install(&ctx, &mut self.report.plugins)?;
-        }
-        Ok(Step::ChooseDrive)
-    }
-
-    fn plugin_context(
-        &self,
-    ) -> crate::plugin::bindings::v0_2::vmguest::plugin::types::InstallContext {
-        crate::plugin::context::install_context(
-            &self.report.vm,
-            self.report.guest_os.as_ref(),
-            self.iso.as_ref(),
-            self.options.what_if,
-        )
-    }
-
-    /// Post-install hooks see the sealed outcome. Their failure becomes the outcome if
-    /// the install itself succeeded; what was installed stays in the report.
-    fn post_install(&mut self, success_message: String) {
-        let Some(plugins) = self.options.plugins.clone() else {
-            return;
-        };
-        let ctx = self.plugin_context();
-        let outcome = crate::plugin::context::outcome(&self.report);
-        if let Some(f) = plugins.post_install(&ctx, &outcome, &mut self.report.plugins) {
-            self.report.fail(f);
-            self.report.seal(success_message);
-        }
-    }
-
-    /// Without an answering agent the operation falls back to autorun, like the original.
-    fn connect_agent(&mut self) -> Outcome<Step> {
-        let entry = self.entry.clone().expect("resolved");
-        match self.inventory.agent(&entry) {
-            Ok(Some(mut agent)) => {
-                match agent.os_info() {
-                    Ok(info) => self.report.guest_os = Some(info),
-                    Err(e) => self.report.note(format!("guest-get-osinfo failed: {e}")),
-                }
-                let windows = self
-                    .report
-                    .guest_os
-                    .as_ref()
-                    .is_some_and(|o| o.is_windows());
-                if self.options.no_wait {
-                    self.report.mode = Some(Mode::Autorun);
-                } else if windows {
-                    self.report.note(
-                        "unattended install is implemented for Linux guests only; \
-                         inserting the media for the guest's autorun",
-                    );
-                    self.report.mode = Some(Mode::Autorun);
-                } else {
-                    self.agent = Some(agent);
-                    self.report.mode = Some(Mode::Agent);
-                }
-            }
-            Ok(None) => self.report.mode = Some(Mode::Autorun),
-            Err(_) if self.options.no_wait => self.report.mode = Some(Mode::Autorun),
-            Err(e) => {
-                self.report.note(format!(
-                    "guest agent does not answer ({e}); falling back to autorun"
-                ));
-                self.report.mode = Some(Mode::Autorun);
-            }
-        }
-        Ok(Step::LocateIso)
-    }
-
-    fn choose_drive(&mut self) -> Outcome<Step> {
-        let name = self.report.vm.clone();
-        let drives = self
-            .vm()
+    /// An empty drive, else (with -ReplaceMedia and an agent) the first occupied one.
+    fn choose_drive(&mut self, vm: &mut dyn VmControl, has_agent: bool) -> Outcome<Plan> {
+        let name = &self.report.vm;
+        let drives = vm
             .dvd_drives()
             .context("query-block")
             .or_hresult(HResult::DispException)?;
         if let Some(empty) = drives.iter().find(|d| d.is_empty()) {
             self.report.drive = Some(empty.id.clone());
-            self.drive = Some(empty.clone());
-            return self.unless_what_if(Step::InsertIc);
+            return Ok(Plan {
+                drive: empty.clone(),
+                borrow: None,
+            });
         }
         let Some(occupied) = drives.first() else {
             return Err(Failure::msg(
@@ -379,22 +343,19 @@ impl Operation<'_> {
                 format!("VM {name:?} has no CD/DVD drive"),
             ));
         };
+        let media = occupied.media.clone();
+        let file = media.as_ref().map(|m| m.file.as_str()).unwrap_or("?");
         if !self.options.replace_media {
             return Err(Failure::msg(
                 HResult::DriveInvalid,
                 format!(
-                    "every CD/DVD drive of VM {name:?} holds media (drive {} has {}); \
+                    "every CD/DVD drive of VM {name:?} holds media (drive {} has {file}); \
                      use -ReplaceMedia to borrow it",
                     occupied.id,
-                    occupied
-                        .media
-                        .as_ref()
-                        .map(|m| m.file.as_str())
-                        .unwrap_or("?")
                 ),
             ));
         }
-        if self.agent.is_none() {
+        if !has_agent {
             return Err(Failure::msg(
                 HResult::DriveInvalid,
                 format!(
@@ -405,30 +366,65 @@ impl Operation<'_> {
             ));
         }
         self.report.drive = Some(occupied.id.clone());
-        self.drive = Some(occupied.clone());
-        self.unless_what_if(Step::BorrowMedia)
-    }
-
-    fn unless_what_if(&self, next: Step) -> Outcome<Step> {
-        Ok(if self.options.what_if {
-            Step::Done
-        } else {
-            next
+        Ok(Plan {
+            drive: occupied.clone(),
+            borrow: media,
         })
     }
 
-    fn borrow_media(&mut self) -> Outcome<Step> {
-        let drive = self.drive.clone().expect("chosen");
-        let media = drive.media.clone().expect("occupied");
-        match self.vm().eject_media(&drive.id) {
+    /// A veto here ends the operation before the VM is touched.
+    fn pre_install(&mut self, iso: &IcIso) -> Outcome<()> {
+        if let Some(plugins) = self.options.plugins.clone() {
+            let ctx = context::install_context(
+                &self.report.vm,
+                self.report.guest_os.as_ref(),
+                Some(iso),
+                self.options.what_if,
+            );
+            plugins.pre_install(&ctx, &mut self.report.plugins)?;
+        }
+        Ok(())
+    }
+
+    /// Borrow the user's media if the plan says so, then insert the IC media. If the
+    /// insert fails, the borrowed media goes straight back.
+    fn mount(&mut self, vm: &mut dyn VmControl, plan: Plan, iso: &IcIso) -> Option<Mounted> {
+        let borrowed = match plan.borrow {
+            Some(media) => Some(self.run(Step::BorrowMedia, |op| {
+                op.borrow_media(vm, &plan.drive, media)
+            })?),
+            None => None,
+        };
+        let mounted = Mounted {
+            drive: plan.drive,
+            borrowed,
+        };
+        if self
+            .run(Step::InsertIc, |_| insert_ic(vm, &mounted.drive, iso))
+            .is_none()
+        {
+            if mounted.borrowed.is_some() {
+                self.run(Step::RestoreMedia, |op| op.restore_media(vm, &mounted));
+            }
+            return None;
+        }
+        Some(mounted)
+    }
+
+    fn borrow_media(
+        &mut self,
+        vm: &mut dyn VmControl,
+        drive: &DvdDrive,
+        media: Media,
+    ) -> Outcome<Media> {
+        match vm.eject_media(&drive.id) {
             Ok(()) => {
                 self.report
                     .note(format!("borrowed drive {} from {}", drive.id, media.file));
                 self.report.borrowed_media = Some(media.clone());
-                self.borrowed = Some(media);
-                Ok(Step::InsertIc)
+                Ok(media)
             }
-            Err(e) if is_locked_refusal(&e) => Err(Failure::new(
+            Err(e @ CallError::TrayLocked(_)) => Err(Failure::new(
                 HResult::MediaUnmountFail,
                 anyhow::Error::new(e).context(format!(
                     "cannot borrow drive {}: the guest locked its tray; {} stays in",
@@ -442,51 +438,42 @@ impl Operation<'_> {
         }
     }
 
-    fn insert_ic(&mut self) -> Outcome<Step> {
-        let iso = self.iso.clone().expect("located");
-        let drive = self.drive_id();
-        let media = Media {
-            file: iso.path.display().to_string(),
-            format: "raw".into(),
-            read_only: true,
-        };
-        self.vm()
-            .insert_media(&drive, &media)
-            .with_context(|| format!("inserting {} into drive {drive}", media.file))
-            .or_hresult(HResult::DispException)?;
-        self.ic_inserted = true;
-        Ok(if self.agent.is_some() {
-            Step::PrepareGuest
-        } else {
-            Step::Autorun
+    /// The media stays in for the guest; make sure the VM is still there to see it. If it
+    /// is not, the media comes out again.
+    fn autorun(&mut self, vm: &mut dyn VmControl) -> Option<Installed> {
+        self.run(Step::Autorun, |_| {
+            vm.run_state()
+                .context("VM went away right after inserting the media")
+                .or_hresult(HResult::DispException)
         })
+        .map(|_| Installed::LeftForAutorun)
     }
 
-    /// The media stays in for the guest; make sure the VM is still there to see it.
-    fn autorun(&mut self) -> Outcome<Step> {
-        self.vm()
-            .run_state()
-            .context("VM went away right after inserting the media")
-            .or_hresult(HResult::DispException)?;
-        self.ic_inserted = false;
-        Ok(Step::Done)
+    /// Mount the media in the guest, run the installer, and unmount whatever happened.
+    fn install_in_guest(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) -> Option<Installed> {
+        let mount_point = self.run(Step::PrepareGuest, |_| {
+            let dev = guest::find_device(agent, &iso.pvd, MEDIA_APPEAR)?;
+            Ok(guest::mount(agent, &dev)?)
+        })?;
+        let installed = self.run(Step::RunInstaller, |op| {
+            op.run_installer(agent, &mount_point, iso)
+        });
+        // A mount the guest keeps is not yet a failure: the eject decides.
+        self.run(Step::UnmountInGuest, |op| {
+            if let Err(e) = guest::unmount(agent, &mount_point) {
+                op.report.note(format!("{e:#}"));
+            }
+            Ok(())
+        });
+        installed
     }
 
-    fn agent(&mut self) -> &mut dyn GuestAgent {
-        self.agent.as_deref_mut().expect("agent mode")
-    }
-
-    fn prepare_guest(&mut self) -> Outcome<Step> {
-        let pvd = self.iso.as_ref().expect("located").pvd.clone();
-        let dev = guest::find_device(self.agent(), &pvd, MEDIA_APPEAR)?;
-        let mount_point = guest::mount(self.agent(), &dev)?;
-        self.mount_point = Some(mount_point);
-        Ok(Step::RunInstaller)
-    }
-
-    fn run_installer(&mut self) -> Outcome<Step> {
-        let mount_point = self.mount_point.clone().expect("mounted");
-        let iso = self.iso.clone().expect("located");
+    fn run_installer(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        mount_point: &str,
+        iso: &IcIso,
+    ) -> Outcome<Installed> {
         let Some(command) = iso.recipe.linux.clone() else {
             return Err(Failure::msg(
                 HResult::DispException,
@@ -497,19 +484,23 @@ impl Operation<'_> {
                 ),
             ));
         };
-        let (vm, timeout, progress) = (self.report.vm.clone(), self.options.timeout, self.progress);
-        let t = Instant::now();
-        let status =
-            guest::run_installer(self.agent(), &mount_point, &command, timeout, &vm, progress)?;
-        let run = InstallerRun {
-            command: command.clone(),
+        let (timeout, t) = (self.options.timeout, Instant::now());
+        let status = guest::run_installer(
+            agent,
+            mount_point,
+            &command,
+            timeout,
+            &self.report.vm,
+            self.progress,
+        )?;
+        self.report.installer = Some(InstallerRun {
+            command,
             exit_code: status.exit_code,
             signal: status.signal,
             stdout: status.stdout.clone(),
             stderr: status.stderr.clone(),
             ms: t.elapsed().as_millis() as u64,
-        };
-        self.report.installer = Some(run);
+        });
         if !status.succeeded() {
             return Err(Failure::msg(
                 HResult::DispException,
@@ -523,96 +514,95 @@ impl Operation<'_> {
                 ),
             ));
         }
-        self.installed = true;
-        let record = InstalledComponents {
-            components: self.report.components.clone().expect("located"),
-            iso_volume_id: self.report.iso_volume_id.clone().unwrap_or_default(),
-            installed_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        if let Err(e) = guest::record_installed(self.agent(), &record) {
-            self.report
-                .note(format!("could not record the installed version: {e:#}"));
-        }
-        Ok(Step::UnmountInGuest)
-    }
-
-    /// A mount the guest keeps is not yet a failure: the eject decides.
-    fn unmount_in_guest(&mut self) -> Outcome<Step> {
-        if let Some(mount_point) = self.mount_point.take() {
-            if let Err(e) = guest::unmount(self.agent(), &mount_point) {
-                self.report.note(format!("{e:#}"));
+        if let Some(components) = self.report.components.clone() {
+            let record = InstalledComponents {
+                components,
+                iso_volume_id: self.report.iso_volume_id.clone().unwrap_or_default(),
+                installed_unix: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            if let Err(e) = guest::record_installed(agent, &record) {
+                self.report
+                    .note(format!("could not record the installed version: {e:#}"));
             }
         }
-        Ok(Step::EjectIc)
+        Ok(Installed::ByAgent)
     }
 
-    fn eject_ic(&mut self) -> Outcome<Step> {
-        let drive = self.drive.clone().expect("chosen");
+    /// Eject the IC media and put borrowed media back. `installed` says whether the
+    /// components went in, for the message when the media cannot come out.
+    fn unmount(&mut self, vm: &mut dyn VmControl, mounted: Mounted, installed: bool) -> Option<()> {
+        self.run(Step::EjectIc, |op| op.eject_ic(vm, &mounted, installed))?;
+        if mounted.borrowed.is_some() {
+            return self.run(Step::RestoreMedia, |op| op.restore_media(vm, &mounted));
+        }
+        // Leave the tray as it was found: eject opens it.
+        if !mounted.drive.tray_open {
+            if let Err(e) = vm.close_tray(&mounted.drive.id) {
+                self.report.note(format!(
+                    "could not close the tray of {}: {e}",
+                    mounted.drive.id
+                ));
+            }
+        }
+        Some(())
+    }
+
+    fn eject_ic(&mut self, vm: &mut dyn VmControl, m: &Mounted, installed: bool) -> Outcome<()> {
+        let drive = &m.drive.id;
         let give_up = Instant::now() + EJECT_RETRY;
         let result = loop {
-            match self.vm().eject_media(&drive.id) {
-                Err(e) if is_locked_refusal(&e) && Instant::now() < give_up => {
+            match vm.eject_media(drive) {
+                Err(CallError::TrayLocked(_)) if Instant::now() < give_up => {
                     std::thread::sleep(Duration::from_millis(300))
                 }
                 other => break other,
             }
         };
-        if let Err(e) = result {
-            let hresult = if is_locked_refusal(&e) {
-                HResult::MediaUnmountFail
-            } else {
-                HResult::DispException
-            };
-            let what = match (&self.report.components, self.installed) {
-                (Some(c), true) => format!(
-                    "{} {} were installed, but the IC media is still in drive {}",
-                    c.name, c.version, drive.id
-                ),
-                _ => format!("the IC media is still in drive {}", drive.id),
-            };
-            let borrowed = self
-                .borrowed
-                .as_ref()
-                .map(|m| format!("; borrowed media {} could not be put back", m.file))
-                .unwrap_or_default();
-            if self.borrowed.is_some() {
+        let Err(e) = result else {
+            return Ok(());
+        };
+        let hresult = match e {
+            CallError::TrayLocked(_) => HResult::MediaUnmountFail,
+            _ => HResult::DispException,
+        };
+        let what = match (&self.report.components, installed) {
+            (Some(c), true) => format!(
+                "{} {} were installed, but the IC media is still in drive {drive}",
+                c.name, c.version
+            ),
+            _ => format!("the IC media is still in drive {drive}"),
+        };
+        let borrowed = match &m.borrowed {
+            Some(media) => {
                 self.report.media_restored = Some(false);
+                format!("; borrowed media {} could not be put back", media.file)
             }
-            return Err(Failure::new(
-                hresult,
-                anyhow::Error::new(e).context(format!("{what}{borrowed}")),
-            ));
-        }
-        self.ic_inserted = false;
-        if self.borrowed.is_some() {
-            return Ok(Step::RestoreMedia);
-        }
-        // Leave the tray as it was found: eject opens it.
-        if !drive.tray_open {
-            if let Err(e) = self.vm().close_tray(&drive.id) {
-                self.report
-                    .note(format!("could not close the tray of {}: {e}", drive.id));
-            }
-        }
-        Ok(Step::Done)
+            None => String::new(),
+        };
+        Err(Failure::new(
+            hresult,
+            anyhow::Error::new(e).context(format!("{what}{borrowed}")),
+        ))
     }
 
-    fn restore_media(&mut self) -> Outcome<Step> {
-        let media = self.borrowed.clone().expect("borrowed");
-        let drive = self.drive_id();
-        let result = self
-            .vm()
-            .insert_media(&drive, &media)
+    /// Put the borrowed media back and check, through the hypervisor, that it is there.
+    fn restore_media(&mut self, vm: &mut dyn VmControl, m: &Mounted) -> Outcome<()> {
+        let Some(media) = &m.borrowed else {
+            return Ok(());
+        };
+        let drive = &m.drive.id;
+        let result = vm
+            .insert_media(drive, media)
             .map_err(anyhow::Error::new)
             .and_then(|()| {
-                let back = self.vm().dvd_drives()?;
-                let now = back
-                    .iter()
-                    .find(|d| d.id == drive)
-                    .and_then(|d| d.media.clone());
+                let now = vm
+                    .dvd_drives()?
+                    .into_iter()
+                    .find(|d| d.id == *drive)
+                    .and_then(|d| d.media);
                 anyhow::ensure!(
                     now.as_ref().map(|m| &m.file) == Some(&media.file),
                     "drive {drive} holds {:?} after restoring",
@@ -623,45 +613,86 @@ impl Operation<'_> {
         self.report.media_restored = Some(result.is_ok());
         result
             .with_context(|| format!("putting borrowed media {} back into {drive}", media.file))
-            .or_hresult(HResult::DispException)?;
-        Ok(Step::Done)
+            .or_hresult(HResult::DispException)
     }
 
-    fn success_message(&self) -> String {
-        let drive = self.report.drive.clone().unwrap_or_default();
-        let iso = self.report.iso.clone().unwrap_or_default();
-        if self.options.what_if {
-            let how = match self.report.mode {
-                Some(Mode::Agent) => "run its installer through the guest agent, then eject it",
-                _ => "leave it for the guest's autorun",
-            };
-            let borrow = if self.drive.as_ref().is_some_and(|d| !d.is_empty()) {
-                " (borrowing its media, to be put back afterwards)"
-            } else {
-                ""
-            };
-            let why = self
-                .report
-                .iso_reason
-                .as_deref()
-                .map(|r| format!(" (chosen: {r})"))
-                .unwrap_or_default();
-            return format!(
-                "What if: would insert {iso}{why} into drive {drive}{borrow} and {how}"
-            );
-        }
-        match self.report.mode {
-            Some(Mode::Agent) => {
-                let c = self.report.components.as_ref();
-                format!(
-                    "installed {} {} from {iso}; drive {drive} is empty again",
-                    c.map(|c| c.name.as_str()).unwrap_or("components"),
-                    c.map(|c| c.version.as_str()).unwrap_or("")
-                )
-            }
-            _ => format!(
-                "inserted {iso} into drive {drive}; the guest must run setup itself (autorun)"
-            ),
+    /// Post-install hooks see the sealed outcome. Their failure becomes the outcome if
+    /// the install itself succeeded; what was installed stays in the report.
+    fn post_install(&mut self) {
+        let Some(plugins) = self.options.plugins.clone() else {
+            return;
+        };
+        let ctx = context::install_context_of(&self.report);
+        let outcome = context::outcome(&self.report);
+        let records = &mut self.report.plugins;
+        let failure = catch_unwind(AssertUnwindSafe(|| {
+            plugins.post_install(&ctx, &outcome, records)
+        }))
+        .unwrap_or_else(|panic| Some(panicked(panic.as_ref())));
+        if let Some(f) = failure {
+            let message = self.report.message.clone();
+            self.report.fail(f);
+            self.report.seal(message);
         }
     }
+
+    fn what_if_message(&self, plan: &Plan) -> String {
+        let drive = &plan.drive.id;
+        let iso = self.report.iso.clone().unwrap_or_default();
+        let how = match self.report.mode {
+            Some(Mode::Agent) => "run its installer through the guest agent, then eject it",
+            _ => "leave it for the guest's autorun",
+        };
+        let borrow = if plan.borrow.is_some() {
+            " (borrowing its media, to be put back afterwards)"
+        } else {
+            ""
+        };
+        let why = self
+            .report
+            .iso_reason
+            .as_deref()
+            .map(|r| format!(" (chosen: {r})"))
+            .unwrap_or_default();
+        format!("What if: would insert {iso}{why} into drive {drive}{borrow} and {how}")
+    }
+
+    fn autorun_message(&self, m: &Mounted) -> String {
+        let iso = self.report.iso.clone().unwrap_or_default();
+        format!(
+            "inserted {iso} into drive {}; the guest must run setup itself (autorun)",
+            m.drive.id
+        )
+    }
+
+    fn installed_message(&self) -> String {
+        let iso = self.report.iso.clone().unwrap_or_default();
+        let drive = self.report.drive.clone().unwrap_or_default();
+        let c = self.report.components.as_ref();
+        format!(
+            "installed {} {} from {iso}; drive {drive} is empty again",
+            c.map(|c| c.name.as_str()).unwrap_or("components"),
+            c.map(|c| c.version.as_str()).unwrap_or("")
+        )
+    }
+}
+
+/// How the components reached the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Installed {
+    /// The installer ran through the agent and succeeded.
+    ByAgent,
+    /// The media stays in for the guest's own setup.
+    LeftForAutorun,
+}
+
+fn insert_ic(vm: &mut dyn VmControl, drive: &DvdDrive, iso: &IcIso) -> Outcome<()> {
+    let media = Media {
+        file: iso.path.display().to_string(),
+        format: "raw".into(),
+        read_only: true,
+    };
+    vm.insert_media(&drive.id, &media)
+        .with_context(|| format!("inserting {} into drive {}", media.file, drive.id))
+        .or_hresult(HResult::DispException)
 }

@@ -39,6 +39,16 @@ pub struct ErrorDetail {
     pub causes: Vec<String>,
 }
 
+/// One record of what a plugin decided, for the install result.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginRecord {
+    pub plugin: String,
+    pub version: String,
+    pub stage: &'static str,
+    pub decision: String,
+    pub ms: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct InstallReport {
     pub vm: String,
@@ -66,7 +76,7 @@ pub struct InstallReport {
     pub total_ms: u64,
     pub notes: Vec<String>,
     /// What each plugin decided, in order.
-    pub plugins: Vec<crate::plugin::PluginRecord>,
+    pub plugins: Vec<PluginRecord>,
     pub error: Option<ErrorDetail>,
     #[serde(skip)]
     pub failure: Option<Failure>,

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use vmguest::config::GuestKind;
 use vmguest::iso::{self, fake_exe, reader};
+use vmguest::kinds::GuestKind;
+use vmguest::Settings;
 
 use crate::fixtures::*;
 
@@ -255,8 +256,12 @@ fn windows_recipes_name_files_that_exist_on_the_mirrored_layouts() {
         ),
     ];
     for (path, family, version, command) in cases {
-        let chosen = iso::locate(Some(&path), GuestKind::Windows)
-            .unwrap_or_else(|f| panic!("{}: {:#}", path.display(), f.error));
+        let chosen = iso::locate(
+            &Settings::isolated("/nonexistent"),
+            Some(&path),
+            GuestKind::Windows,
+        )
+        .unwrap_or_else(|f| panic!("{}: {:#}", path.display(), f.error));
         assert_eq!(chosen.family.as_str(), family);
         assert_eq!(chosen.version.as_deref(), Some(version));
         let cmd = chosen.recipe.windows_for("x86_64").unwrap();
@@ -273,7 +278,12 @@ fn windows_recipes_name_files_that_exist_on_the_mirrored_layouts() {
         assert_eq!(chosen.sha256, sha256sum(&path));
     }
     // The Linux recipes of the tarball and .run families.
-    let linux = iso::locate(Some(&vmware_linux(s)), GuestKind::Linux).unwrap();
+    let linux = iso::locate(
+        &Settings::isolated("/nonexistent"),
+        Some(&vmware_linux(s)),
+        GuestKind::Linux,
+    )
+    .unwrap();
     assert_eq!(linux.version.as_deref(), Some("10.3.26"));
     assert!(linux
         .recipe

@@ -1,7 +1,10 @@
 //! The whole acceptance suite in one binary. Every VM test runs real QEMU processes.
 
 mod cli;
+mod fake;
 mod fixtures;
+mod layout;
 mod locate;
+mod operation;
 mod outcomes;
 mod plugins;

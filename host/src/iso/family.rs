@@ -13,66 +13,12 @@
 
 use std::io::{Read, Seek};
 
-use serde::{Deserialize, Serialize};
-
 use super::pe;
 use super::reader::{Image, IsoError};
 use super::recipe::Recipe;
 use super::version::Version;
+use crate::kinds::Family;
 use crate::manifest::{self, Manifest};
-
-/// The families vmguest knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Family {
-    Vmguest,
-    VirtioWin,
-    Virtualbox,
-    VmwareTools,
-    HyperV,
-}
-
-impl Family {
-    pub const ALL: [Family; 5] = [
-        Family::Vmguest,
-        Family::VirtioWin,
-        Family::Virtualbox,
-        Family::VmwareTools,
-        Family::HyperV,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Vmguest => "vmguest",
-            Family::VirtioWin => "virtio-win",
-            Family::Virtualbox => "virtualbox",
-            Family::VmwareTools => "vmware-tools",
-            Family::HyperV => "hyper-v",
-        }
-    }
-
-    pub fn product(self) -> &'static str {
-        match self {
-            Family::Vmguest => "vmguest Integration Components",
-            Family::VirtioWin => "virtio-win guest tools",
-            Family::Virtualbox => "VirtualBox Guest Additions",
-            Family::VmwareTools => "VMware Tools",
-            Family::HyperV => "Hyper-V Integration Services",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Family> {
-        Family::ALL
-            .into_iter()
-            .find(|f| f.as_str().eq_ignore_ascii_case(s.trim()))
-    }
-}
-
-impl std::fmt::Display for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An identified IC ISO.
 #[derive(Clone, Debug)]

@@ -24,15 +24,16 @@ use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use family::{identify, Family, Identity};
+pub use family::{identify, Identity};
 pub use pe::fake_exe;
 pub use recipe::Recipe;
 pub use select::{choose, inspect, Candidate, CandidateView, Selection};
 pub use sources::{gather, Gathered, Named, WELL_KNOWN};
 pub use version::Version;
 
-use crate::config::{Effective, GuestKind};
 use crate::hresult::{Failure, HResult, Outcome};
+use crate::kinds::{Family, GuestKind};
+use crate::settings::Settings;
 
 /// ISO 9660 volume descriptors start at sector 16 of 2048 bytes.
 pub const PVD_OFFSET: u64 = reader::DESCRIPTORS_START;
@@ -58,18 +59,17 @@ pub struct IcIso {
 }
 
 /// Gather, inspect and choose, without hashing: what `Get-IntegrationComponentsIso` shows.
-pub fn survey(explicit: Option<&Path>, guest: GuestKind) -> Selection {
-    let config = Effective::load();
-    let (families, problems) = config.families(guest);
-    let mut gathered = gather(explicit, &config);
+pub fn survey(settings: &Settings, explicit: Option<&Path>, guest: GuestKind) -> Selection {
+    let (families, problems) = settings.config.families(guest);
+    let mut gathered = gather(explicit, settings);
     gathered.searched.extend(problems);
     choose(gathered, guest, families)
 }
 
 /// The whole policy: the chosen ISO, or HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) listing
 /// every place searched and why each candidate was refused.
-pub fn locate(explicit: Option<&Path>, guest: GuestKind) -> Outcome<IcIso> {
-    finish(&survey(explicit, guest))
+pub fn locate(settings: &Settings, explicit: Option<&Path>, guest: GuestKind) -> Outcome<IcIso> {
+    finish(&survey(settings, explicit, guest))
 }
 
 /// The chosen candidate of a selection (perhaps changed by plugins), hashed.

@@ -17,7 +17,7 @@
 
 use serde::Serialize;
 
-use super::family::Family;
+use crate::kinds::Family;
 use crate::manifest::Manifest;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

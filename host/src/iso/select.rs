@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::family::{identify, Family, Identity};
+use super::family::{identify, Identity};
 use super::reader::{Image, IsoError, Limits};
 use super::sources::{Gathered, Named};
-use crate::config::GuestKind;
+use crate::kinds::{Family, GuestKind};
 
 /// One inspected file.
 #[derive(Clone, Debug)]

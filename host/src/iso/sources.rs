@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::Effective;
+use crate::settings::{Settings, IC_PATH_ENV};
 
 /// Well-known locations: (directory, what puts ISOs there).
 pub const WELL_KNOWN: &[(&str, &str)] = &[
@@ -117,7 +117,8 @@ fn iso_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Gather the candidate files from every source, in precedence order.
-pub fn gather(explicit: Option<&Path>, config: &Effective) -> Gathered {
+pub fn gather(explicit: Option<&Path>, settings: &Settings) -> Gathered {
+    let config = &settings.config;
     let mut g = Gathered::default();
     g.searched.extend(config.problems.iter().cloned());
     if let Some(p) = explicit {
@@ -141,18 +142,19 @@ pub fn gather(explicit: Option<&Path>, config: &Effective) -> Gathered {
             g.add_path(&p, &source, 2);
         }
     }
-    match std::env::var_os("VMGUEST_IC_PATH") {
-        Some(v) if !v.is_empty() => {
-            for p in std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()) {
-                g.add_path(&p, "VMGUEST_IC_PATH", 3);
+    match &settings.ic_path {
+        Some(paths) => {
+            for p in paths {
+                g.add_path(p, IC_PATH_ENV, 3);
             }
         }
-        _ => g.searched.push("VMGUEST_IC_PATH: not set".into()),
+        None => g.searched.push(format!("{IC_PATH_ENV}: not set")),
     }
     if config.search_well_known() {
-        for (dir, what) in user_store()
-            .iter()
-            .map(|(d, w)| (d.as_path(), *w))
+        let user_store = settings.user_store.as_deref();
+        for (dir, what) in user_store
+            .map(|d| (d, "the user's IC store"))
+            .into_iter()
             .chain(WELL_KNOWN.iter().map(|(d, w)| (Path::new(*d), *w)))
         {
             g.add_path(dir, &format!("well-known: {what}"), 4);
@@ -163,12 +165,6 @@ pub fn gather(explicit: Option<&Path>, config: &Effective) -> Gathered {
     }
     dedupe(&mut g);
     g
-}
-
-/// `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/vmguest/ic`).
-fn user_store() -> Option<(PathBuf, &'static str)> {
-    let base = crate::config::xdg_base("XDG_DATA_HOME", ".local/share")?;
-    Some((base.join("vmguest/ic"), "the user's IC store"))
 }
 
 /// The same file reached twice (a symlink, or two sources) is kept once, where first met.

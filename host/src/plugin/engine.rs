@@ -68,13 +68,6 @@ pub enum CacheState {
     Uncached,
 }
 
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VMGUEST_PLUGIN_CACHE").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    crate::config::xdg_base("XDG_CACHE_HOME", ".cache").map(|b| b.join("vmguest/plugins"))
-}
-
 /// The cache entry for a component: SHA-256 + wasmtime version and engine config.
 pub fn cache_entry(dir: &Path, component_sha256: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -98,13 +91,17 @@ fn usable_dir(dir: &Path) -> bool {
 }
 
 /// Compile `bytes`, or load the compiled form from the cache.
-pub fn load(bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, CacheState)> {
+pub fn load(
+    bytes: &[u8],
+    sha256: &str,
+    cache: Option<&Path>,
+) -> anyhow::Result<(Component, CacheState)> {
     let engine = engine();
-    let dir = cache_dir().filter(|d| usable_dir(d));
+    let dir = cache.filter(|d| usable_dir(d));
     let Some(dir) = dir else {
         return Ok((Component::new(engine, bytes)?, CacheState::Uncached));
     };
-    let entry = cache_entry(&dir, sha256);
+    let entry = cache_entry(dir, sha256);
     let existed = entry.exists();
     if let Some(compiled) = read_verified(&entry) {
         // SAFETY: the bytes are the output of `precompile_component` by this engine

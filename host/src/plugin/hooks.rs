@@ -6,9 +6,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::bindings::v0_2::vmguest::plugin::types as wit;
 use super::context;
-use super::{check_len, HooksExport, PluginRecord, PluginSet};
+use super::versions::types as wit;
+use super::{check_len, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 
 impl PluginSet {
@@ -17,21 +17,11 @@ impl PluginSet {
         ctx: &wit::InstallContext,
         records: &mut Vec<PluginRecord>,
     ) -> Result<(), Failure> {
-        for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
-            let (export, ctx) = (plugin.hooks.clone().expect("filtered"), ctx.clone());
-            let (result, ms) =
-                plugin.run(
-                    "pre-install",
-                    records,
-                    move |store, instance| match &export {
-                        HooksExport::V0_2(ix) => ix
-                            .load(&mut *store, instance)?
-                            .call_pre_install(&mut *store, &ctx),
-                        HooksExport::V0_1(ix) => ix
-                            .load(&mut *store, instance)?
-                            .call_pre_install(&mut *store, &ctx),
-                    },
-                )?;
+        for (plugin, export) in self.with(|p| p.hooks.clone()) {
+            let ctx = ctx.clone();
+            let (result, ms) = plugin.run("pre-install", records, move |store, instance| {
+                export.pre_install(store, instance, &ctx)
+            })?;
             match result {
                 Ok(()) => records.push(plugin.record("pre-install", "allow".into(), ms)),
                 Err(r) => {
@@ -67,7 +57,7 @@ impl PluginSet {
         records: &mut Vec<PluginRecord>,
     ) -> Option<Failure> {
         let mut first = None;
-        for plugin in self.plugins.iter().filter(|p| p.hooks.is_some()) {
+        for (plugin, export) in self.with(|p| p.hooks.clone()) {
             if plugin.sandbox.poisoned.load(Ordering::SeqCst) {
                 records.push(plugin.record(
                     "post-install",
@@ -76,24 +66,10 @@ impl PluginSet {
                 ));
                 continue;
             }
-            let export = plugin.hooks.clone().expect("filtered");
             let (ctx, outcome) = (ctx.clone(), outcome.clone());
-            let answer = plugin.run(
-                "post-install",
-                records,
-                move |store, instance| match &export {
-                    HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_post_install(
-                        &mut *store,
-                        &ctx,
-                        &outcome,
-                    ),
-                    HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_post_install(
-                        &mut *store,
-                        &ctx,
-                        &outcome,
-                    ),
-                },
-            );
+            let answer = plugin.run("post-install", records, move |store, instance| {
+                export.post_install(store, instance, &ctx, &outcome)
+            });
             let failure = match answer {
                 Ok((Ok(()), ms)) => {
                     records.push(plugin.record("post-install", "ok".into(), ms));

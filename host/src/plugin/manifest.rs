@@ -111,26 +111,6 @@ pub struct Found {
     pub manifest: Result<Manifest, String>,
 }
 
-/// Where plugins are looked for, in the documented order.
-pub fn plugin_dirs(explicit: Option<&Path>, config: &crate::config::Effective) -> Vec<PathBuf> {
-    if let Some(d) = explicit {
-        return vec![d.to_owned()];
-    }
-    if let Some(v) = std::env::var_os("VMGUEST_PLUGIN_PATH").filter(|v| !v.is_empty()) {
-        return std::env::split_paths(&v)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-    }
-    if let Some((dirs, _)) = config.first(|c| c.plugin_dirs.clone()) {
-        return dirs;
-    }
-    crate::config::user_config_path()
-        .and_then(|p| p.parent().map(|d| d.join("plugins")))
-        .into_iter()
-        .chain(std::iter::once(PathBuf::from("/etc/vmguest/plugins")))
-        .collect()
-}
-
 /// Every `*.toml` manifest in the directories, sorted by path.
 pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
     let mut found = Vec::new();

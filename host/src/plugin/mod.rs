@@ -3,7 +3,7 @@
 //! ```text
 //! manifest.rs  find *.toml manifests; admit: permissions, SHA-256 pin, grants
 //! engine.rs    the shared wasmtime engine, its epoch clock, the compiled-component cache
-//! bindings.rs  host bindings per frozen WIT version (wit/since_vX.Y.Z)
+//! versions.rs  every supported WIT version: bindings, host shims, export dispatch
 //! sandbox.rs   one call: fresh Store, WASI with only the grants, memory cap, deadline
 //! context.rs   vmguest's types to and from the WIT types
 //! policy.rs    iso-policy: defer, choose, provide or refuse, each answer checked
@@ -16,7 +16,6 @@
 //! crashes: the component model checks every value crossing the boundary, and
 //! `sandbox.rs` bounds time and memory.
 
-pub mod bindings;
 pub mod context;
 pub mod engine;
 pub mod hooks;
@@ -24,6 +23,7 @@ pub mod manifest;
 pub mod policy;
 pub mod probe;
 pub mod sandbox;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -35,10 +35,12 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 
 use crate::hresult::{Failure, HResult};
-use bindings::{v0_1, v0_2};
+pub use crate::report::PluginRecord;
+use crate::settings::Settings;
 use engine::CacheState;
 use manifest::{Found, Grant};
-use sandbox::{Sandbox, SUPPORTED};
+use sandbox::Sandbox;
+pub use versions::{types, HooksExport, PolicyExport, WitVersion};
 
 /// The interfaces a plugin may export.
 pub const ISO_POLICY: &str = "iso-policy";
@@ -63,34 +65,12 @@ pub struct PluginInfo {
     pub load_ms: f64,
 }
 
-#[derive(Clone)]
-pub(crate) enum PolicyExport {
-    V0_2(v0_2::exports::vmguest::plugin::iso_policy::GuestIndices),
-    V0_1(v0_1::exports::vmguest::plugin::iso_policy::GuestIndices),
-}
-
-#[derive(Clone)]
-pub(crate) enum HooksExport {
-    V0_2(v0_2::exports::vmguest::plugin::install_hooks::GuestIndices),
-    V0_1(v0_1::exports::vmguest::plugin::install_hooks::GuestIndices),
-}
-
 /// A plugin ready to run.
 pub struct Plugin {
     pub info: PluginInfo,
     pub(crate) sandbox: Sandbox,
     pub(crate) policy: Option<PolicyExport>,
     pub(crate) hooks: Option<HooksExport>,
-}
-
-/// One record of what a plugin decided, for the install result.
-#[derive(Clone, Debug, Serialize)]
-pub struct PluginRecord {
-    pub plugin: String,
-    pub version: String,
-    pub stage: &'static str,
-    pub decision: String,
-    pub ms: f64,
 }
 
 /// The plugins of one run, in order, and those refused at load time.
@@ -120,17 +100,19 @@ impl std::fmt::Debug for PluginSet {
 }
 
 impl PluginSet {
-    /// Find and load the plugins of the documented plugin directories.
-    pub fn discover(explicit_dir: Option<&Path>) -> PluginSet {
-        let config = crate::config::Effective::load();
-        let dirs = manifest::plugin_dirs(explicit_dir, &config);
-        PluginSet::load(&manifest::discover(&dirs))
+    /// Find and load the plugins of the settings' plugin directories.
+    pub fn discover(settings: &Settings) -> PluginSet {
+        PluginSet::load(
+            &manifest::discover(&settings.plugin_dirs),
+            settings.plugin_cache(),
+        )
     }
 
-    pub fn load(found: &[Found]) -> PluginSet {
+    /// Load plugins, with compiled components cached in `cache` (none: compile each time).
+    pub fn load(found: &[Found], cache: Option<&Path>) -> PluginSet {
         let mut set = PluginSet::default();
         for f in found {
-            match load_one(f, true) {
+            match load_one(f, true, cache) {
                 Ok(p) => set.plugins.push(p),
                 Err(info) => {
                     tracing::warn!(plugin = %info.name, "{}", info.status);
@@ -141,6 +123,16 @@ impl PluginSet {
         set.plugins
             .sort_by(|a, b| (a.info.order, &a.info.name).cmp(&(b.info.order, &b.info.name)));
         set
+    }
+
+    /// The plugins that export what `export` picks, in order, with that export.
+    fn with<'a, E>(
+        &'a self,
+        export: impl Fn(&Plugin) -> Option<E> + 'a,
+    ) -> impl Iterator<Item = (&'a Plugin, E)> + 'a {
+        self.plugins
+            .iter()
+            .filter_map(move |p| export(p).map(|e| (p, e)))
     }
 
     /// Every plugin, admitted or refused, for `Get-Plugin`.
@@ -205,7 +197,11 @@ pub fn exported_interfaces(component: &Component) -> (Vec<(String, String)>, Vec
 
 /// Load one plugin. `strict` applies admission (permissions, SHA-256 pin, grants);
 /// `Test-Plugin` loads an arbitrary component without it, still sandboxed.
-pub(crate) fn load_one(f: &Found, strict: bool) -> Result<Plugin, Box<PluginInfo>> {
+pub(crate) fn load_one(
+    f: &Found,
+    strict: bool,
+    cache: Option<&Path>,
+) -> Result<Plugin, Box<PluginInfo>> {
     let started = Instant::now();
     let fallback_name = f
         .manifest_path
@@ -223,7 +219,7 @@ pub(crate) fn load_one(f: &Found, strict: bool) -> Result<Plugin, Box<PluginInfo
     } else {
         manifest::read_unchecked(f).map_err(&fail)?
     };
-    let (component, cache) = engine::load(&bytes, &sha256)
+    let (component, cache) = engine::load(&bytes, &sha256, cache)
         .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
     let (exports, names) = exported_interfaces(&component);
     let version = match exports.first() {
@@ -235,53 +231,41 @@ pub(crate) fn load_one(f: &Found, strict: bool) -> Result<Plugin, Box<PluginInfo
         }
         Some((_, v)) => v.clone(),
     };
-    if !SUPPORTED.contains(&version.as_str()) {
+    let Some(wit) = WitVersion::parse(&version) else {
         return Err(fail(format!(
             "built against vmguest:plugin@{version}; this vmguest supports {}",
-            SUPPORTED.join(", ")
+            WitVersion::supported()
         )));
-    }
+    };
     if exports.iter().any(|(_, v)| *v != version) {
         return Err(fail("exports interfaces of several WIT versions".into()));
     }
-    if strict && manifest.wit.trim() != version {
+    if strict && WitVersion::parse(&manifest.wit) != Some(wit) {
         return Err(fail(format!(
-            "the manifest says wit = {:?}, but the component was built against {version}",
+            "the manifest says wit = {:?}, but the component was built against {wit}",
             manifest.wit
         )));
     }
-    let linker = sandbox::linker(&version).map_err(|e| fail(format!("{e:#}")))?;
+    let linker = wit.linker().map_err(|e| fail(format!("{e:#}")))?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         fail(format!(
             "cannot be linked (imports outside WASI p2 and vmguest:plugin/host?): {e:#}"
         ))
     })?;
     let has = |iface: &str| exports.iter().any(|(i, _)| i == iface);
-    let policy = if has(ISO_POLICY) {
-        Some(
-            match version.as_str() {
-                "0.2.0" => v0_2::exports::vmguest::plugin::iso_policy::GuestIndices::new(&pre)
-                    .map(PolicyExport::V0_2),
-                _ => v0_1::exports::vmguest::plugin::iso_policy::GuestIndices::new(&pre)
-                    .map(PolicyExport::V0_1),
-            }
-            .map_err(|e| fail(format!("iso-policy does not match the WIT: {e:#}")))?,
-        )
-    } else {
-        None
+    let policy = match has(ISO_POLICY) {
+        true => Some(
+            wit.policy(&pre)
+                .map_err(|e| fail(format!("iso-policy does not match the WIT: {e:#}")))?,
+        ),
+        false => None,
     };
-    let hooks = if has(INSTALL_HOOKS) {
-        Some(
-            match version.as_str() {
-                "0.2.0" => v0_2::exports::vmguest::plugin::install_hooks::GuestIndices::new(&pre)
-                    .map(HooksExport::V0_2),
-                _ => v0_1::exports::vmguest::plugin::install_hooks::GuestIndices::new(&pre)
-                    .map(HooksExport::V0_1),
-            }
-            .map_err(|e| fail(format!("install-hooks does not match the WIT: {e:#}")))?,
-        )
-    } else {
-        None
+    let hooks = match has(INSTALL_HOOKS) {
+        true => Some(
+            wit.hooks(&pre)
+                .map_err(|e| fail(format!("install-hooks does not match the WIT: {e:#}")))?,
+        ),
+        false => None,
     };
     if policy.is_none() && hooks.is_none() {
         return Err(fail(
@@ -295,7 +279,7 @@ pub(crate) fn load_one(f: &Found, strict: bool) -> Result<Plugin, Box<PluginInfo
     let info = PluginInfo {
         name: manifest.name.clone(),
         version: Some(manifest.version.clone()),
-        wit: Some(version),
+        wit: Some(wit.as_str().to_owned()),
         implements,
         grants: manifest.grants(),
         sha256: Some(sha256),

@@ -5,9 +5,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::bindings::v0_2::vmguest::plugin::types as wit;
 use super::context;
-use super::{check_len, Plugin, PluginRecord, PluginSet, PolicyExport};
+use super::versions::types as wit;
+use super::{check_len, Plugin, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 use crate::iso::{self, Named, Selection};
 use crate::vm::GuestOsInfo;
@@ -33,22 +33,11 @@ impl PluginSet {
         sel: &mut Selection,
         records: &mut Vec<PluginRecord>,
     ) -> Result<(), Failure> {
-        for plugin in self.plugins.iter().filter(|p| p.policy.is_some()) {
+        for (plugin, export) in self.with(|p| p.policy.clone()) {
             let ctx = context::policy_context(vm, guest, sel);
-            let export = plugin.policy.clone().expect("filtered");
-            let (decision, ms) =
-                plugin.run(
-                    "iso-policy",
-                    records,
-                    move |store, instance| match &export {
-                        PolicyExport::V0_2(ix) => ix
-                            .load(&mut *store, instance)?
-                            .call_choose(&mut *store, &ctx),
-                        PolicyExport::V0_1(ix) => ix
-                            .load(&mut *store, instance)?
-                            .call_choose(&mut *store, &ctx),
-                    },
-                )?;
+            let (decision, ms) = plugin.run("iso-policy", records, move |store, instance| {
+                export.choose(store, instance, &ctx)
+            })?;
             let applied = apply(plugin, decision, sel);
             let (text, result, stop) = match applied {
                 Ok(Some(text)) => (text, Ok(()), true),

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use super::manifest::{Found, Manifest};
 use super::{context, load_one, PluginInfo, PluginRecord, PluginSet};
-use crate::config::GuestKind;
 use crate::hresult::{Failure, HResult};
-use crate::iso::{Candidate, Family, Identity, Named, Recipe, Selection, Version};
+use crate::iso::{Candidate, Identity, Named, Recipe, Selection, Version};
+use crate::kinds::{Family, GuestKind};
 
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
@@ -80,6 +80,7 @@ pub fn probe(
     settings: BTreeMap<String, String>,
     grants: BTreeMap<String, PathBuf>,
     guest: GuestKind,
+    cache: Option<&Path>,
 ) -> Result<ProbeReport, Failure> {
     let manifest = Manifest {
         name: component
@@ -100,7 +101,7 @@ pub fn probe(
         manifest_path: component.to_owned(),
         manifest: Ok(manifest),
     };
-    let plugin = load_one(&found, false).map_err(|info| {
+    let plugin = load_one(&found, false, cache).map_err(|info| {
         let why = info.status.trim_start_matches("refused: ");
         Failure::msg(
             HResult::DispException,
@@ -130,7 +131,7 @@ pub fn probe(
     if error.is_none() {
         error = set.pre_install(&ctx, &mut decisions).err();
     }
-    let outcome = super::bindings::v0_2::vmguest::plugin::types::InstallOutcome {
+    let outcome = super::types::InstallOutcome {
         hresult: 0,
         name: "S_OK".into(),
         message: "sample install".into(),

@@ -9,12 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{v0_1, v0_2};
 use super::engine::{engine, TICK};
 use super::manifest::Manifest;
 
@@ -96,54 +95,27 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// The `host` import, the same for every version.
-impl v0_2::vmguest::plugin::host::Host for State {
-    fn log(&mut self, level: v0_2::vmguest::plugin::types::Level, message: String) {
-        use v0_2::vmguest::plugin::types::Level;
+/// What the `host` import does, the same for every WIT version (`versions.rs` shims).
+impl State {
+    pub(crate) fn log(&self, level: tracing::Level, message: &str) {
         let plugin = self.plugin.name.as_str();
-        let message = crate::vm::channel::truncate(&message, 4096);
+        let message = crate::vm::channel::truncate(message, 4096);
         match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
         }
     }
 
-    fn setting(&mut self, key: String) -> Option<String> {
-        self.plugin.settings.get(&key).cloned()
+    pub(crate) fn setting(&self, key: &str) -> Option<String> {
+        self.plugin.settings.get(key).cloned()
     }
 
-    fn granted_dirs(&mut self) -> Vec<String> {
+    pub(crate) fn granted_dirs(&self) -> Vec<String> {
         self.plugin.grants().into_iter().map(|g| g.guest).collect()
     }
-}
-
-impl v0_1::vmguest::plugin::host::Host for State {
-    fn log(&mut self, level: v0_2::vmguest::plugin::types::Level, message: String) {
-        v0_2::vmguest::plugin::host::Host::log(self, level, message)
-    }
-
-    fn setting(&mut self, key: String) -> Option<String> {
-        v0_2::vmguest::plugin::host::Host::setting(self, key)
-    }
-}
-
-/// The WIT versions this host loads, newest first.
-pub const SUPPORTED: [&str; 2] = ["0.2.0", "0.1.0"];
-
-/// A linker with WASI p2 and the `host` import of one version.
-pub fn linker(wit: &str) -> anyhow::Result<Linker<State>> {
-    let mut linker = Linker::new(engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    type D = wasmtime::component::HasSelf<State>;
-    match wit {
-        "0.2.0" => v0_2::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?,
-        "0.1.0" => v0_1::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?,
-        other => anyhow::bail!("unsupported WIT version {other}"),
-    }
-    Ok(linker)
 }
 
 /// Why a call failed. Every variant becomes DISP_E_EXCEPTION naming the plugin.

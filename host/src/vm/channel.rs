@@ -4,7 +4,6 @@
 //! used because it panics when the peer closes during the greeting, has no timeouts and
 //! only speaks plain `guest-sync`; we use its generated command types instead.
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -14,40 +13,33 @@ use qapi_spec::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// How a call over a channel failed. Callers map these to outcomes: `Closed` while a VM
-/// was known to run means QEMU went away, `Qapi` carries QEMU's own refusal.
-#[derive(Debug)]
+/// How a call over a channel failed. Callers decide on the variant: `Closed` while a VM
+/// was known to run means QEMU went away, `TrayLocked` is the guest holding its tray,
+/// `Qapi` carries any other refusal of QEMU's.
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// Could not connect at all (no socket, nobody listening).
-    Connect(PathBuf, io::Error),
+    #[error("cannot connect to {}", .0.display())]
+    Connect(PathBuf, #[source] io::Error),
     /// The peer closed the connection.
+    #[error("connection closed by peer")]
     Closed,
     /// No complete answer before the deadline.
+    #[error("no answer within {:.1}s", .0.as_secs_f64())]
     Timeout(Duration),
-    Io(io::Error),
+    #[error("socket error")]
+    Io(#[source] io::Error),
+    /// The guest locked the tray (a file system on the media is mounted), so the media
+    /// cannot be ejected without force, which vmguest never uses.
+    #[error("the tray is locked by the guest: {0}")]
+    TrayLocked(String),
     /// QEMU or the agent answered with an error object.
-    Qapi {
-        class: String,
-        desc: String,
-    },
+    #[error("{class}: {desc}")]
+    Qapi { class: String, desc: String },
     /// The answer did not have the expected shape.
+    #[error("unexpected answer: {0}")]
     Decode(String),
 }
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Connect(p, e) => write!(f, "cannot connect to {}: {e}", p.display()),
-            CallError::Closed => write!(f, "connection closed by peer"),
-            CallError::Timeout(d) => write!(f, "no answer within {:.1}s", d.as_secs_f64()),
-            CallError::Io(e) => write!(f, "socket error: {e}"),
-            CallError::Qapi { class, desc } => write!(f, "{class}: {desc}"),
-            CallError::Decode(e) => write!(f, "unexpected answer: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for CallError {}
 
 impl CallError {
     /// True when the peer is gone rather than merely refusing.

@@ -9,6 +9,8 @@ pub mod qmp;
 
 use serde::Serialize;
 
+use crate::hresult::Outcome;
+
 pub use channel::CallError;
 
 /// A removable CD/DVD drive, addressed by its qdev id.
@@ -82,7 +84,7 @@ pub trait VmControl {
     fn run_state(&mut self) -> Result<String, CallError>;
     fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError>;
     fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError>;
-    /// Eject without force: a guest-locked tray makes this fail.
+    /// Eject without force: a guest-locked tray fails with [`CallError::TrayLocked`].
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
 }
@@ -98,7 +100,16 @@ pub trait GuestAgent {
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError>;
 }
 
-/// Is `desc` QEMU's refusal to eject a guest-locked tray?
-pub fn is_locked_refusal(err: &CallError) -> bool {
-    matches!(err, CallError::Qapi { desc, .. } if desc.contains("is locked"))
+/// Where VMs are found by name: the socket directory today (`crate::inventory`), and any
+/// other backend, or a test double, that can hand out [`VmControl`] and [`GuestAgent`].
+pub trait Hypervisor {
+    /// Every VM this hypervisor knows, sorted.
+    fn names(&self) -> Outcome<Vec<String>>;
+    /// VM_E_VM_UNKNOWN if there is no such VM; a VM that is known but stopped is found.
+    fn lookup(&self, name: &str) -> Outcome<()>;
+    /// Connect to a VM's monitor: VM_E_VM_UNKNOWN if there is no such VM,
+    /// VM_E_VM_NOT_RUNNING if its monitor does not answer.
+    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>>;
+    /// The VM's guest agent; `Ok(None)` when the VM has no agent channel.
+    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError>;
 }

@@ -96,12 +96,15 @@ impl VmControl for QemuVm {
 
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
         #[allow(deprecated)]
-        self.qmp.execute(qapi_qmp::eject {
+        let result = self.qmp.execute(qapi_qmp::eject {
             device: None,
             id: Some(drive.to_owned()),
             force: Some(false),
-        })?;
-        Ok(())
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(locked_tray(e)),
+        }
     }
 
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError> {
@@ -111,6 +114,16 @@ impl VmControl for QemuVm {
             id: Some(drive.to_owned()),
         })?;
         Ok(())
+    }
+}
+
+/// QEMU refuses to eject a guest-locked tray with a GenericError whose text is the only
+/// sign ("Device 'cd0' is locked and force was not specified, wait for tray to open and
+/// try again", `blockdev.c`); this is the one place that reads it.
+fn locked_tray(e: CallError) -> CallError {
+    match e {
+        CallError::Qapi { desc, .. } if desc.contains("is locked") => CallError::TrayLocked(desc),
+        other => other,
     }
 }
 

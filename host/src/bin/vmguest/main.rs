@@ -6,13 +6,12 @@ mod pipeline;
 mod spinner;
 
 use std::io::IsTerminal;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use clap::Parser;
-use vmguest::config::GuestKind;
+use vmguest::kinds::GuestKind;
 use vmguest::plugin::{context, PluginSet};
-use vmguest::{Failure, HResult, InstallOptions, InstallReport, Inventory, VirtualPc};
+use vmguest::{Failure, HResult, InstallOptions, InstallReport, Overrides, Settings, VirtualPc};
 
 use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, TestPluginArgs};
 
@@ -21,12 +20,18 @@ fn main() {
     init_tracing(cli.common.verbose);
     // A panic is a bug; it still ends as DISP_E_EXCEPTION, not as a crash trace.
     std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
+    // Settings are read once, here, and passed down.
+    let host = VirtualPc::with_settings(Settings::resolve(Overrides {
+        vm_dir: cli.common.vm_dir.clone(),
+        plugin_dir: cli.common.plugin_dir.clone(),
+    }));
+    let c = &cli.common;
     let code = match cli.cmdlet {
-        Cmdlet::InstallIntegrationComponents(a) => install(&cli.common, a),
-        Cmdlet::GetVm(a) => get_vm(&cli.common, a),
-        Cmdlet::GetIntegrationComponentsIso(a) => get_iso(&cli.common, a),
-        Cmdlet::GetPlugin => get_plugin(&cli.common),
-        Cmdlet::TestPlugin(a) => test_plugin(&cli.common, a),
+        Cmdlet::InstallIntegrationComponents(a) => install(c, &host, a),
+        Cmdlet::GetVm(a) => get_vm(c, &host, a),
+        Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, &host, a),
+        Cmdlet::GetPlugin => get_plugin(c, &host),
+        Cmdlet::TestPlugin(a) => test_plugin(c, &host, a),
     };
     std::process::exit(code);
 }
@@ -43,16 +48,6 @@ fn init_tracing(verbose: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-}
-
-fn host(common: &Common) -> VirtualPc {
-    let dir = common
-        .vm_dir
-        .clone()
-        .unwrap_or_else(vmguest::inventory::default_vm_dir);
-    VirtualPc {
-        inventory: Inventory::new(dir),
-    }
 }
 
 /// Names from the arguments, else from stdin (the pipeline).
@@ -101,13 +96,12 @@ fn report_error(
     common.error_action != ErrorAction::Stop
 }
 
-fn install(common: &Common, a: InstallArgs) -> i32 {
+fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
     const CMDLET: &str = "Install-IntegrationComponents";
     let names = match vm_names(CMDLET, a.vm_name, a.positional) {
         Ok(n) => n,
         Err(code) => return code,
     };
-    let host = host(common);
     let options = InstallOptions {
         iso: a.path,
         replace_media: a.replace_media,
@@ -115,32 +109,17 @@ fn install(common: &Common, a: InstallArgs) -> i32 {
         timeout: Duration::from_secs(a.timeout_sec),
         what_if: a.what_if,
         plugins: (!common.no_plugins)
-            .then(|| std::sync::Arc::new(PluginSet::discover(common.plugin_dir.as_deref()))),
+            .then(|| std::sync::Arc::new(PluginSet::discover(host.settings()))),
     };
     let spinner = spinner::Spinner::new(!common.verbose);
     let mut reports: Vec<InstallReport> = Vec::new();
     let mut first_error = None;
     for name in names {
-        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            match host.find_virtual_machine(&name) {
-                Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
-                Err(f) => failed_report(&name, f),
-            }
-        }));
-        let report = attempt.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            failed_report(
-                &name,
-                Failure::msg(
-                    HResult::DispException,
-                    format!("internal error in vmguest: {what}"),
-                ),
-            )
-        });
+        // The library never panics to its caller: installs report a bug as DISP_E_EXCEPTION.
+        let report = match host.find_virtual_machine(&name) {
+            Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
+            Err(f) => failed_report(&name, f),
+        };
         let go_on = match &report.failure {
             Some(f) => report_error(common, CMDLET, &name, f, &mut first_error),
             None => true,
@@ -167,17 +146,15 @@ fn failed_report(name: &str, failure: Failure) -> InstallReport {
     r
 }
 
-fn get_vm(common: &Common, a: GetVmArgs) -> i32 {
+fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
     const CMDLET: &str = "Get-VM";
-    let host = host(common);
     let mut names = a.name;
     names.extend(a.positional);
     let mut first_error = None;
     if names.is_empty() {
-        match host.inventory.names() {
-            Ok(all) => names = all,
-            Err(e) => {
-                let f = Failure::from(e);
+        match host.virtual_machines() {
+            Ok(all) => names = all.iter().map(|vm| vm.name().to_owned()).collect(),
+            Err(f) => {
                 report_error(common, CMDLET, "", &f, &mut first_error);
                 return f.hresult.exit_code();
             }
@@ -206,13 +183,13 @@ fn get_vm(common: &Common, a: GetVmArgs) -> i32 {
     first_error.map_or(0, HResult::exit_code)
 }
 
-fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
+fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
     const CMDLET: &str = "Get-IntegrationComponentsIso";
     let mut first_error = None;
     let target = a.vm_name.clone().unwrap_or_default();
     let explicit = a.guest_os.as_deref().and_then(GuestKind::parse);
     let info = match (&a.vm_name, explicit) {
-        (Some(name), None) => match host(common)
+        (Some(name), None) => match host
             .find_virtual_machine(name)
             .and_then(|vm| vm.guest_os().os_info())
         {
@@ -225,13 +202,13 @@ fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
         _ => None,
     };
     let kind = explicit.unwrap_or_else(|| GuestKind::of(info.as_ref()));
-    let mut selection = vmguest::iso::survey(a.path.as_deref(), kind);
+    let mut selection = vmguest::iso::survey(host.settings(), a.path.as_deref(), kind);
     // The same choice Install-IntegrationComponents makes: policy plugins included.
     let mut decisions = Vec::new();
     let plugins = if common.no_plugins {
         Ok(())
     } else {
-        let set = PluginSet::discover(common.plugin_dir.as_deref());
+        let set = PluginSet::discover(host.settings());
         let guest = match &info {
             Some(i) => context::guest_os(Some(i)),
             None => context::guest_of_kind(kind),
@@ -259,8 +236,8 @@ fn get_iso(common: &Common, a: GetIsoArgs) -> i32 {
     first_error.map_or(0, HResult::exit_code)
 }
 
-fn get_plugin(common: &Common) -> i32 {
-    let set = PluginSet::discover(common.plugin_dir.as_deref());
+fn get_plugin(common: &Common, host: &VirtualPc) -> i32 {
+    let set = PluginSet::discover(host.settings());
     output::plugins(common.output_format, &set.infos());
     0
 }
@@ -279,7 +256,7 @@ fn pairs<T: From<String>>(
         .collect()
 }
 
-fn test_plugin(common: &Common, a: TestPluginArgs) -> i32 {
+fn test_plugin(common: &Common, host: &VirtualPc, a: TestPluginArgs) -> i32 {
     const CMDLET: &str = "Test-Plugin";
     let (settings, grants) = match (
         pairs::<String>(&a.setting),
@@ -293,7 +270,8 @@ fn test_plugin(common: &Common, a: TestPluginArgs) -> i32 {
     };
     let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
     let mut first_error = None;
-    match vmguest::plugin::probe::probe(&a.path, settings, grants, guest) {
+    let cache = host.settings().plugin_cache();
+    match vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache) {
         Ok(report) => output::probe(common.output_format, &report),
         Err(f) => {
             report_error(

@@ -1,0 +1,220 @@
+//! Every supported version of `vmguest:plugin`, in one place, as Zed's extension host
+//! keeps its `since_vX` shims: the bindings of each frozen WIT folder, the enum that
+//! names them, and the dispatch of every call to the version a component was built for.
+//!
+//! Adding 0.3.0 touches this module and the folder `wit/since_v0.3.0`: a bindgen module,
+//! a [`WitVersion`] variant, its host shim, and one arm per export below.
+//!
+//! The shared `types` interface has not changed since 0.1.0, so older versions reuse the
+//! current types (bindgen `with`) and only their `host` import needs a shim.
+
+use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+use wasmtime::Store;
+
+use super::engine::engine;
+use super::sandbox::State;
+
+/// The current version, `wit/since_v0.2.0`.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.2.0",
+        world: "plugin",
+    });
+}
+
+/// The first release, `wit/since_v0.1.0` (frozen).
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/since_v0.1.0",
+        world: "plugin",
+        with: {
+            "vmguest:plugin/types": super::v0_2::vmguest::plugin::types,
+        },
+    });
+}
+
+/// The types every version shares.
+pub use v0_2::vmguest::plugin::types;
+
+/// A version of `vmguest:plugin` this host loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WitVersion {
+    V0_2,
+    V0_1,
+}
+
+impl WitVersion {
+    /// Newest first.
+    pub const ALL: [WitVersion; 2] = [WitVersion::V0_2, WitVersion::V0_1];
+
+    pub fn parse(s: &str) -> Option<WitVersion> {
+        WitVersion::ALL.into_iter().find(|v| v.as_str() == s.trim())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_2 => "0.2.0",
+            WitVersion::V0_1 => "0.1.0",
+        }
+    }
+
+    /// "0.2.0, 0.1.0", for messages.
+    pub fn supported() -> String {
+        WitVersion::ALL.map(WitVersion::as_str).join(", ")
+    }
+
+    /// A linker with WASI p2 and this version's `host` import.
+    pub fn linker(self) -> anyhow::Result<Linker<State>> {
+        let mut linker = Linker::new(engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        type D = HasSelf<State>;
+        match self {
+            WitVersion::V0_2 => {
+                v0_2::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?
+            }
+            WitVersion::V0_1 => {
+                v0_1::vmguest::plugin::host::add_to_linker::<State, D>(&mut linker, |s| s)?
+            }
+        }
+        Ok(linker)
+    }
+
+    /// The `iso-policy` export of a component built against this version.
+    pub fn policy(self, pre: &InstancePre<State>) -> wasmtime::Result<PolicyExport> {
+        Ok(match self {
+            WitVersion::V0_2 => PolicyExport::V0_2(
+                v0_2::exports::vmguest::plugin::iso_policy::GuestIndices::new(pre)?,
+            ),
+            WitVersion::V0_1 => PolicyExport::V0_1(
+                v0_1::exports::vmguest::plugin::iso_policy::GuestIndices::new(pre)?,
+            ),
+        })
+    }
+
+    /// The `install-hooks` export of a component built against this version.
+    pub fn hooks(self, pre: &InstancePre<State>) -> wasmtime::Result<HooksExport> {
+        Ok(match self {
+            WitVersion::V0_2 => HooksExport::V0_2(
+                v0_2::exports::vmguest::plugin::install_hooks::GuestIndices::new(pre)?,
+            ),
+            WitVersion::V0_1 => HooksExport::V0_1(
+                v0_1::exports::vmguest::plugin::install_hooks::GuestIndices::new(pre)?,
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for WitVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A component's `iso-policy` export, of whichever version it was built against.
+#[derive(Clone)]
+pub enum PolicyExport {
+    V0_2(v0_2::exports::vmguest::plugin::iso_policy::GuestIndices),
+    V0_1(v0_1::exports::vmguest::plugin::iso_policy::GuestIndices),
+}
+
+impl PolicyExport {
+    pub fn choose(
+        &self,
+        store: &mut Store<State>,
+        instance: &Instance,
+        ctx: &types::PolicyContext,
+    ) -> wasmtime::Result<types::PolicyDecision> {
+        match self {
+            PolicyExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_choose(store, ctx),
+            PolicyExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_choose(store, ctx),
+        }
+    }
+}
+
+/// A component's `install-hooks` export, of whichever version it was built against.
+#[derive(Clone)]
+pub enum HooksExport {
+    V0_2(v0_2::exports::vmguest::plugin::install_hooks::GuestIndices),
+    V0_1(v0_1::exports::vmguest::plugin::install_hooks::GuestIndices),
+}
+
+impl HooksExport {
+    pub fn pre_install(
+        &self,
+        store: &mut Store<State>,
+        instance: &Instance,
+        ctx: &types::InstallContext,
+    ) -> wasmtime::Result<Result<(), types::Refusal>> {
+        match self {
+            HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_pre_install(store, ctx),
+            HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_pre_install(store, ctx),
+        }
+    }
+
+    pub fn post_install(
+        &self,
+        store: &mut Store<State>,
+        instance: &Instance,
+        ctx: &types::InstallContext,
+        outcome: &types::InstallOutcome,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            HooksExport::V0_2(ix) => ix
+                .load(&mut *store, instance)?
+                .call_post_install(store, ctx, outcome),
+            HooksExport::V0_1(ix) => ix
+                .load(&mut *store, instance)?
+                .call_post_install(store, ctx, outcome),
+        }
+    }
+}
+
+fn level(l: types::Level) -> tracing::Level {
+    match l {
+        types::Level::Trace => tracing::Level::TRACE,
+        types::Level::Debug => tracing::Level::DEBUG,
+        types::Level::Info => tracing::Level::INFO,
+        types::Level::Warn => tracing::Level::WARN,
+        types::Level::Error => tracing::Level::ERROR,
+    }
+}
+
+/// The `host` import of 0.2.0.
+impl v0_2::vmguest::plugin::host::Host for State {
+    fn log(&mut self, l: types::Level, message: String) {
+        State::log(self, level(l), &message)
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        State::setting(self, &key)
+    }
+
+    fn granted_dirs(&mut self) -> Vec<String> {
+        State::granted_dirs(self)
+    }
+}
+
+/// The `host` import of 0.1.0: 0.2.0's without `granted-dirs`.
+impl v0_1::vmguest::plugin::host::Host for State {
+    fn log(&mut self, l: types::Level, message: String) {
+        State::log(self, level(l), &message)
+    }
+
+    fn setting(&mut self, key: String) -> Option<String> {
+        State::setting(self, &key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_print_the_same() {
+        for v in WitVersion::ALL {
+            assert_eq!(WitVersion::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(WitVersion::parse("9.9.0"), None);
+        assert_eq!(WitVersion::supported(), "0.2.0, 0.1.0");
+    }
+}

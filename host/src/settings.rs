@@ -1,0 +1,151 @@
+//! Everything vmguest takes from its environment, resolved once at the edge and passed
+//! down, as ripgrep does with its flags. Nothing below this module reads an environment
+//! variable or a config file.
+//!
+//! | setting | from, in order |
+//! |---|---|
+//! | VM socket directory | `-VmDir`, `$VMGUEST_VM_DIR`, `$XDG_RUNTIME_DIR/vmguest`, `/run/vmguest` |
+//! | config files | `$XDG_CONFIG_HOME/vmguest/config.toml` (else `~/.config/…`), then `/etc/vmguest/config.toml` |
+//! | extra IC search path | `$VMGUEST_IC_PATH` (colon-separated) |
+//! | the user's IC store | `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/…`) |
+//! | plugin directories | `-PluginDir`, `$VMGUEST_PLUGIN_PATH`, the config's `plugin_dirs`, `~/.config/vmguest/plugins` + `/etc/vmguest/plugins` |
+//! | compiled-plugin cache | `$VMGUEST_PLUGIN_CACHE`, `$XDG_CACHE_HOME/vmguest/plugins` (else `~/.cache/…`) |
+//!
+//! The XDG base directories come from the `etcetera` crate, which follows the spec: an
+//! empty or relative `XDG_*` value is ignored and the default under `$HOME` is used.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use etcetera::base_strategy::{BaseStrategy, Xdg};
+
+use crate::config::Effective;
+
+pub const SYSTEM_CONFIG: &str = "/etc/vmguest/config.toml";
+pub const SYSTEM_PLUGINS: &str = "/etc/vmguest/plugins";
+pub const VM_DIR_ENV: &str = "VMGUEST_VM_DIR";
+pub const IC_PATH_ENV: &str = "VMGUEST_IC_PATH";
+pub const PLUGIN_PATH_ENV: &str = "VMGUEST_PLUGIN_PATH";
+pub const PLUGIN_CACHE_ENV: &str = "VMGUEST_PLUGIN_CACHE";
+
+/// What the command line may override.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub vm_dir: Option<PathBuf>,
+    pub plugin_dir: Option<PathBuf>,
+}
+
+/// The resolved settings of one run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub vm_dir: PathBuf,
+    /// The config files, user before system, with what went wrong reading them.
+    pub config: Effective,
+    /// `$VMGUEST_IC_PATH`, split; `None` when unset or empty.
+    pub ic_path: Option<Vec<PathBuf>>,
+    /// `$XDG_DATA_HOME/vmguest/ic`; `None` without a home directory.
+    pub user_store: Option<PathBuf>,
+    /// Plugin manifest directories, in the documented order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The compiled-component cache; `None` without a home directory.
+    pub plugin_cache: Option<PathBuf>,
+}
+
+/// The XDG base directories of this user, if there is a home directory.
+struct Bases {
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    runtime: Option<PathBuf>,
+}
+
+impl Bases {
+    fn from_env() -> Bases {
+        match Xdg::new() {
+            Ok(x) => Bases {
+                config: Some(x.config_dir()),
+                data: Some(x.data_dir()),
+                cache: Some(x.cache_dir()),
+                runtime: x.runtime_dir(),
+            },
+            // No home directory: only the system-wide places remain.
+            Err(_) => Bases {
+                config: None,
+                data: None,
+                cache: None,
+                runtime: std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute()),
+            },
+        }
+    }
+}
+
+/// A non-empty variable's value.
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+fn split(v: &OsString) -> Vec<PathBuf> {
+    std::env::split_paths(v)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect()
+}
+
+impl Settings {
+    /// Read the environment and the config files, once.
+    pub fn resolve(overrides: Overrides) -> Settings {
+        let bases = Bases::from_env();
+        let user_config_dir = bases.config.as_ref().map(|c| c.join("vmguest"));
+        let config_files: Vec<PathBuf> = user_config_dir
+            .iter()
+            .map(|d| d.join("config.toml"))
+            .chain(std::iter::once(PathBuf::from(SYSTEM_CONFIG)))
+            .collect();
+        let config = Effective::load(&config_files);
+        let vm_dir = overrides
+            .vm_dir
+            .or_else(|| var(VM_DIR_ENV).map(PathBuf::from))
+            .or_else(|| bases.runtime.map(|r| r.join("vmguest")))
+            .unwrap_or_else(|| PathBuf::from("/run/vmguest"));
+        let plugin_dirs = match (&overrides.plugin_dir, var(PLUGIN_PATH_ENV)) {
+            (Some(d), _) => vec![d.clone()],
+            (None, Some(v)) => split(&v),
+            (None, None) => match config.first(|c| c.plugin_dirs.clone()) {
+                Some((dirs, _)) => dirs,
+                None => user_config_dir
+                    .iter()
+                    .map(|d| d.join("plugins"))
+                    .chain(std::iter::once(PathBuf::from(SYSTEM_PLUGINS)))
+                    .collect(),
+            },
+        };
+        Settings {
+            vm_dir,
+            ic_path: var(IC_PATH_ENV).map(|v| split(&v)),
+            user_store: bases.data.map(|d| d.join("vmguest/ic")),
+            plugin_dirs,
+            plugin_cache: var(PLUGIN_CACHE_ENV)
+                .map(PathBuf::from)
+                .or_else(|| bases.cache.map(|c| c.join("vmguest/plugins"))),
+            config,
+        }
+    }
+
+    /// Settings that read nothing: a VM directory and defaults, for library callers and
+    /// tests that want no ambient configuration.
+    pub fn isolated(vm_dir: impl Into<PathBuf>) -> Settings {
+        Settings {
+            vm_dir: vm_dir.into(),
+            config: Effective::default(),
+            ic_path: None,
+            user_store: None,
+            plugin_dirs: Vec::new(),
+            plugin_cache: None,
+        }
+    }
+
+    pub fn plugin_cache(&self) -> Option<&Path> {
+        self.plugin_cache.as_deref()
+    }
+}

@@ -1,0 +1,364 @@
+//! The install operation, step by step and fault by fault, in process against the test
+//! double in `fake.rs`. Every outcome and every step's failure is here, and every test
+//! checks where the user's media ended up. The real-QEMU tests (`outcomes.rs`, `cli.rs`)
+//! remain the acceptance; these make each path cheap to exercise.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vmguest::{HResult, InstallOptions, InstallReport, Settings, Silent, VirtualPc};
+
+use crate::fake::{drive, FakeHv, Fault, World, VM};
+use crate::fixtures::ic_iso;
+
+const USER_DISC: &str = "/srv/iso/user-disc.iso";
+
+struct Case {
+    _dir: TempDir,
+    iso: PathBuf,
+    hv: FakeHv,
+}
+
+fn case(world: World) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = ic_iso(dir.path(), "ic.iso", "2.0.0", "true\n");
+    Case {
+        _dir: dir,
+        iso,
+        hv: FakeHv::new(world),
+    }
+}
+
+impl Case {
+    fn install(&self, tweak: impl FnOnce(&mut InstallOptions)) -> InstallReport {
+        let mut options = InstallOptions {
+            iso: Some(self.iso.clone()),
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        tweak(&mut options);
+        vmguest::operation::install(
+            &self.hv,
+            &Settings::isolated("/nonexistent"),
+            VM,
+            &options,
+            &Silent,
+        )
+    }
+
+    fn ic(&self) -> String {
+        self.iso.display().to_string()
+    }
+}
+
+fn phases(r: &InstallReport) -> Vec<&'static str> {
+    r.phases.iter().map(|p| p.phase).collect()
+}
+
+fn with_user_disc() -> World {
+    let mut w = World::new();
+    w.drives = vec![drive("dvd0", Some(USER_DISC))];
+    w
+}
+
+fn replace(o: &mut InstallOptions) {
+    o.replace_media = true;
+}
+
+#[test]
+fn agent_install_runs_every_step_in_contract_order_and_empties_the_drive() {
+    let c = case(World::new());
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(
+        phases(&r),
+        [
+            "connect",
+            "check-running",
+            "connect-agent",
+            "locate-iso",
+            "choose-drive",
+            "pre-install",
+            "insert-ic",
+            "prepare-guest",
+            "run-installer",
+            "unmount-in-guest",
+            "eject-ic",
+        ]
+    );
+    let w = c.hv.world();
+    assert_eq!(w.media("dvd0"), None);
+    assert!(!w.drives[0].tray_open, "the tray is closed again, as found");
+    assert!(w.called("exec installer") && w.called("write /var/lib/vmguest"));
+    assert!(
+        r.message
+            .contains("installed vmguest test components 2.0.0"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn without_an_agent_the_media_stays_in_for_autorun() {
+    let mut w = World::new();
+    w.agent = false;
+    let c = case(w);
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(r.mode, Some(vmguest::report::Mode::Autorun));
+    assert_eq!(c.hv.world().media("dvd0"), Some(c.ic()));
+    assert!(r.message.contains("autorun"), "{}", r.message);
+}
+
+#[test]
+fn an_agent_that_does_not_answer_falls_back_to_autorun_with_a_note() {
+    let c = case(World::new().fault(Fault::AgentDown));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(c.hv.world().media("dvd0"), Some(c.ic()));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("falling back to autorun")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn an_unknown_vm_is_vm_unknown_and_nothing_is_touched() {
+    let c = case(World::new());
+    let r = vmguest::operation::install(
+        &c.hv,
+        &Settings::isolated("/nonexistent"),
+        "nosuch",
+        &InstallOptions::default(),
+        &Silent,
+    );
+    assert_eq!(r.result, HResult::VmUnknown);
+    assert!(c.hv.world().calls.is_empty());
+}
+
+#[test]
+fn a_silent_monitor_or_a_paused_vm_is_not_running() {
+    let c = case(World::new().fault(Fault::Connect));
+    assert_eq!(c.install(|_| {}).result, HResult::VmNotRunning);
+    let mut w = World::new();
+    w.state = "paused".into();
+    let c = case(w);
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::VmNotRunning);
+    assert!(r.message.contains("is paused"), "{}", r.message);
+    assert!(!c.hv.world().called("insert"));
+}
+
+#[test]
+fn a_missing_iso_is_file_not_found() {
+    let c = case(World::new());
+    let r = c.install(|o| o.iso = Some("/nonexistent/ic.iso".into()));
+    assert_eq!(r.result, HResult::FileNotFound);
+    assert!(!c.hv.world().called("insert"));
+}
+
+#[test]
+fn no_drive_or_only_occupied_drives_are_drive_invalid_and_the_disc_stays() {
+    let mut w = World::new();
+    w.drives.clear();
+    assert_eq!(case(w).install(|_| {}).result, HResult::DriveInvalid);
+
+    let c = case(with_user_disc());
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DriveInvalid);
+    assert!(r.message.contains("-ReplaceMedia"), "{}", r.message);
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+
+    // Without an agent, a borrowed disc could never be put back.
+    let mut w = with_user_disc();
+    w.agent = false;
+    let c = case(w);
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::DriveInvalid);
+    assert!(r.message.contains("needs the guest agent"), "{}", r.message);
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+}
+
+#[test]
+fn a_borrowed_disc_goes_back_after_a_good_install() {
+    let c = case(with_user_disc());
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(r.media_restored, Some(true));
+    assert!(phases(&r).ends_with(&["eject-ic", "restore-media"]));
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+}
+
+#[test]
+fn a_locked_tray_refuses_the_borrow_and_the_disc_never_leaves() {
+    let c = case(with_user_disc().fault(Fault::TrayLocked));
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::MediaUnmountFail, "{}", r.message);
+    assert!(r.message.contains("stays in"), "{}", r.message);
+    assert!(!c.hv.world().called("insert"));
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+}
+
+#[test]
+fn a_failed_insert_puts_the_borrowed_disc_straight_back() {
+    let c = case(with_user_disc().fault(Fault::InsertIc));
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(phases(&r).ends_with(&["insert-ic", "restore-media"]));
+    assert_eq!(r.media_restored, Some(true));
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+
+    let c = case(World::new().fault(Fault::InsertIc));
+    assert_eq!(c.install(|_| {}).result, HResult::DispException);
+    assert_eq!(c.hv.world().media("dvd0"), None);
+}
+
+#[test]
+fn guest_side_failures_eject_the_ic_media_and_restore_the_disc() {
+    for fault in [
+        Fault::InstallerFails,
+        Fault::Mount,
+        Fault::AgentDiesDuringInstall,
+    ] {
+        let c = case(with_user_disc().fault(fault));
+        let r = c.install(replace);
+        assert_eq!(r.result, HResult::DispException, "{fault:?}: {}", r.message);
+        let p = phases(&r);
+        assert!(
+            p.ends_with(&["eject-ic", "restore-media"]),
+            "{fault:?}: {p:?}"
+        );
+        assert_eq!(r.media_restored, Some(true), "{fault:?}");
+        assert_eq!(
+            c.hv.world().media("dvd0").as_deref(),
+            Some(USER_DISC),
+            "{fault:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_installer_is_reported_with_its_exit_code_and_not_recorded() {
+    let c = case(World::new().fault(Fault::InstallerFails));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException);
+    assert!(r.message.contains("exit code 3"), "{}", r.message);
+    assert_eq!(r.installer.as_ref().and_then(|i| i.exit_code), Some(3));
+    assert!(!c.hv.world().called("write /var/lib/vmguest"));
+    assert_eq!(c.hv.world().media("dvd0"), None);
+}
+
+/// The guest locks the tray after the IC media went in: the eject fails, and the
+/// borrowed disc cannot go back. The report says both, and that the components went in.
+#[test]
+fn a_tray_locked_after_the_install_is_media_unmount_fail() {
+    let c = case(with_user_disc().fault(Fault::LocksTrayOnInstall));
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::MediaUnmountFail, "{}", r.message);
+    assert!(r.message.contains("were installed"), "{}", r.message);
+    assert!(r.message.contains("could not be put back"), "{}", r.message);
+    assert_eq!(r.media_restored, Some(false));
+    assert_eq!(c.hv.world().media("dvd0"), Some(c.ic()));
+}
+
+#[test]
+fn a_failed_restore_is_reported_and_media_restored_is_false() {
+    let c = case(with_user_disc().fault(Fault::Restore));
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert_eq!(r.media_restored, Some(false));
+    assert!(
+        r.message.contains("putting borrowed media"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn a_vm_that_vanishes_after_the_insert_fails_the_autorun() {
+    let mut w = World::new().fault(Fault::DiesAfterInsert);
+    w.agent = false;
+    let c = case(w);
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        phases(&r).ends_with(&["autorun", "eject-ic"]),
+        "{:?}",
+        phases(&r)
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("still in drive dvd0")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn what_if_decides_everything_and_changes_nothing() {
+    let c = case(with_user_disc());
+    let r = c.install(|o| {
+        o.what_if = true;
+        o.replace_media = true;
+    });
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert!(
+        r.message.starts_with("What if: would insert"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("borrowing its media"), "{}", r.message);
+    let w = c.hv.world();
+    assert!(!w.called("insert") && !w.called("eject") && !w.called("exec"));
+}
+
+#[test]
+fn a_panic_inside_the_operation_is_disp_e_exception_not_an_unwind() {
+    let c = case(World::new().fault(Fault::QueryBlockPanics));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException);
+    assert!(
+        r.message.contains("internal error in vmguest"),
+        "{}",
+        r.message
+    );
+    let json: Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["hresult"], "0x80020009");
+}
+
+#[test]
+fn every_outcome_but_success_carries_its_cause_chain() {
+    let c = case(World::new().fault(Fault::Connect));
+    let r = c.install(|_| {});
+    let causes = &r.error.as_ref().expect("an error record").causes;
+    assert_eq!(
+        causes.last().map(String::as_str),
+        Some("connection closed by peer")
+    );
+}
+
+#[test]
+fn get_vm_opens_one_monitor_and_one_agent_connection_per_vm() {
+    let c = case(with_user_disc());
+    let host = VirtualPc::with_hypervisor(c.hv.clone(), Settings::isolated("/nonexistent"));
+    let vm = host.find_virtual_machine(VM).unwrap();
+    let s = vm.summary().unwrap();
+    assert_eq!(s.state, "running");
+    assert_eq!(s.dvd_drives.len(), 1);
+    assert!(s.guest_os.is_some());
+    let w = c.hv.world();
+    assert_eq!((w.control_connections, w.agent_connections), (1, 1));
+    drop(w);
+    assert_eq!(
+        host.find_virtual_machine("nosuch").err().map(|f| f.hresult),
+        Some(HResult::VmUnknown)
+    );
+    // The library's read calls never panic to their caller either.
+    c.hv.world().faults.insert(Fault::QueryBlockPanics);
+    let f = vm.dvd_drives().unwrap_err();
+    assert_eq!(f.hresult, HResult::DispException);
+}
