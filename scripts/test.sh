@@ -14,10 +14,29 @@ for ws in plugins tests/plugins; do
 done
 cargo build --workspace
 bash tests/guest/build-guest.sh target/vmguest-guest
+# Every QEMU the suites start is noted here by pid and start time, and removed when the
+# test reaps it. Only these pids are checked afterwards: never a name pattern, which
+# would match an admin's own VMs.
+export VMGUEST_TEST_PIDS="$PWD/target/test-pids"
+rm -rf "$VMGUEST_TEST_PIDS" && mkdir -p "$VMGUEST_TEST_PIDS"
+leftovers() {
+  local left=0 f pid start now
+  for f in "$VMGUEST_TEST_PIDS"/*; do
+    [ -e "$f" ] || continue
+    pid=${f##*/}; start=$(cat "$f")
+    now=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20) || now=""
+    if [ -n "$now" ] && [ "$now" = "$start" ]; then
+      echo "test.sh: QEMU pid $pid, started by the tests, is still running; stopping it" >&2
+      kill -9 "$pid" 2>/dev/null || true
+      left=1
+    fi
+  done
+  return $left
+}
+trap 'leftovers || true' EXIT
 cargo test --workspace -- --test-threads=2
 python3 tests/harness/outcomes.py target/debug/vmguest target/vmguest-guest
-# Every VM a test starts lives in a temp dir named vmg*: none may survive the suite.
-if pgrep -af 'qemu-system-x86_64.*/vmg' ; then
+if ! leftovers; then
   echo "test.sh: QEMU processes left running after the suite" >&2
   exit 1
 fi

@@ -95,6 +95,15 @@ impl GuestKind {
         }
     }
 
+    /// "a Linux", "a Windows", "an unknown", for sentences.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            GuestKind::Linux => "a Linux",
+            GuestKind::Windows => "a Windows",
+            GuestKind::Unknown => "an unknown",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             GuestKind::Linux => "Linux",

@@ -45,10 +45,45 @@ pub struct Installer {
     pub command: String,
 }
 
+/// Why a manifest was refused, with where, so its author can fix it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// TOML syntax, or a field that is missing, unknown or of the wrong type.
+    #[error("{FILE_NAME}, line {line}{}: {message}", table.as_deref().map(|t| format!(", in [{t}]")).unwrap_or_default())]
+    Schema {
+        line: usize,
+        table: Option<String>,
+        message: String,
+    },
+    #[error("{FILE_NAME}: [components] version is empty")]
+    EmptyVersion,
+}
+
+impl ManifestError {
+    fn schema(text: &str, e: &toml::de::Error) -> ManifestError {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        // The nearest table header above the error names the section.
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('[') && l.ends_with(']'))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+        ManifestError::Schema {
+            line: before.matches('\n').count() + 1,
+            table,
+            message: e.message().trim().to_owned(),
+        }
+    }
+}
+
 impl Manifest {
-    pub fn parse(text: &str) -> anyhow::Result<Manifest> {
-        let m: Manifest = toml::from_str(text)?;
-        anyhow::ensure!(!m.components.version.trim().is_empty(), "empty version");
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::schema(text, &e))?;
+        if m.components.version.trim().is_empty() {
+            return Err(ManifestError::EmptyVersion);
+        }
         Ok(m)
     }
 }
@@ -67,6 +102,26 @@ mod tests {
         assert_eq!(m.components.version, "1.2.0");
         assert_eq!(m.install.linux.unwrap().command, "sh ./install.sh");
         assert!(m.install.windows.is_none());
+    }
+
+    #[test]
+    fn schema_errors_name_the_line_table_and_field() {
+        let e = Manifest::parse("[components]\nfamily=\"a\"\nname=\"b\"\nversion=\"1\"\nbogus=1\n")
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("vmguest-ic.toml, line 5, in [components]: unknown field `bogus`"),
+            "{text}"
+        );
+        let e =
+            Manifest::parse("[components]\nfamily=\"a\"\nname=\"b\"\nversion=\" \"\n").unwrap_err();
+        assert_eq!(e, ManifestError::EmptyVersion);
+        let e = Manifest::parse("[components]\nfamily=\"a\"\nname=1\nversion=\"1\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 3, in [components]: invalid type: integer"),
+            "{e}"
+        );
     }
 
     #[test]

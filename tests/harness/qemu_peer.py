@@ -92,6 +92,31 @@ def drives(qmp_path):
     return {b["qdev"]: b for b in blocks if "tray_open" in b}
 
 
+def _ledger(pid):
+    """Where scripts/test.sh looks for QEMUs this suite started ($VMGUEST_TEST_PIDS)."""
+    d = os.environ.get("VMGUEST_TEST_PIDS")
+    return os.path.join(d, str(pid)) if d else None
+
+
+def _start_time(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def record(pid):
+    """Note a started QEMU by pid and start time, so a leak is found by pid, never by name."""
+    path = _ledger(pid)
+    if path:
+        with open(path, "w") as f:
+            f.write(_start_time(pid))
+
+
+def forget(pid):
+    path = _ledger(pid)
+    if path and os.path.exists(path):
+        os.remove(path)
+
+
 def start_vm(vm_dir, name, kernel=None, initrd=None, cd="empty"):
     """Start QEMU with its sockets laid out as vmguest's VM directory expects."""
     args = ["qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-no-user-config",
@@ -106,6 +131,7 @@ def start_vm(vm_dir, name, kernel=None, initrd=None, cd="empty"):
     if cd == "empty":
         args += ["-device", "ide-cd,id=cd0,bus=ide.1"]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    record(proc.pid)
     deadline = time.time() + 20
     while True:
         try:
@@ -126,7 +152,8 @@ def stop_all(procs):
     for p in procs:
         if p.poll() is None:
             p.kill()
-            p.wait()
+        p.wait()
+        forget(p.pid)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,38 @@ pub fn qemu() -> PathBuf {
     require("qemu-system-x86_64", "qemu-system-x86")
 }
 
+/// The QEMUs this suite started, by pid and start time, in `$VMGUEST_TEST_PIDS` (set by
+/// scripts/test.sh). After the suite, test.sh checks exactly these pids, so a leak is
+/// found without ever matching an admin's own VMs by name.
+pub mod ledger {
+    fn path(pid: u32) -> Option<std::path::PathBuf> {
+        std::env::var_os("VMGUEST_TEST_PIDS")
+            .map(|d| std::path::Path::new(&d).join(pid.to_string()))
+    }
+
+    /// Field 22 of /proc/PID/stat: tells this process apart from a later one with its pid.
+    fn start_time(pid: u32) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)
+            .map(str::to_owned)
+    }
+
+    pub fn record(pid: u32) {
+        if let (Some(path), Some(start)) = (path(pid), start_time(pid)) {
+            std::fs::write(path, start).expect("writing the test pid ledger");
+        }
+    }
+
+    pub fn forget(pid: u32) {
+        if let Some(path) = path(pid) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Kernel and initrd of the test guest, built once (under a lock, for parallel test
 /// processes) and cached in target/vmguest-guest.
 pub fn guest_image() -> &'static (PathBuf, PathBuf) {
@@ -289,6 +321,7 @@ impl TestVm {
             });
         }
         let child = cmd.spawn().expect("spawning qemu-system-x86_64");
+        ledger::record(child.id());
         let mut vm = TestVm {
             name: name.to_owned(),
             dir,
@@ -371,6 +404,7 @@ impl TestVm {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        ledger::forget(self.child.id());
     }
 }
 

@@ -49,8 +49,7 @@ pub fn identify<R: Read + Seek>(image: &mut Image<R>) -> Result<Option<Identity>
             .unwrap_or_default();
         let text = String::from_utf8(bytes)
             .map_err(|_| IsoError::Corrupt(format!("{} is not UTF-8", manifest::FILE_NAME)))?;
-        let m = Manifest::parse(&text)
-            .map_err(|e| IsoError::Corrupt(format!("{}: {e:#}", manifest::FILE_NAME)))?;
+        let m = Manifest::parse(&text)?;
         return Ok(Some(Identity {
             family: Family::Vmguest,
             version: Version::parse(&m.components.version),

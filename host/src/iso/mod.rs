@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 pub use family::{identify, Identity};
 pub use pe::fake_exe;
 pub use recipe::Recipe;
-pub use select::{choose, inspect, Candidate, CandidateView, Selection};
+pub use select::{choose, inspect, Candidate, CandidateView, Selection, Unusable};
 pub use sources::{gather, Gathered, Named, WELL_KNOWN};
 pub use version::Version;
 
@@ -81,10 +81,10 @@ pub fn finish(selection: &Selection) -> Outcome<IcIso> {
     let sha256 = sha256_file(&path)
         .with_context(|| format!("hashing {}", path.display()))
         .map_err(|e| Failure::new(HResult::FileNotFound, e))?;
-    let id = c
-        .identity
-        .as_ref()
-        .expect("chosen candidates are identified");
+    // Only identified candidates are ever chosen (select.rs and plugin/policy.rs check).
+    let Ok(id) = &c.identity else {
+        return Err(not_found(selection));
+    };
     Ok(IcIso {
         volume_id: c.volume_id.clone().unwrap_or_default(),
         source: c.named.source.clone(),
@@ -101,8 +101,8 @@ pub fn finish(selection: &Selection) -> Outcome<IcIso> {
 
 pub fn not_found(sel: &Selection) -> Failure {
     let mut lines = vec![format!(
-        "no usable Integration Components ISO for a {} guest (families: {})",
-        sel.guest.as_str(),
+        "no usable Integration Components ISO for {} guest (families: {})",
+        sel.guest.with_article(),
         sel.families
             .iter()
             .map(|f| f.as_str())

@@ -46,31 +46,19 @@ impl Default for Limits {
 }
 
 /// Why an image was refused. Messages are user-facing: they end up in error records.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum IsoError {
-    Io(std::io::Error),
+    #[error("cannot read")]
+    Io(#[from] std::io::Error),
+    #[error("not an ISO 9660 image: {0}")]
     NotIso9660(String),
+    #[error("corrupt ISO 9660 image: {0}")]
     Corrupt(String),
+    #[error("refused: {0}")]
     TooLarge(String),
-}
-
-impl std::fmt::Display for IsoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IsoError::Io(e) => write!(f, "cannot read: {e}"),
-            IsoError::NotIso9660(why) => write!(f, "not an ISO 9660 image: {why}"),
-            IsoError::Corrupt(why) => write!(f, "corrupt ISO 9660 image: {why}"),
-            IsoError::TooLarge(why) => write!(f, "refused: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for IsoError {}
-
-impl From<std::io::Error> for IsoError {
-    fn from(e: std::io::Error) -> Self {
-        IsoError::Io(e)
-    }
+    /// A valid image whose `vmguest-ic.toml` breaks the manifest's schema.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 pub type Result<T> = std::result::Result<T, IsoError>;

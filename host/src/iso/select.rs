@@ -8,13 +8,36 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::family::{identify, Identity};
 use super::reader::{Image, IsoError, Limits};
 use super::sources::{Gathered, Named};
+use crate::hresult::chain;
 use crate::kinds::{Family, GuestKind};
+
+/// Why a candidate cannot be used.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unusable {
+    /// A readable image, but of no family vmguest knows.
+    #[error("ISO 9660 (volume id {volume_id:?}) but no known IC family")]
+    NoFamily { volume_id: String },
+    /// Not readable as an image; the cause chain says why.
+    #[error(transparent)]
+    Image(Arc<IsoError>),
+    /// Inspection was skipped.
+    #[error("not inspected")]
+    NotInspected,
+}
+
+impl Unusable {
+    /// The reason with every cause, for records and messages.
+    pub fn reason(&self) -> String {
+        chain(self)
+    }
+}
 
 /// One inspected file.
 #[derive(Clone, Debug)]
@@ -22,7 +45,7 @@ pub struct Candidate {
     pub named: Named,
     pub volume_id: Option<String>,
     pub pvd: Vec<u8>,
-    pub identity: Result<Identity, String>,
+    pub identity: Result<Identity, Unusable>,
     pub bytes_read: u64,
     pub selected: bool,
     pub reason: String,
@@ -75,7 +98,7 @@ pub fn inspect(named: Named) -> Candidate {
         named,
         volume_id: None,
         pvd: Vec::new(),
-        identity: Err(String::new()),
+        identity: Err(Unusable::NotInspected),
         bytes_read: 0,
         selected: false,
         reason: String::new(),
@@ -103,13 +126,13 @@ pub fn inspect(named: Named) -> Candidate {
     })();
     c.identity = match result {
         Ok(Some(id)) => Ok(id),
-        Ok(None) => Err(format!(
-            "ISO 9660 (volume id {:?}) but no known IC family",
-            c.volume_id.as_deref().unwrap_or("")
-        )),
-        Err(e) => Err(e.to_string()),
+        Ok(None) => Err(Unusable::NoFamily {
+            volume_id: c.volume_id.clone().unwrap_or_default(),
+        }),
+        Err(e) => Err(Unusable::Image(Arc::new(e))),
     };
     if let Err(why) = &c.identity {
+        let why = why.reason();
         tracing::warn!(path = %c.named.path.display(), "skipping IC candidate: {why}");
         c.reason = format!("refused: {why}");
     }
@@ -223,10 +246,12 @@ fn mark(sel: &mut Selection) {
     let guest = sel.guest;
     for (i, c) in sel.candidates.iter_mut().enumerate() {
         c.selected = Some(i) == chosen;
-        if c.selected || c.identity.is_err() {
+        let Ok(id) = &c.identity else {
+            continue;
+        };
+        if c.selected {
             continue;
         }
-        let id = c.identity.as_ref().expect("checked");
         c.reason = match &winner {
             _ if !families.contains(&id.family) => format!(
                 "family {} is not used for {} guests (families: {:?})",

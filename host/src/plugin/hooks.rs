@@ -27,7 +27,7 @@ impl PluginSet {
                 Err(r) => {
                     if let Err(why) = check_len("message", &r.message) {
                         records.push(plugin.record("pre-install", format!("failed: {why}"), ms));
-                        return Err(plugin.failure(why));
+                        return Err(plugin.failure(why.to_string()));
                     }
                     let hresult = context::hresult(r.error);
                     records.push(plugin.record(
@@ -76,9 +76,10 @@ impl PluginSet {
                     None
                 }
                 Ok((Err(msg), ms)) => {
-                    let why = check_len("message", &msg)
-                        .err()
-                        .unwrap_or_else(|| format!("post-install failed: {msg}"));
+                    let why = match check_len("message", &msg) {
+                        Err(bad) => bad.to_string(),
+                        Ok(()) => format!("post-install failed: {msg}"),
+                    };
                     records.push(plugin.record("post-install", format!("failed: {why}"), ms));
                     Some(plugin.failure(why))
                 }

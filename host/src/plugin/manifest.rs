@@ -104,11 +104,51 @@ impl Manifest {
     }
 }
 
+/// Why a plugin was refused before any of its code ran, or while loading it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("invalid manifest {}: {why}", path.display())]
+    InvalidManifest { path: PathBuf, why: String },
+    #[error("{what} {}: {why}", path.display())]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{what} {} is group- or world-writable (mode {mode:o}); refusing it", path.display())]
+    WritableByOthers {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("component {} has SHA-256 {actual}, but the manifest pins {pinned}", path.display())]
+    PinMismatch {
+        path: PathBuf,
+        actual: String,
+        pinned: String,
+    },
+    #[error("grant {0:?} must be an absolute path without ..")]
+    BadGrant(String),
+    #[error("granted {} is not a directory", .0.display())]
+    GrantNotDir(PathBuf),
+    /// The component itself: not a component, wrong WIT, cannot be linked, …
+    #[error("{0}")]
+    Component(String),
+}
+
+fn unreadable(what: &'static str, path: &Path, e: std::io::Error) -> Refused {
+    Refused::Unreadable {
+        what,
+        path: path.to_owned(),
+        why: e.to_string(),
+    }
+}
+
 /// A manifest found on disk, before admission.
 #[derive(Clone, Debug)]
 pub struct Found {
     pub manifest_path: PathBuf,
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, Refused>,
 }
 
 /// Every `*.toml` manifest in the directories, sorted by path.
@@ -124,10 +164,15 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
             .collect();
         paths.sort();
         for manifest_path in paths {
+            let invalid = |why: String| Refused::InvalidManifest {
+                path: manifest_path.clone(),
+                why,
+            };
             let manifest = std::fs::read_to_string(&manifest_path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| toml::from_str::<Manifest>(&t).map_err(|e| e.message().to_owned()))
-                .map_err(|e| format!("invalid manifest {}: {e}", manifest_path.display()));
+                .map_err(|e| invalid(e.to_string()))
+                .and_then(|t| {
+                    toml::from_str::<Manifest>(&t).map_err(|e| invalid(e.message().to_owned()))
+                });
             found.push(Found {
                 manifest_path,
                 manifest,
@@ -138,21 +183,24 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
 }
 
 /// Refuse paths that someone other than their owner could write (sshd's StrictModes).
-pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+pub fn check_not_writable_by_others(path: &Path, what: &'static str) -> Result<(), Refused> {
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(what, path, e))?;
     let mode = meta.mode();
     if mode & 0o022 != 0 {
-        return Err(format!(
-            "{what} {} is group- or world-writable (mode {:o}); refusing it",
-            path.display(),
-            mode & 0o7777
-        ));
+        return Err(Refused::WritableByOthers {
+            what,
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
     }
     Ok(())
 }
 
+/// The manifest, the component's path, its bytes and their SHA-256.
+pub type Admitted = (Manifest, PathBuf, Vec<u8>, String);
+
 /// The checks before any byte of the component runs: permissions, pin, grants.
-pub fn admit(found: &Found) -> Result<(Manifest, PathBuf, Vec<u8>, String), String> {
+pub fn admit(found: &Found) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
     let dir = found
         .manifest_path
@@ -163,36 +211,32 @@ pub fn admit(found: &Found) -> Result<(Manifest, PathBuf, Vec<u8>, String), Stri
     check_not_writable_by_others(&found.manifest_path, "manifest")?;
     let component = dir.join(&manifest.component);
     check_not_writable_by_others(&component, "component")?;
-    let bytes =
-        std::fs::read(&component).map_err(|e| format!("component {}: {e}", component.display()))?;
+    let bytes = std::fs::read(&component).map_err(|e| unreadable("component", &component, e))?;
     let sha256 = crate::iso::sha256_bytes(&bytes);
     if !sha256.eq_ignore_ascii_case(manifest.sha256.trim()) {
-        return Err(format!(
-            "component {} has SHA-256 {sha256}, but the manifest pins {}",
-            component.display(),
-            manifest.sha256.trim()
-        ));
+        return Err(Refused::PinMismatch {
+            path: component,
+            actual: sha256,
+            pinned: manifest.sha256.trim().to_owned(),
+        });
     }
     for g in manifest.grants() {
         if !g.guest.starts_with('/') || g.guest.split('/').any(|p| p == "..") {
-            return Err(format!(
-                "grant {:?} must be an absolute path without ..",
-                g.guest
-            ));
+            return Err(Refused::BadGrant(g.guest));
         }
         check_not_writable_by_others(&g.host, "granted directory")?;
         if !g.host.is_dir() {
-            return Err(format!("granted {} is not a directory", g.host.display()));
+            return Err(Refused::GrantNotDir(g.host));
         }
     }
     Ok((manifest, component, bytes, sha256))
 }
 
 /// For `Test-Plugin`: read the component named by the manifest without admission checks.
-pub fn read_unchecked(found: &Found) -> Result<(Manifest, PathBuf, Vec<u8>, String), String> {
+pub fn read_unchecked(found: &Found) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
     let bytes = std::fs::read(&manifest.component)
-        .map_err(|e| format!("component {}: {e}", manifest.component.display()))?;
+        .map_err(|e| unreadable("component", &manifest.component, e))?;
     let sha256 = crate::iso::sha256_bytes(&bytes);
     Ok((manifest.clone(), manifest.component.clone(), bytes, sha256))
 }

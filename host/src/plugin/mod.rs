@@ -38,13 +38,35 @@ use crate::hresult::{Failure, HResult};
 pub use crate::report::PluginRecord;
 use crate::settings::Settings;
 use engine::CacheState;
-use manifest::{Found, Grant};
+use manifest::{Found, Grant, Refused};
 use sandbox::Sandbox;
 pub use versions::{types, HooksExport, PolicyExport, WitVersion};
 
 /// The interfaces a plugin may export.
 pub const ISO_POLICY: &str = "iso-policy";
 pub const INSTALL_HOOKS: &str = "install-hooks";
+
+/// Whether a plugin may run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Admitted,
+    Refused(Refused),
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Admitted => f.write_str("admitted"),
+            Status::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// What `Get-Plugin` shows about one plugin.
 #[derive(Clone, Debug, Serialize)]
@@ -59,8 +81,8 @@ pub struct PluginInfo {
     pub manifest: PathBuf,
     pub component: Option<PathBuf>,
     pub order: i64,
-    /// "admitted", or "refused: why".
-    pub status: String,
+    /// Serialised as "admitted", or "refused: why".
+    pub status: Status,
     /// Time to admit and compile or deserialize the component.
     pub load_ms: f64,
 }
@@ -151,14 +173,24 @@ impl PluginSet {
                 format!(
                     "plugin {:?} was refused at load time: {} (use -NoPlugins to install without plugins)",
                     p.name,
-                    p.status.trim_start_matches("refused: ")
+                    p.refusal().map(ToString::to_string).unwrap_or_default()
                 ),
             )),
         }
     }
 }
 
-fn refused(f: &Found, name: String, why: String, started: Instant) -> PluginInfo {
+impl PluginInfo {
+    /// Why the plugin was refused, if it was.
+    pub fn refusal(&self) -> Option<&Refused> {
+        match &self.status {
+            Status::Admitted => None,
+            Status::Refused(why) => Some(why),
+        }
+    }
+}
+
+fn refused(f: &Found, name: String, why: Refused, started: Instant) -> PluginInfo {
     let m = f.manifest.as_ref().ok();
     PluginInfo {
         name,
@@ -171,7 +203,7 @@ fn refused(f: &Found, name: String, why: String, started: Instant) -> PluginInfo
         manifest: f.manifest_path.clone(),
         component: None,
         order: m.map_or(0, |m| m.order),
-        status: format!("refused: {why}"),
+        status: Status::Refused(why),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     }
 }
@@ -213,11 +245,12 @@ pub(crate) fn load_one(
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or(fallback_name);
-    let fail = |why: String| Box::new(refused(f, name.clone(), why, started));
+    let refuse = |why: Refused| Box::new(refused(f, name.clone(), why, started));
+    let fail = |why: String| refuse(Refused::Component(why));
     let (manifest, component_path, bytes, sha256) = if strict {
-        manifest::admit(f).map_err(&fail)?
+        manifest::admit(f).map_err(refuse)?
     } else {
-        manifest::read_unchecked(f).map_err(&fail)?
+        manifest::read_unchecked(f).map_err(refuse)?
     };
     let (component, cache) = engine::load(&bytes, &sha256, cache)
         .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
@@ -287,7 +320,7 @@ pub(crate) fn load_one(
         manifest: f.manifest_path.clone(),
         component: Some(component_path),
         order: manifest.order,
-        status: "admitted".into(),
+        status: Status::Admitted,
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     Ok(Plugin {
@@ -351,12 +384,20 @@ impl Plugin {
 /// Longest string accepted from a plugin (messages, paths).
 pub const MAX_ANSWER: usize = 4096;
 
-fn check_len(what: &str, s: &str) -> Result<(), String> {
+/// An answer that breaks the rules of the WIT contract's documentation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("answered with a {what} of {len} bytes (limit {MAX_ANSWER})")]
+    TooLong { what: &'static str, len: usize },
+    #[error("provided {0:?}, which is outside its granted directories")]
+    OutsideGrants(String),
+    #[error("provided {0:?}, which does not exist")]
+    Missing(String),
+}
+
+fn check_len(what: &'static str, s: &str) -> Result<(), BadAnswer> {
     if s.len() > MAX_ANSWER {
-        return Err(format!(
-            "answered with a {what} of {} bytes (limit {MAX_ANSWER})",
-            s.len()
-        ));
+        return Err(BadAnswer::TooLong { what, len: s.len() });
     }
     Ok(())
 }

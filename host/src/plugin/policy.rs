@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::context;
 use super::versions::types as wit;
-use super::{check_len, Plugin, PluginRecord, PluginSet};
+use super::{check_len, BadAnswer, Plugin, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 use crate::iso::{self, Named, Selection};
 use crate::vm::GuestOsInfo;
@@ -61,7 +61,7 @@ impl PluginSet {
 enum Verdict {
     /// The plugin refused with a contract error.
     Refused(String, Failure),
-    /// The answer broke the rules.
+    /// The answer broke the rules; the text says how.
     Bad(String),
 }
 
@@ -82,8 +82,9 @@ fn apply(
             };
             if let Err(why) = &c.identity {
                 return Err(Verdict::Bad(format!(
-                    "chose candidate {i} ({}), which is not usable: {why}",
-                    c.named.path.display()
+                    "chose candidate {i} ({}), which is not usable: {}",
+                    c.named.path.display(),
+                    why.reason()
                 )));
             }
             select(sel, i as usize, plugin);
@@ -93,8 +94,8 @@ fn apply(
             )))
         }
         wit::PolicyDecision::Provide(path) => {
-            check_len("path", &path).map_err(Verdict::Bad)?;
-            let host = resolve_in_grants(plugin, &path).map_err(Verdict::Bad)?;
+            check_len("path", &path).map_err(|e| Verdict::Bad(e.to_string()))?;
+            let host = resolve_in_grants(plugin, &path).map_err(|e| Verdict::Bad(e.to_string()))?;
             let c = iso::inspect(Named {
                 path: host.clone(),
                 source: format!("plugin {} ({path})", plugin.name()),
@@ -103,7 +104,8 @@ fn apply(
             });
             if let Err(why) = &c.identity {
                 return Err(Verdict::Bad(format!(
-                    "provided {path}, which is not a usable IC ISO: {why}"
+                    "provided {path}, which is not a usable IC ISO: {}",
+                    why.reason()
                 )));
             }
             sel.candidates.push(c);
@@ -111,7 +113,7 @@ fn apply(
             Ok(Some(format!("provide {path} ({})", host.display())))
         }
         wit::PolicyDecision::Refuse(r) => {
-            check_len("message", &r.message).map_err(Verdict::Bad)?;
+            check_len("message", &r.message).map_err(|e| Verdict::Bad(e.to_string()))?;
             let hresult = context::hresult(r.error);
             let text = format!("refuse {}: {}", hresult.name(), r.message);
             Err(Verdict::Refused(
@@ -141,8 +143,8 @@ fn select(sel: &mut Selection, i: usize, plugin: &Plugin) {
 
 /// Map a path as the plugin sees it to the host, refusing anything outside its grants:
 /// `..` components, paths under no grant, and symlinks that lead out.
-pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, String> {
-    let outside = || format!("provided {path:?}, which is outside its granted directories");
+pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, BadAnswer> {
+    let outside = || BadAnswer::OutsideGrants(path.to_owned());
     let p = Path::new(path);
     if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(outside());
@@ -153,7 +155,7 @@ pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, String>
         };
         let host = g.host.join(rest);
         let (Ok(root), Ok(real)) = (g.host.canonicalize(), host.canonicalize()) else {
-            return Err(format!("provided {path:?}, which does not exist"));
+            return Err(BadAnswer::Missing(path.to_owned()));
         };
         if !real.starts_with(&root) {
             return Err(outside());

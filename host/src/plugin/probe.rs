@@ -102,7 +102,7 @@ pub fn probe(
         manifest: Ok(manifest),
     };
     let plugin = load_one(&found, false, cache).map_err(|info| {
-        let why = info.status.trim_start_matches("refused: ");
+        let why = info.refusal().map(ToString::to_string).unwrap_or_default();
         Failure::msg(
             HResult::DispException,
             format!("plugin {:?} cannot be loaded: {why}", info.name),

@@ -10,9 +10,11 @@ use serde_json::Value;
 
 use super::channel::{decode_response, CallError, Channel};
 
+/// A QMP connection. Asynchronous events that arrive between replies are logged and
+/// dropped: nothing in vmguest waits on them, and a long install on a chatty VM would
+/// otherwise queue them for as long as the connection lives.
 pub struct Qmp {
     ch: Channel,
-    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -23,10 +25,7 @@ impl Qmp {
         if greeting.get("QMP").is_none() {
             return Err(CallError::Decode(format!("not a QMP greeting: {greeting}")));
         }
-        let mut qmp = Qmp {
-            ch,
-            events: Vec::new(),
-        };
+        let mut qmp = Qmp { ch };
         qmp.execute(qapi_qmp::qmp_capabilities { enable: None })?;
         Ok(qmp)
     }
@@ -46,15 +45,9 @@ impl Qmp {
             let v = self.ch.read_value(deadline)?;
             if v.get("event").is_some() {
                 tracing::debug!(event = %v["event"], data = %v["data"], "QMP event");
-                self.events.push(v);
                 continue;
             }
             return decode_response(v);
         }
-    }
-
-    /// Events received so far, oldest first.
-    pub fn take_events(&mut self) -> Vec<Value> {
-        std::mem::take(&mut self.events)
     }
 }

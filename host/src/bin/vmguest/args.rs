@@ -4,6 +4,7 @@
 //! beside GNU spelling (`install-integration-components --vm-name x --what-if`):
 //! [`normalize`] rewrites the former into the latter before clap parses.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -116,6 +117,25 @@ pub enum Cmdlet {
     /// Load a component in the sandbox and show what it decides on a sample context
     #[command(name = "Test-Plugin", visible_alias = "test-plugin")]
     TestPlugin(TestPluginArgs),
+    /// Print a completion script: vmguest completions bash > /etc/bash_completion.d/vmguest
+    #[command(name = "completions")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): vmguest man > vmguest.1
+    #[command(name = "man")]
+    Man,
+}
+
+/// Write the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "vmguest", out);
+}
+
+/// Write the man page: the command, its common parameters, cmdlets and exit codes.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +200,11 @@ pub struct GetVmArgs {
     pub positional: Vec<String>,
 }
 
+/// The arguments as text; the first one that is not UTF-8 is a usage error.
+pub fn utf8(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, OsString> {
+    args.into_iter().map(OsString::into_string).collect()
+}
+
 fn squash(s: &str) -> String {
     s.chars()
         .filter(|c| *c != '-' && *c != '_')
@@ -189,6 +214,7 @@ fn squash(s: &str) -> String {
 
 /// Rewrite PowerShell-style words into the GNU spelling clap knows:
 /// cmdlet names case-insensitively, `-ParamName` and `-ParamName:value` into `--param-name`.
+/// After `--` nothing is rewritten, so a VM named `-x` can be given as `-- -x`.
 pub fn normalize(args: Vec<String>) -> Vec<String> {
     let cmd = Cli::command();
     let mut cmdlets: Vec<(String, String)> = Vec::new();
@@ -218,8 +244,14 @@ pub fn normalize(args: Vec<String>) -> Vec<String> {
     };
     let mut out = Vec::with_capacity(args.len());
     let mut seen_cmdlet = false;
+    let mut options_ended = false;
     for (i, arg) in args.into_iter().enumerate() {
-        if i == 0 {
+        if i == 0 || options_ended {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            options_ended = true;
             out.push(arg);
             continue;
         }
@@ -290,6 +322,53 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn double_dash_ends_the_options() {
+        let words = words("vmguest Install-IntegrationComponents -WhatIf -- -VMName -x");
+        let cli = Cli::try_parse_from(normalize(words.clone())).unwrap();
+        match cli.cmdlet {
+            Cmdlet::InstallIntegrationComponents(a) => {
+                assert!(a.what_if);
+                assert_eq!(a.positional, ["-VMName", "-x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_utf8_arguments_are_refused_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![b'v', 0xff, b'm']);
+        assert_eq!(utf8([OsString::from("vmguest"), bad.clone()]), Err(bad));
+        assert_eq!(utf8([OsString::from("a")]), Ok(vec!["a".to_owned()]));
+    }
+
+    #[test]
+    fn completions_and_the_man_page_cover_every_cmdlet() {
+        let mut bash = Vec::new();
+        completions(clap_complete::Shell::Bash, &mut bash);
+        let mut page = Vec::new();
+        man(&mut page).unwrap();
+        let (bash, page) = (
+            String::from_utf8(bash).unwrap(),
+            String::from_utf8(page).unwrap(),
+        );
+        for cmdlet in [
+            "Install\\-IntegrationComponents",
+            "Get\\-VM",
+            "Test\\-Plugin",
+        ] {
+            assert!(page.contains(cmdlet), "man page lacks {cmdlet}");
+        }
+        for word in ["Install-IntegrationComponents", "get-vm", "--replace-media"] {
+            assert!(bash.contains(word), "bash completion lacks {word}");
+        }
+        assert!(
+            page.contains("VM_E_DRIVE_INVALID"),
+            "the exit codes are in the man page"
+        );
     }
 
     #[test]

@@ -16,7 +16,14 @@ use vmguest::{Failure, HResult, InstallOptions, InstallReport, Overrides, Settin
 use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, TestPluginArgs};
 
 fn main() {
-    let cli = Cli::parse_from(args::normalize(std::env::args().collect()));
+    let args = match args::utf8(std::env::args_os()) {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("vmguest : argument {bad:?} is not valid UTF-8");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(args::normalize(args));
     init_tracing(cli.common.verbose);
     // A panic is a bug; it still ends as DISP_E_EXCEPTION, not as a crash trace.
     std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
@@ -32,6 +39,17 @@ fn main() {
         Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, &host, a),
         Cmdlet::GetPlugin => get_plugin(c, &host),
         Cmdlet::TestPlugin(a) => test_plugin(c, &host, a),
+        Cmdlet::Completions { shell } => {
+            args::completions(shell, &mut std::io::stdout());
+            0
+        }
+        Cmdlet::Man => match args::man(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vmguest : writing the man page: {e}");
+                HResult::DispException.exit_code()
+            }
+        },
     };
     std::process::exit(code);
 }
@@ -45,7 +63,7 @@ fn init_tracing(verbose: bool) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(spinner::Stderr)
         .with_target(false)
         .init();
 }

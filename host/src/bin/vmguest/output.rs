@@ -190,7 +190,7 @@ pub fn plugins(format: OutputFormat, plugins: &[PluginInfo]) {
                         p.cache
                             .map(|c| format!("{c:?}").to_lowercase())
                             .unwrap_or_default(),
-                        p.status.clone(),
+                        p.status.to_string(),
                     ]
                 })
                 .collect();
@@ -241,7 +241,7 @@ pub fn probe(format: OutputFormat, report: &ProbeReport) {
     }
 }
 
-/// A PowerShell-like error record on stderr.
+/// A PowerShell-like error record on stderr, above the spinner.
 pub fn error_record(
     cmdlet: &str,
     target: &str,
@@ -249,21 +249,21 @@ pub fn error_record(
     message: &str,
     causes: &[String],
 ) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{cmdlet} : {message}");
-    let _ = writeln!(
-        err,
-        "    + CategoryInfo          : {}: ({target}:String) [{cmdlet}], {}",
+    let mut text = format!("{cmdlet} : {message}\n");
+    text += &format!(
+        "    + CategoryInfo          : {}: ({target}:String) [{cmdlet}], {}\n",
         hresult.category(),
         hresult.name()
     );
-    let _ = writeln!(
-        err,
-        "    + FullyQualifiedErrorId : {},{cmdlet}",
+    text += &format!(
+        "    + FullyQualifiedErrorId : {},{cmdlet}\n",
         hresult.name()
     );
-    let _ = writeln!(err, "    + HResult               : {}", hresult.hex());
+    text += &format!("    + HResult               : {}\n", hresult.hex());
     for (i, cause) in causes.iter().enumerate().skip(1) {
-        let _ = writeln!(err, "    + Cause[{i}]              : {cause}");
+        text += &format!("    + Cause[{i}]              : {cause}\n");
     }
+    crate::spinner::above(|| {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    });
 }
