@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use qapi_spec::Command;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::channel::{decode_response, CallError, Channel};
 
