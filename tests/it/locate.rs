@@ -429,3 +429,61 @@ fn rock_ridge_names_are_read_when_there_is_no_joliet() {
         assert_eq!(id.version().is_some(), rock_ridge, "{}", id.reason);
     }
 }
+
+/// A manifest that breaks the schema is refused with the line, table and field, not as a
+/// corrupt image (issue 9).
+#[test]
+fn a_manifest_schema_error_names_the_line_table_and_field() {
+    let store = tempfile::tempdir().unwrap();
+    let manifest = b"[components]\nfamily = \"vmguest\"\nname = \"x\"\nversion = \"1.0.0\"\n\n[install.linux]\ncomand = \"sh ./install.sh\"\n";
+    layout_iso(
+        store.path(),
+        "typo.iso",
+        "TYPO",
+        &[("vmguest-ic.toml", manifest.as_slice())],
+    );
+    let cfg = config(HERMETIC);
+    let (cands, out) = get_iso(store.path(), cfg.path(), &["-GuestOS", "linux"]);
+    let reason = by_file(&cands, "typo.iso")["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.starts_with(
+            "refused: vmguest-ic.toml, line 7, in [install.linux]: unknown field `comand`"
+        ),
+        "{reason}\n{}",
+        describe(&out)
+    );
+    assert!(!reason.contains("corrupt"), "{reason}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("for a Linux guest"), "{err}");
+}
+
+/// An empty or relative XDG_* value is ignored, as the XDG spec says: the default under
+/// $HOME is used instead (issue 9).
+#[test]
+fn a_relative_xdg_config_home_is_ignored_for_the_default_under_home() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".config/vmguest")).unwrap();
+    std::fs::write(
+        home.path().join(".config/vmguest/config.toml"),
+        "search_well_known = false\nic_path = [\"/from-home-config\"]\n",
+    )
+    .unwrap();
+    for bad in ["relative/config", ""] {
+        let out = vmguest_with(
+            &["Get-IntegrationComponentsIso", "-GuestOS", "unknown"],
+            None,
+            &[
+                ("HOME", home.path().to_str().unwrap()),
+                ("XDG_CONFIG_HOME", bad),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/from-home-config") && err.contains("for an unknown guest"),
+            "XDG_CONFIG_HOME={bad:?}: the config under $HOME was not used:\n{err}"
+        );
+    }
+}
