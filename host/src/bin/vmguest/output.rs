@@ -55,160 +55,126 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
+/// Objects out: each as a JSON line, or all as one table with a row per object.
+fn emit<T: Serialize>(
+    format: OutputFormat,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
     match format {
-        OutputFormat::Json => reports.iter().for_each(json_line),
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = reports
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.vm.clone(),
-                        r.result.name().to_owned(),
-                        r.hresult.clone(),
-                        r.drive.clone().unwrap_or_default(),
-                        r.mode
-                            .map(|m| format!("{m:?}").to_lowercase())
-                            .unwrap_or_default(),
-                        r.components
-                            .as_ref()
-                            .map(|c| format!("{} {}", c.family, c.version))
-                            .unwrap_or_default(),
-                        format!("{:.1}", r.total_ms as f64 / 1000.0),
-                        r.message.clone(),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "VMName",
-                    "Result",
-                    "HResult",
-                    "Drive",
-                    "Mode",
-                    "Components",
-                    "Seconds",
-                    "Message",
-                ],
-                &rows,
-            );
-        }
+        OutputFormat::Json => items.iter().for_each(json_line),
+        OutputFormat::Table => table(headers, &items.iter().map(row).collect::<Vec<_>>()),
     }
+}
+
+pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
+    let headers = [
+        "VMName",
+        "Result",
+        "HResult",
+        "Drive",
+        "Mode",
+        "Components",
+        "Seconds",
+        "Message",
+    ];
+    emit(format, reports, &headers, |r| {
+        vec![
+            r.vm.clone(),
+            r.result.name().to_owned(),
+            r.hresult.clone(),
+            r.drive.clone().unwrap_or_default(),
+            r.mode
+                .map(|m| format!("{m:?}").to_lowercase())
+                .unwrap_or_default(),
+            r.components
+                .as_ref()
+                .map(|c| format!("{} {}", c.family, c.version))
+                .unwrap_or_default(),
+            format!("{:.1}", r.total_ms as f64 / 1000.0),
+            r.message.clone(),
+        ]
+    });
 }
 
 pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
-    match format {
-        OutputFormat::Json => vms.iter().for_each(json_line),
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = vms
-                .iter()
-                .map(|v| {
-                    let drives: Vec<String> = v
-                        .dvd_drives
-                        .iter()
-                        .map(|d| match &d.media {
-                            Some(m) => format!("{}={}", d.id, m.file),
-                            None => format!("{}=empty", d.id),
-                        })
-                        .collect();
-                    vec![
-                        v.name.clone(),
-                        v.state.clone(),
-                        drives.join(","),
-                        v.guest_os
-                            .as_ref()
-                            .map(|o| o.display_name())
-                            .unwrap_or_default(),
-                        v.integration_components
-                            .as_ref()
-                            .map(|c| format!("{} {}", c.components.family, c.components.version))
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            table(
-                &["Name", "State", "DvdDrives", "GuestOS", "Components"],
-                &rows,
-            );
-        }
-    }
+    let headers = ["Name", "State", "DvdDrives", "GuestOS", "Components"];
+    emit(format, vms, &headers, |v| {
+        let drives: Vec<String> = v
+            .dvd_drives
+            .iter()
+            .map(|d| match &d.media {
+                Some(m) => format!("{}={}", d.id, m.file),
+                None => format!("{}=empty", d.id),
+            })
+            .collect();
+        vec![
+            v.name.clone(),
+            v.state.clone(),
+            drives.join(","),
+            v.guest_os
+                .as_ref()
+                .map(|o| o.display_name())
+                .unwrap_or_default(),
+            v.integration_components
+                .as_ref()
+                .map(|c| format!("{} {}", c.components.family, c.components.version))
+                .unwrap_or_default(),
+        ]
+    });
 }
 
 pub fn iso_candidates(format: OutputFormat, candidates: &[CandidateView]) {
-    match format {
-        OutputFormat::Json => candidates.iter().for_each(json_line),
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = candidates
-                .iter()
-                .map(|c| {
-                    vec![
-                        if c.selected { "*" } else { "" }.to_owned(),
-                        c.family.map(|f| f.to_string()).unwrap_or_default(),
-                        c.version.clone().unwrap_or_default(),
-                        c.source.clone(),
-                        c.path.clone(),
-                        c.reason.clone(),
-                    ]
-                })
-                .collect();
-            table(
-                &["Selected", "Family", "Version", "Source", "Path", "Reason"],
-                &rows,
-            );
-        }
-    }
+    let headers = ["Selected", "Family", "Version", "Source", "Path", "Reason"];
+    emit(format, candidates, &headers, |c| {
+        vec![
+            if c.selected { "*" } else { "" }.to_owned(),
+            c.family.map(|f| f.to_string()).unwrap_or_default(),
+            c.version.clone().unwrap_or_default(),
+            c.source.clone(),
+            c.path.clone(),
+            c.reason.clone(),
+        ]
+    });
 }
 
 pub fn plugins(format: OutputFormat, plugins: &[PluginInfo]) {
-    match format {
-        OutputFormat::Json => plugins.iter().for_each(json_line),
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = plugins
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        p.version.clone().unwrap_or_default(),
-                        p.wit.clone().unwrap_or_default(),
-                        p.implements.join(","),
-                        p.grants
-                            .iter()
-                            .map(|g| {
-                                format!(
-                                    "{}={}{}",
-                                    g.guest,
-                                    g.host.display(),
-                                    if g.writable { " (rw)" } else { "" }
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        p.sha256
-                            .as_deref()
-                            .map(|h| h[..12.min(h.len())].to_owned())
-                            .unwrap_or_default(),
-                        p.cache
-                            .map(|c| format!("{c:?}").to_lowercase())
-                            .unwrap_or_default(),
-                        p.status.to_string(),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "Name",
-                    "Version",
-                    "Wit",
-                    "Implements",
-                    "Grants",
-                    "Sha256",
-                    "Cache",
-                    "Status",
-                ],
-                &rows,
-            );
-        }
-    }
+    let headers = [
+        "Name",
+        "Version",
+        "Wit",
+        "Implements",
+        "Grants",
+        "Sha256",
+        "Cache",
+        "Status",
+    ];
+    emit(format, plugins, &headers, |p| {
+        let grants: Vec<String> = p
+            .grants
+            .iter()
+            .map(|g| {
+                let rw = if g.writable { " (rw)" } else { "" };
+                format!("{}={}{rw}", g.guest, g.host.display())
+            })
+            .collect();
+        vec![
+            p.name.clone(),
+            p.version.clone().unwrap_or_default(),
+            p.wit.clone().unwrap_or_default(),
+            p.implements.join(","),
+            grants.join(","),
+            p.sha256
+                .as_deref()
+                .map(|h| h[..12.min(h.len())].to_owned())
+                .unwrap_or_default(),
+            p.cache
+                .map(|c| format!("{c:?}").to_lowercase())
+                .unwrap_or_default(),
+            p.status.to_string(),
+        ]
+    });
 }
 
 pub fn probe(format: OutputFormat, report: &ProbeReport) {
