@@ -8,11 +8,15 @@
 //!
 //! ```text
 //! connect → check-running → connect-agent → locate-iso → choose-drive → pre-install
-//!   → [borrow-media] → insert-ic
+//!   → iso-digest → [borrow-media] → insert-ic
 //!        ├─ autorun: the media stays in for the guest
 //!        └─ agent:   prepare-guest → run-installer → unmount-in-guest
 //!   → eject-ic → [restore-media]
 //! ```
+//!
+//! `locate-iso` opens the chosen ISO and takes its SHA-256 from the digest cache, or starts
+//! hashing it on its own thread; `iso-digest` waits for that hash, so a cold hash runs
+//! beside the drive and hook steps and never after the VM was touched.
 //!
 //! Once anything in the VM changed, the IC media comes out and borrowed media goes back
 //! on every path. Every failure goes into the report; the first decides the outcome and
@@ -79,6 +83,7 @@ pub enum Step {
     LocateIso,
     ChooseDrive,
     PreInstall,
+    IsoDigest,
     BorrowMedia,
     InsertIc,
     Autorun,
@@ -98,6 +103,7 @@ impl Step {
             Step::LocateIso => "locate-iso",
             Step::ChooseDrive => "choose-drive",
             Step::PreInstall => "pre-install",
+            Step::IsoDigest => "iso-digest",
             Step::BorrowMedia => "borrow-media",
             Step::InsertIc => "insert-ic",
             Step::Autorun => "autorun",
@@ -195,6 +201,8 @@ impl Operation<'_> {
         let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
         let plan = self.run(Step::ChooseDrive, |op| op.choose_drive(vm, agent.is_some()))?;
         self.run(Step::PreInstall, |op| op.pre_install(&iso))?;
+        let sha256 = self.run(Step::IsoDigest, |_| iso.sha256.wait())?;
+        self.report.iso_sha256 = Some(sha256);
         if self.options.what_if {
             return Some(self.what_if_message(&plan));
         }
@@ -299,7 +307,7 @@ impl Operation<'_> {
                 &mut self.report.plugins,
             )?;
         }
-        let iso = iso::finish(&selection)?;
+        let iso = iso::finish(&selection, self.settings.digest_cache.as_deref())?;
         tracing::info!(vm = %self.report.vm, iso = %iso.path.display(), "chose: {}", iso.reason);
         let r = &mut self.report;
         r.iso = Some(iso.path.display().to_string());
@@ -307,7 +315,6 @@ impl Operation<'_> {
         r.iso_source = Some(iso.source.clone());
         r.iso_family = Some(iso.family.as_str().to_owned());
         r.iso_version = iso.version.clone();
-        r.iso_sha256 = Some(iso.sha256.clone());
         r.iso_reason = Some(iso.reason.clone());
         r.components = Some(Components {
             family: iso.family.as_str().to_owned(),
@@ -378,7 +385,7 @@ impl Operation<'_> {
             let ctx = context::install_context(
                 &self.report.vm,
                 self.report.guest_os.as_ref(),
-                Some(iso),
+                Some(context::iso_info(iso, iso.sha256.wait()?)),
                 self.options.what_if,
             );
             plugins.pre_install(&ctx, &mut self.report.plugins)?;

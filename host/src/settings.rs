@@ -10,6 +10,7 @@
 //! | the user's IC store | `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/…`) |
 //! | plugin directories | `-PluginDir`, `$VMGUEST_PLUGIN_PATH`, the config's `plugin_dirs`, `~/.config/vmguest/plugins` + `/etc/vmguest/plugins` |
 //! | compiled-plugin cache | `$VMGUEST_PLUGIN_CACHE`, `$XDG_CACHE_HOME/vmguest/plugins` (else `~/.cache/…`) |
+//! | ISO digest cache | `$XDG_CACHE_HOME/vmguest/digests` (else `~/.cache/…`) |
 //!
 //! The XDG base directories come from the `etcetera` crate, which follows the spec: an
 //! empty or relative `XDG_*` value is ignored and the default under `$HOME` is used.
@@ -49,6 +50,8 @@ pub struct Settings {
     pub plugin_dirs: Vec<PathBuf>,
     /// The compiled-component cache; `None` without a home directory.
     pub plugin_cache: Option<PathBuf>,
+    /// SHA-256 digests of ISOs (`iso/digest.rs`); `None` without a home directory.
+    pub digest_cache: Option<PathBuf>,
 }
 
 /// The XDG base directories of this user, if there is a home directory.
@@ -127,7 +130,8 @@ impl Settings {
             plugin_dirs,
             plugin_cache: var(PLUGIN_CACHE_ENV)
                 .map(PathBuf::from)
-                .or_else(|| bases.cache.map(|c| c.join("vmguest/plugins"))),
+                .or_else(|| bases.cache.as_ref().map(|c| c.join("vmguest/plugins"))),
+            digest_cache: bases.cache.map(|c| c.join("vmguest/digests")),
             config,
         }
     }
@@ -142,6 +146,7 @@ impl Settings {
             user_store: None,
             plugin_dirs: Vec::new(),
             plugin_cache: None,
+            digest_cache: None,
         }
     }
 

@@ -431,6 +431,7 @@ pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
         .env("VMGUEST_PLUGIN_CACHE", config.path().join("plugin-cache"))
         .env("XDG_CONFIG_HOME", config.path())
         .env("XDG_DATA_HOME", config.path())
+        .env("XDG_CACHE_HOME", config.path().join("cache"))
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

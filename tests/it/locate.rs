@@ -275,7 +275,7 @@ fn windows_recipes_name_files_that_exist_on_the_mirrored_layouts() {
             image.lookup(&program).unwrap().is_some_and(|e| !e.is_dir),
             "{program} missing on {family}'s layout"
         );
-        assert_eq!(chosen.sha256, sha256sum(&path));
+        assert_eq!(chosen.sha256.wait().unwrap(), sha256sum(&path));
     }
     // The Linux recipes of the tarball and .run families.
     let linux = iso::locate(

@@ -81,6 +81,7 @@ fn agent_install_runs_every_step_in_contract_order_and_empties_the_drive() {
             "locate-iso",
             "choose-drive",
             "pre-install",
+            "iso-digest",
             "insert-ic",
             "prepare-guest",
             "run-installer",
@@ -361,4 +362,40 @@ fn get_vm_opens_one_monitor_and_one_agent_connection_per_vm() {
     c.hv.world().faults.insert(Fault::QueryBlockPanics);
     let f = vm.dvd_drives().unwrap_err();
     assert_eq!(f.hresult, HResult::DispException);
+}
+
+/// The audit digest comes from the digest cache while the ISO is unchanged, so a warm
+/// install does not re-read the image; a changed ISO is hashed again (issue 14).
+#[test]
+fn the_iso_digest_comes_from_the_cache_until_the_file_changes() {
+    let c = case(World::new());
+    let cache = tempfile::tempdir().unwrap();
+    let mut settings = Settings::isolated("/nonexistent");
+    settings.digest_cache = Some(cache.path().to_owned());
+    let options = InstallOptions {
+        iso: Some(c.iso.clone()),
+        no_wait: true,
+        ..Default::default()
+    };
+    let install = || vmguest::operation::install(&c.hv, &settings, VM, &options, &Silent);
+    let eject = || c.hv.world().drives[0].media = None;
+    let real = vmguest::iso::sha256_file(&c.iso).unwrap();
+    assert_eq!(install().iso_sha256.as_deref(), Some(real.as_str()));
+    eject();
+    // Prove the second install reads the entry: make it say something else.
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none())
+        .expect("a digest entry");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let planted = "a".repeat(64);
+    std::fs::write(&entry, text.replace(&real, &planted)).unwrap();
+    assert_eq!(install().iso_sha256.as_deref(), Some(planted.as_str()));
+    eject();
+    // Any change to the file (here its ctime, through a chmod) retires the entry.
+    std::thread::sleep(Duration::from_millis(20));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&c.iso, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(install().iso_sha256.as_deref(), Some(real.as_str()));
 }

@@ -9,6 +9,7 @@
 //!
 //! Nothing is decided from file names or modification times.
 
+pub mod digest;
 mod family;
 mod pe;
 pub mod reader;
@@ -17,13 +18,14 @@ mod select;
 mod sources;
 mod version;
 
-use std::io::Read;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use digest::sha256_file;
 pub use family::{identify, Identity};
 pub use pe::fake_exe;
 pub use recipe::Recipe;
@@ -48,7 +50,9 @@ pub struct IcIso {
     pub family: Family,
     pub name: String,
     pub version: Option<String>,
-    pub sha256: String,
+    /// SHA-256 of the file as opened: from the digest cache, or being computed.
+    #[serde(skip)]
+    pub sha256: PendingDigest,
     /// Why this one: the record of the choice.
     pub reason: String,
     #[serde(skip)]
@@ -69,34 +73,105 @@ pub fn survey(settings: &Settings, explicit: Option<&Path>, guest: GuestKind) ->
 /// The whole policy: the chosen ISO, or HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND) listing
 /// every place searched and why each candidate was refused.
 pub fn locate(settings: &Settings, explicit: Option<&Path>, guest: GuestKind) -> Outcome<IcIso> {
-    finish(&survey(settings, explicit, guest))
+    finish(
+        &survey(settings, explicit, guest),
+        settings.digest_cache.as_deref(),
+    )
 }
 
-/// The chosen candidate of a selection (perhaps changed by plugins), hashed.
-pub fn finish(selection: &Selection) -> Outcome<IcIso> {
+/// The chosen candidate of a selection (perhaps changed by plugins), opened, with its
+/// digest from `digest_cache` or being computed beside the caller's next steps.
+pub fn finish(selection: &Selection, digest_cache: Option<&Path>) -> Outcome<IcIso> {
     let Some(c) = selection.chosen() else {
         return Err(not_found(selection));
     };
-    let path = select::canonical(c);
-    let sha256 = sha256_file(&path)
-        .with_context(|| format!("hashing {}", path.display()))
-        .map_err(|e| Failure::new(HResult::FileNotFound, e))?;
     // Only identified candidates are ever chosen (select.rs and plugin/policy.rs check).
     let Ok(id) = &c.identity else {
         return Err(not_found(selection));
     };
+    let path = select::canonical(c);
+    let file = File::open(&path).map_err(|e| {
+        let hresult = match e.kind() {
+            std::io::ErrorKind::NotFound => HResult::FileNotFound,
+            _ => HResult::DispException,
+        };
+        Failure::new(
+            hresult,
+            anyhow::Error::new(e).context(format!("opening {}", path.display())),
+        )
+    })?;
     Ok(IcIso {
         volume_id: c.volume_id.clone().unwrap_or_default(),
         source: c.named.source.clone(),
         family: id.family,
         name: id.name.clone(),
         version: id.version.as_ref().map(|v| v.to_string()),
-        sha256,
+        sha256: PendingDigest::start(file, digest_cache.map(Path::to_owned)),
         reason: c.reason.clone(),
         recipe: id.recipe.clone(),
         pvd: c.pvd.clone(),
         path,
     })
+}
+
+/// A digest that is ready (cached) or being computed on its own thread.
+#[derive(Clone, Debug)]
+pub struct PendingDigest(Arc<Mutex<DigestState>>);
+
+#[derive(Debug)]
+enum DigestState {
+    Ready(Result<String, Arc<std::io::Error>>),
+    Running(std::thread::JoinHandle<std::io::Result<String>>),
+    Taken,
+}
+
+impl PendingDigest {
+    /// A warm cache answers at once; a cold hash starts on its own thread.
+    fn start(file: File, cache: Option<PathBuf>) -> PendingDigest {
+        // A hit costs one fstat and one small read; only a miss needs the thread.
+        let state = match digest::sha256_cached(&file, cache.as_deref()) {
+            Some(sha) => DigestState::Ready(Ok(sha)),
+            None => {
+                let spawned = std::thread::Builder::new()
+                    .name("vmguest-iso-digest".into())
+                    .spawn(move || digest::sha256(&file, cache.as_deref()).map(|(s, _)| s));
+                match spawned {
+                    Ok(handle) => DigestState::Running(handle),
+                    Err(e) => DigestState::Ready(Err(Arc::new(e))),
+                }
+            }
+        };
+        PendingDigest(Arc::new(Mutex::new(state)))
+    }
+
+    /// The digest, waiting for the hash if it is still running. A read error is
+    /// DISP_E_EXCEPTION: the file exists, it could not be read.
+    pub fn wait(&self) -> Outcome<String> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let DigestState::Running(_) = &*state {
+            if let DigestState::Running(handle) = std::mem::replace(&mut *state, DigestState::Taken)
+            {
+                let result = match handle.join() {
+                    Ok(r) => r.map_err(Arc::new),
+                    Err(_) => Err(Arc::new(std::io::Error::other(
+                        "the digest thread panicked",
+                    ))),
+                };
+                *state = DigestState::Ready(result);
+            }
+        }
+        match &*state {
+            DigestState::Ready(Ok(sha)) => Ok(sha.clone()),
+            DigestState::Ready(Err(e)) => Err(Failure::new(
+                HResult::DispException,
+                anyhow::anyhow!("hashing the IC ISO: {}", crate::hresult::chain(e.as_ref())),
+            )),
+            _ => Err(Failure::msg(
+                HResult::DispException,
+                "the IC ISO's digest was lost",
+            )),
+        }
+    }
 }
 
 pub fn not_found(sel: &Selection) -> Failure {
@@ -122,26 +197,8 @@ pub fn not_found(sel: &Selection) -> Failure {
     Failure::msg(HResult::FileNotFound, lines.join("\n"))
 }
 
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
 pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    digest::hex(&Sha256::digest(bytes))
 }
 
 /// Identify an in-memory image: the fuzz target's entry point.

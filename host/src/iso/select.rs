@@ -75,6 +75,9 @@ pub struct CandidateView {
     pub selected: bool,
     pub reason: String,
     pub bytes_read: u64,
+    /// SHA-256 of the selected candidate, where the caller asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl Candidate {
@@ -88,6 +91,7 @@ impl Candidate {
             selected: self.selected,
             reason: self.reason.clone(),
             bytes_read: self.bytes_read,
+            sha256: None,
         }
     }
 }

@@ -66,12 +66,12 @@ pub fn policy_context(
     }
 }
 
-pub fn iso_info(iso: &IcIso) -> wit::IsoInfo {
+pub fn iso_info(iso: &IcIso, sha256: String) -> wit::IsoInfo {
     wit::IsoInfo {
         path: iso.path.display().to_string(),
         family: iso.family.as_str().to_owned(),
         version: iso.version.clone(),
-        sha256: iso.sha256.clone(),
+        sha256,
         source: iso.source.clone(),
     }
 }
@@ -79,13 +79,13 @@ pub fn iso_info(iso: &IcIso) -> wit::IsoInfo {
 pub fn install_context(
     vm: &str,
     guest: Option<&GuestOsInfo>,
-    iso: Option<&IcIso>,
+    iso: Option<wit::IsoInfo>,
     what_if: bool,
 ) -> wit::InstallContext {
     wit::InstallContext {
         vm: vm_info(vm),
         guest: guest_os(guest),
-        iso: iso.map(iso_info),
+        iso,
         what_if,
     }
 }

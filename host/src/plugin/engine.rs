@@ -11,9 +11,12 @@
 //! `~/.cache/vmguest/plugins`. An entry's name is derived from the component's SHA-256
 //! and a hash of the wasmtime version and engine configuration, so an upgrade or
 //! configuration change never loads a stale entry. Each entry has a `.sha256` sidecar of
-//! its own bytes, checked before wasmtime deserializes it. A corrupt or tampered entry
-//! is recompiled and rewritten, never trusted. A cache directory writable by others is
-//! not used.
+//! its own bytes, checked before wasmtime maps it. The check takes the entry's digest
+//! from the digest cache (`iso/digest.rs`) while the entry's device, inode, size, mtime
+//! and ctime are those it was hashed with, so a warm load reads two small files and maps
+//! the entry; a changed entry is hashed again, and a corrupt or tampered one is
+//! recompiled and rewritten, never trusted. A cache directory writable by others is not
+//! used.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::iso::digest;
 use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
@@ -79,10 +84,22 @@ fn sidecar(entry: &Path) -> PathBuf {
     entry.with_extension("cwasm.sha256")
 }
 
-fn read_verified(entry: &Path) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(entry).ok()?;
-    let want = std::fs::read_to_string(sidecar(entry)).ok()?;
-    (crate::iso::sha256_bytes(&bytes) == want.trim()).then_some(bytes)
+/// Digests of components and cache entries, keyed by `fstat` (`iso/digest.rs`).
+pub fn digests(cache: &Path) -> PathBuf {
+    cache.join("digests")
+}
+
+/// Does the entry's SHA-256 match the sidecar written with it? The digest comes from the
+/// digest cache while the entry's `fstat` key is unchanged, so a warm check reads no
+/// more than two small files; a changed entry is hashed again.
+fn verified(entry: &Path, cache: &Path) -> bool {
+    let (Ok(file), Ok(want)) = (
+        std::fs::File::open(entry),
+        std::fs::read_to_string(sidecar(entry)),
+    ) else {
+        return false;
+    };
+    matches!(digest::sha256(&file, Some(&digests(cache))), Ok((sha, _)) if sha == want.trim())
 }
 
 fn usable_dir(dir: &Path) -> bool {
@@ -90,24 +107,27 @@ fn usable_dir(dir: &Path) -> bool {
         && super::manifest::check_not_writable_by_others(dir, "cache directory").is_ok()
 }
 
-/// Compile `bytes`, or load the compiled form from the cache.
+/// Load the compiled form of the component at `path` (whose SHA-256 the caller checked)
+/// from the cache, mapping the file; or compile it and store it.
 pub fn load(
-    bytes: &[u8],
+    path: &Path,
     sha256: &str,
     cache: Option<&Path>,
 ) -> anyhow::Result<(Component, CacheState)> {
     let engine = engine();
+    let bytes = || std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let dir = cache.filter(|d| usable_dir(d));
     let Some(dir) = dir else {
-        return Ok((Component::new(engine, bytes)?, CacheState::Uncached));
+        return Ok((Component::new(engine, bytes()?)?, CacheState::Uncached));
     };
     let entry = cache_entry(dir, sha256);
     let existed = entry.exists();
-    if let Some(compiled) = read_verified(&entry) {
-        // SAFETY: the bytes are the output of `precompile_component` by this engine
-        // configuration (the name says so), and their SHA-256 matches the sidecar written
-        // with them, so they are not truncated or altered since.
-        match unsafe { Component::deserialize(engine, &compiled) } {
+    if verified(&entry, dir) {
+        // SAFETY: the file is the output of `precompile_component` by this engine
+        // configuration (its name says so), and its SHA-256 matches the sidecar written
+        // with it, so it is not truncated or altered since. The cache directory is
+        // writable by its owner only (`usable_dir`).
+        match unsafe { Component::deserialize_file(engine, &entry) } {
             Ok(c) => return Ok((c, CacheState::Hit)),
             Err(e) => tracing::warn!("plugin cache entry {} unusable: {e:#}", entry.display()),
         }
@@ -118,7 +138,7 @@ pub fn load(
         );
     }
     let compiled = engine
-        .precompile_component(bytes)
+        .precompile_component(&bytes()?)
         .map_err(anyhow::Error::from)
         .context("compiling the component")?;
     // SAFETY: just produced by this engine.

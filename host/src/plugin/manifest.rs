@@ -196,11 +196,21 @@ pub fn check_not_writable_by_others(path: &Path, what: &'static str) -> Result<(
     Ok(())
 }
 
-/// The manifest, the component's path, its bytes and their SHA-256.
-pub type Admitted = (Manifest, PathBuf, Vec<u8>, String);
+/// The manifest, the component's path and its SHA-256.
+pub type Admitted = (Manifest, PathBuf, String);
+
+/// The component's SHA-256, from the digest cache under `cache` while the file is
+/// unchanged (`iso/digest.rs`).
+fn component_sha256(path: &Path, cache: Option<&Path>) -> Result<String, Refused> {
+    let file = std::fs::File::open(path).map_err(|e| unreadable("component", path, e))?;
+    let digests = cache.map(super::engine::digests);
+    crate::iso::digest::sha256(&file, digests.as_deref())
+        .map(|(sha, _)| sha)
+        .map_err(|e| unreadable("component", path, e))
+}
 
 /// The checks before any byte of the component runs: permissions, pin, grants.
-pub fn admit(found: &Found) -> Result<Admitted, Refused> {
+pub fn admit(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
     let dir = found
         .manifest_path
@@ -211,8 +221,7 @@ pub fn admit(found: &Found) -> Result<Admitted, Refused> {
     check_not_writable_by_others(&found.manifest_path, "manifest")?;
     let component = dir.join(&manifest.component);
     check_not_writable_by_others(&component, "component")?;
-    let bytes = std::fs::read(&component).map_err(|e| unreadable("component", &component, e))?;
-    let sha256 = crate::iso::sha256_bytes(&bytes);
+    let sha256 = component_sha256(&component, cache)?;
     if !sha256.eq_ignore_ascii_case(manifest.sha256.trim()) {
         return Err(Refused::PinMismatch {
             path: component,
@@ -229,14 +238,12 @@ pub fn admit(found: &Found) -> Result<Admitted, Refused> {
             return Err(Refused::GrantNotDir(g.host));
         }
     }
-    Ok((manifest, component, bytes, sha256))
+    Ok((manifest, component, sha256))
 }
 
 /// For `Test-Plugin`: read the component named by the manifest without admission checks.
-pub fn read_unchecked(found: &Found) -> Result<Admitted, Refused> {
+pub fn read_unchecked(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
-    let bytes = std::fs::read(&manifest.component)
-        .map_err(|e| unreadable("component", &manifest.component, e))?;
-    let sha256 = crate::iso::sha256_bytes(&bytes);
-    Ok((manifest.clone(), manifest.component.clone(), bytes, sha256))
+    let sha256 = component_sha256(&manifest.component, cache)?;
+    Ok((manifest.clone(), manifest.component.clone(), sha256))
 }

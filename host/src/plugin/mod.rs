@@ -247,12 +247,12 @@ pub(crate) fn load_one(
         .unwrap_or(fallback_name);
     let refuse = |why: Refused| Box::new(refused(f, name.clone(), why, started));
     let fail = |why: String| refuse(Refused::Component(why));
-    let (manifest, component_path, bytes, sha256) = if strict {
-        manifest::admit(f).map_err(refuse)?
+    let (manifest, component_path, sha256) = if strict {
+        manifest::admit(f, cache).map_err(refuse)?
     } else {
-        manifest::read_unchecked(f).map_err(refuse)?
+        manifest::read_unchecked(f, cache).map_err(refuse)?
     };
-    let (component, cache) = engine::load(&bytes, &sha256, cache)
+    let (component, cache) = engine::load(&component_path, &sha256, cache)
         .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
     let (exports, names) = exported_interfaces(&component);
     let version = match exports.first() {

@@ -240,7 +240,16 @@ fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
             )
         })
     };
-    let views: Vec<_> = selection.candidates.iter().map(|c| c.view()).collect();
+    let mut views: Vec<_> = selection.candidates.iter().map(|c| c.view()).collect();
+    // The chosen ISO's digest, through the same cache an install uses.
+    let chosen = plugins.is_ok().then_some(selection.chosen).flatten();
+    if let Some(view) = chosen.and_then(|i| views.get_mut(i)) {
+        let cache = host.settings().digest_cache.as_deref();
+        view.sha256 = std::fs::File::open(&view.path)
+            .and_then(|f| vmguest::iso::digest::sha256(&f, cache))
+            .map(|(sha, _)| sha)
+            .ok();
+    }
     output::iso_candidates(common.output_format, &views);
     let failure = plugins.err().or_else(|| {
         selection

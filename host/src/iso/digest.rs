@@ -1,0 +1,283 @@
+//! SHA-256 of IC ISOs for the audit field `iso_sha256`, cached so that an install costs
+//! the same whatever the ISO's size (issue 14).
+//!
+//! An entry is keyed by what proves the file unchanged since it was hashed: device,
+//! inode, size, and modification and change times in nanoseconds, all from `fstat` of
+//! the very descriptor that is hashed. The change time cannot be set by a user, so a
+//! rewrite that restores the modification time is still caught. An entry whose key does
+//! not match is ignored and replaced; a file that changed while it was hashed is not
+//! cached at all.
+//!
+//! Entries live in `DIR/DEV-INO` (one per file), written through a temporary file and a
+//! rename, so concurrent writers never leave half an entry and the last one wins. The
+//! directory is vmguest's cache directory (`settings.rs`); without one, nothing is cached.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What proves a file unchanged since it was hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Key {
+    pub fn of(file: &File) -> std::io::Result<Key> {
+        let m = file.metadata()?;
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        Ok(Key {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    key: Key,
+    sha256: String,
+}
+
+/// Where the SHA-256 came from, for the record and the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A cache entry whose key matched.
+    Cache,
+    /// Hashed now (and cached, where there is a cache).
+    Hashed,
+}
+
+/// A cache directory is used only when it exists (or can be made) and nobody but its
+/// owner can write it: an entry planted by someone else could vouch for a file's
+/// digest, and plugin pins rest on these digests.
+fn trusted(dir: &Path) -> Option<&Path> {
+    std::fs::create_dir_all(dir).ok()?;
+    let mode = std::fs::metadata(dir).ok()?.mode();
+    if mode & 0o022 != 0 {
+        tracing::warn!(
+            "not using digest cache {}: writable by group or others (mode {:o})",
+            dir.display(),
+            mode & 0o7777
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+fn entry(dir: &Path, key: &Key) -> PathBuf {
+    dir.join(format!("{}-{}", key.dev, key.ino))
+}
+
+/// The cached SHA-256 of an open file, if `dir` has an entry whose key matches.
+pub fn sha256_cached(file: &File, dir: Option<&Path>) -> Option<String> {
+    let key = Key::of(file).ok()?;
+    lookup(&entry(trusted(dir?)?, &key), &key)
+}
+
+/// The SHA-256 of an open file, from the cache in `dir` or by hashing it.
+pub fn sha256(file: &File, dir: Option<&Path>) -> std::io::Result<(String, Source)> {
+    let key = Key::of(file)?;
+    let entry = dir.and_then(trusted).map(|d| entry(d, &key));
+    if let Some(hit) = entry.as_deref().and_then(|e| lookup(e, &key)) {
+        return Ok((hit, Source::Cache));
+    }
+    let sha256 = hash(file)?;
+    // A file that changed while it was read has no trustworthy digest to keep.
+    if let Some(entry) = entry.filter(|_| Key::of(file).ok() == Some(key)) {
+        if let Err(e) = store(&entry, key, &sha256) {
+            tracing::debug!("cannot cache the digest in {}: {e}", entry.display());
+        }
+    }
+    Ok((sha256, Source::Hashed))
+}
+
+fn lookup(entry: &Path, key: &Key) -> Option<String> {
+    let text = std::fs::read_to_string(entry).ok()?;
+    let e: Entry = serde_json::from_str(&text).ok()?;
+    let valid = e.key == *key && e.sha256.len() == 64;
+    valid.then_some(e.sha256)
+}
+
+fn store(entry: &Path, key: Key, sha256: &str) -> std::io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    if let Some(dir) = entry.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = PathBuf::from(format!(
+        "{}.tmp{}-{}",
+        entry.display(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text = serde_json::to_string(&Entry {
+        key,
+        sha256: sha256.to_owned(),
+    })?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, entry).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Hash from the start, through this descriptor: positional reads leave its offset alone.
+fn hash(file: &File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 of a file by path, uncached: pins and tests.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn sha256sum(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn a_warm_entry_is_used_and_a_changed_file_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let path = dir.path().join("ic.iso");
+        std::fs::write(&path, b"first").unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(
+            sha256(&f, Some(&cache)).unwrap(),
+            (sha256sum(b"first"), Source::Hashed)
+        );
+        assert_eq!(
+            sha256(&f, Some(&cache)).unwrap(),
+            (sha256sum(b"first"), Source::Cache)
+        );
+        // Same size, rewritten in place: ctime (and mtime) move, so the entry is stale.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"other")
+            .unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(
+            sha256(&f, Some(&cache)).unwrap(),
+            (sha256sum(b"other"), Source::Hashed)
+        );
+    }
+
+    #[test]
+    fn an_entry_with_a_wrong_key_or_garbage_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ic.iso");
+        std::fs::write(&path, b"data").unwrap();
+        let f = File::open(&path).unwrap();
+        let key = Key::of(&f).unwrap();
+        let entry = dir.path().join(format!("{}-{}", key.dev, key.ino));
+        let lie = Entry {
+            key: Key {
+                size: key.size + 1,
+                ..key
+            },
+            sha256: "0".repeat(64),
+        };
+        std::fs::write(&entry, serde_json::to_string(&lie).unwrap()).unwrap();
+        assert_eq!(sha256(&f, Some(dir.path())).unwrap().1, Source::Hashed);
+        std::fs::write(&entry, "not json").unwrap();
+        assert_eq!(
+            sha256(&f, Some(dir.path())).unwrap(),
+            (sha256sum(b"data"), Source::Hashed)
+        );
+    }
+
+    #[test]
+    fn a_cache_directory_writable_by_others_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("ic.iso");
+        std::fs::write(&path, b"x").unwrap();
+        let f = File::open(&path).unwrap();
+        // A planted entry with the right key and a false digest is never read…
+        let key = Key::of(&f).unwrap();
+        let planted = Entry {
+            key,
+            sha256: "f".repeat(64),
+        };
+        std::fs::write(
+            entry(&cache, &key),
+            serde_json::to_string(&planted).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sha256_cached(&f, Some(&cache)), None);
+        assert_eq!(
+            sha256(&f, Some(&cache)).unwrap(),
+            (sha256sum(b"x"), Source::Hashed)
+        );
+        // …while the same entry in an owner-only directory would be.
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(sha256_cached(&f, Some(&cache)), Some("f".repeat(64)));
+    }
+
+    #[test]
+    fn without_a_cache_directory_it_always_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ic.iso");
+        std::fs::write(&path, b"x").unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(sha256(&f, None).unwrap().1, Source::Hashed);
+        assert_eq!(sha256(&f, None).unwrap().1, Source::Hashed);
+        assert_eq!(sha256_file(&path).unwrap(), sha256sum(b"x"));
+    }
+}
