@@ -156,6 +156,15 @@ impl Hypervisor for Inventory {
         self.entry(name).map(drop)
     }
 
+    fn identity(&self, name: &str) -> String {
+        let qmp = match self.entry(name) {
+            Ok(e) => e.qmp,
+            Err(_) => self.dir.join(format!("{name}.qmp")),
+        };
+        let qmp = std::fs::canonicalize(&qmp).unwrap_or(qmp);
+        format!("qmp:{}", qmp.display())
+    }
+
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
         self.connect(&self.entry(name)?)
     }

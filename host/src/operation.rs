@@ -36,7 +36,9 @@ use anyhow::Context;
 use crate::guest::{self, InstalledComponents};
 use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::{self, IcIso};
+use crate::journal::{self, Journal, JournalError};
 use crate::kinds::GuestKind;
+use crate::lock::{self, VmLock};
 use crate::manifest::Components;
 use crate::plugin::{context, PluginSet};
 use crate::progress::Progress;
@@ -77,13 +79,16 @@ impl Default for InstallOptions {
 /// The steps, in the order they run; their names appear in the report's `phases`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    Lock,
     Connect,
+    Recover,
     CheckRunning,
     ConnectAgent,
     LocateIso,
     ChooseDrive,
     PreInstall,
     IsoDigest,
+    Journal,
     BorrowMedia,
     InsertIc,
     Autorun,
@@ -97,13 +102,16 @@ pub enum Step {
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
+            Step::Lock => "lock",
             Step::Connect => "connect",
+            Step::Recover => "recover",
             Step::CheckRunning => "check-running",
             Step::ConnectAgent => "connect-agent",
             Step::LocateIso => "locate-iso",
             Step::ChooseDrive => "choose-drive",
             Step::PreInstall => "pre-install",
             Step::IsoDigest => "iso-digest",
+            Step::Journal => "journal",
             Step::BorrowMedia => "borrow-media",
             Step::InsertIc => "insert-ic",
             Step::Autorun => "autorun",
@@ -145,13 +153,7 @@ pub fn install(
     progress: &dyn Progress,
 ) -> InstallReport {
     let started = Instant::now();
-    let mut op = Operation {
-        settings,
-        options,
-        progress,
-        report: InstallReport::new(vm_name),
-    };
-    op.report.what_if = options.what_if;
+    let mut op = Operation::new(settings, options, progress, vm_name);
     let message =
         catch_unwind(AssertUnwindSafe(|| op.contract(hypervisor))).unwrap_or_else(|panic| {
             op.report.fail(panicked(panic.as_ref()));
@@ -188,14 +190,54 @@ struct Operation<'a> {
     options: &'a InstallOptions,
     progress: &'a dyn Progress,
     report: InstallReport,
+    /// Where media changes are recorded before they are made; `None` without a state
+    /// directory.
+    journal: Option<Journal>,
+    /// The VM's identity, for the journal and the lock (`Hypervisor::identity`).
+    identity: String,
+    /// The entry this run recorded, until the drive is back as it was found.
+    journaled: Option<journal::Entry>,
+}
+
+impl<'a> Operation<'a> {
+    fn new(
+        settings: &'a Settings,
+        options: &'a InstallOptions,
+        progress: &'a dyn Progress,
+        vm: &str,
+    ) -> Operation<'a> {
+        let mut report = InstallReport::new(vm);
+        report.what_if = options.what_if;
+        Operation {
+            settings,
+            options,
+            progress,
+            report,
+            journal: settings.state_dir.as_deref().map(Journal::new),
+            identity: String::new(),
+            journaled: None,
+        }
+    }
 }
 
 impl Operation<'_> {
     /// The contract. Returns the success message; `None` when a step failed.
     fn contract(&mut self, hv: &dyn Hypervisor) -> Option<String> {
         let vm_name = self.report.vm.clone();
+        let _lock = self.run(Step::Lock, |op| op.lock(hv))?;
         let mut vm = self.run(Step::Connect, |_| hv.control(&vm_name))?;
         let vm = vm.as_mut();
+        self.run(Step::Recover, |op| op.recover(vm))?;
+        let message = self.install(hv, vm);
+        self.settle(
+            vm,
+            message.is_some() && self.report.mode == Some(Mode::Autorun),
+        );
+        message
+    }
+
+    /// From a connected, recovered VM to the installed components.
+    fn install(&mut self, hv: &dyn Hypervisor, vm: &mut dyn VmControl) -> Option<String> {
         self.run(Step::CheckRunning, |op| op.check_running(vm))?;
         let agent = self.run(Step::ConnectAgent, |op| Ok(op.connect_agent(hv)))?;
         let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
@@ -232,6 +274,165 @@ impl Operation<'_> {
             ms: t.elapsed().as_millis() as u64,
         });
         result.map_err(|f| self.report.fail(f)).ok()
+    }
+
+    /// One install per VM at a time: wait for another vmguest that holds the VM.
+    fn lock(&mut self, hv: &dyn Hypervisor) -> Outcome<Option<VmLock>> {
+        let vm = self.report.vm.clone();
+        hv.lookup(&vm)?;
+        self.identity = hv.identity(&vm);
+        let Some(state) = &self.settings.state_dir else {
+            return Ok(None);
+        };
+        let mut waited = false;
+        let lock = lock::acquire(state, &vm, &self.identity, self.options.timeout, || {
+            tracing::info!("waiting for another vmguest install on VM {vm:?}");
+            waited = true;
+        })
+        .map_err(|e| Failure::new(HResult::DispException, e))?;
+        if waited {
+            self.report
+                .note(format!("waited for another vmguest install on VM {vm:?}"));
+        }
+        Ok(Some(lock))
+    }
+
+    /// Finish what an earlier run left in the journal: its IC media out, the user's media
+    /// back. A guest that still holds the IC media's tray keeps the entry open.
+    fn recover(&mut self, vm: &mut dyn VmControl) -> Outcome<()> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(());
+        };
+        let failed = |e: JournalError| Failure::new(HResult::DispException, e);
+        let Some(entry) = journal.get(&self.identity).map_err(failed)? else {
+            return Ok(());
+        };
+        let user = entry.user_media.as_ref().map(|m| m.file.as_str());
+        let earlier = format!(
+            "an earlier vmguest run (pid {}) left drive {} with {} in it",
+            entry.pid, entry.drive, entry.ic_media
+        );
+        let drives = vm
+            .dvd_drives()
+            .context("query-block")
+            .or_hresult(HResult::DispException)?;
+        let Some(drive) = drives.iter().find(|d| d.id == entry.drive) else {
+            self.report.note(format!(
+                "{earlier}; the drive no longer exists, so there is nothing to put back (was: {})",
+                user.unwrap_or("empty")
+            ));
+            return journal.remove(&self.identity).map_err(failed);
+        };
+        let now = drive.media.as_ref().map(|m| m.file.as_str());
+        if now == user || (now.is_some() && now != Some(entry.ic_media.as_str())) {
+            self.report.note(format!(
+                "{earlier}; the drive now holds {}, which is left as it is",
+                now.unwrap_or("nothing")
+            ));
+            return journal.remove(&self.identity).map_err(failed);
+        }
+        if self.options.what_if {
+            self.report.note(format!(
+                "{earlier}; would eject it and put {} back first",
+                user.unwrap_or("nothing")
+            ));
+            return Ok(());
+        }
+        if now.is_some() {
+            match vm.eject_media(&entry.drive) {
+                Ok(()) => {}
+                Err(e @ CallError::TrayLocked(_)) => {
+                    return Err(Failure::new(
+                        HResult::MediaUnmountFail,
+                        anyhow::Error::new(e).context(format!(
+                            "{earlier}, and the guest still holds it; {} goes back once the                              guest lets go (the journal keeps the entry)",
+                            user.unwrap_or("the empty drive")
+                        )),
+                    ))
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        HResult::DispException,
+                        anyhow::Error::new(e).context(format!("{earlier}; ejecting it")),
+                    ))
+                }
+            }
+        }
+        let mounted = Mounted {
+            drive: DvdDrive {
+                tray_open: entry.tray_open,
+                ..drive.clone()
+            },
+            borrowed: entry.user_media.clone(),
+        };
+        match &mounted.borrowed {
+            Some(_) => self.restore_media(vm, &mounted)?,
+            None if !entry.tray_open => {
+                let _ = vm.close_tray(&entry.drive);
+            }
+            None => {}
+        }
+        self.report.recovered = Some(entry.clone());
+        self.report.note(format!(
+            "{earlier}; finished its restore: {} is back in drive {}",
+            user.unwrap_or("nothing (the drive was empty)"),
+            entry.drive
+        ));
+        journal.remove(&self.identity).map_err(failed)
+    }
+
+    /// Record the media change about to be made, durably, before making it.
+    fn journal(&mut self, plan: &Plan, iso: &IcIso) -> Outcome<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let mut entry = journal::Entry::new(
+            &self.report.vm,
+            &self.identity,
+            &plan.drive.id,
+            plan.borrow.clone(),
+            &iso.path.display().to_string(),
+        );
+        entry.tray_open = plan.drive.tray_open;
+        journal.record(&entry).map_err(|e| {
+            Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context("recording the media change; nothing was changed"),
+            )
+        })?;
+        self.journaled = Some(entry);
+        Ok(())
+    }
+
+    /// Close this run's journal entry if the drive is back as it was found (or holds the
+    /// IC media on purpose, for autorun); otherwise keep it for the next run, and say so.
+    fn settle(&mut self, vm: &mut dyn VmControl, left_for_autorun: bool) {
+        let (Some(journal), Some(entry)) = (self.journal.clone(), self.journaled.take()) else {
+            return;
+        };
+        let user = entry.user_media.as_ref().map(|m| m.file.clone());
+        let back = left_for_autorun
+            || vm.dvd_drives().is_ok_and(|drives| {
+                drives
+                    .iter()
+                    .find(|d| d.id == entry.drive)
+                    .is_some_and(|d| d.media.as_ref().map(|m| m.file.clone()) == user)
+            });
+        if back {
+            if let Err(e) = journal.remove(&entry.identity) {
+                self.report
+                    .note(format!("closing the journal entry: {}", chain(&e)));
+            }
+            return;
+        }
+        self.report.journal_pending = true;
+        self.report.note(format!(
+            "the journal keeps this run's entry ({}): the next vmguest run on this VM, or \
+             Repair-VMMedia, ejects the IC media and puts {} back into drive {}",
+            journal.dir().display(),
+            user.as_deref().unwrap_or("nothing"),
+            entry.drive
+        ));
     }
 
     fn check_running(&mut self, vm: &mut dyn VmControl) -> Outcome<()> {
@@ -394,8 +595,9 @@ impl Operation<'_> {
     }
 
     /// Borrow the user's media if the plan says so, then insert the IC media. If the
-    /// insert fails, the borrowed media goes straight back.
+    /// insert fails, the borrowed media goes straight back. Both are journaled first.
     fn mount(&mut self, vm: &mut dyn VmControl, plan: Plan, iso: &IcIso) -> Option<Mounted> {
+        self.run(Step::Journal, |op| op.journal(&plan, iso))?;
         let borrowed = match plan.borrow {
             Some(media) => Some(self.run(Step::BorrowMedia, |op| {
                 op.borrow_media(vm, &plan.drive, media)

@@ -69,6 +69,11 @@ pub struct InstallReport {
     pub drive: Option<String>,
     pub borrowed_media: Option<Media>,
     pub media_restored: Option<bool>,
+    /// An earlier run's journal entry that this run finished: its IC media out, the
+    /// user's media back (`journal.rs`).
+    pub recovered: Option<crate::journal::Entry>,
+    /// This run's media change stays in the journal for the next run to finish.
+    pub journal_pending: bool,
     pub guest_os: Option<GuestOsInfo>,
     pub components: Option<Components>,
     pub installer: Option<InstallerRun>,
@@ -101,6 +106,8 @@ impl InstallReport {
             drive: None,
             borrowed_media: None,
             media_restored: None,
+            recovered: None,
+            journal_pending: false,
             guest_os: None,
             components: None,
             installer: None,

@@ -11,6 +11,7 @@
 //! | plugin directories | `-PluginDir`, `$VMGUEST_PLUGIN_PATH`, the config's `plugin_dirs`, `~/.config/vmguest/plugins` + `/etc/vmguest/plugins` |
 //! | compiled-plugin cache | `$VMGUEST_PLUGIN_CACHE`, `$XDG_CACHE_HOME/vmguest/plugins` (else `~/.cache/…`) |
 //! | ISO digest cache | `$XDG_CACHE_HOME/vmguest/digests` (else `~/.cache/…`) |
+//! | state: the media journal, per-VM locks | `$VMGUEST_STATE_DIR`; for root `/var/lib/vmguest`; else `$XDG_STATE_HOME/vmguest` (else `~/.local/state/…`) |
 //!
 //! The XDG base directories come from the `etcetera` crate, which follows the spec: an
 //! empty or relative `XDG_*` value is ignored and the default under `$HOME` is used.
@@ -28,6 +29,8 @@ pub const VM_DIR_ENV: &str = "VMGUEST_VM_DIR";
 pub const IC_PATH_ENV: &str = "VMGUEST_IC_PATH";
 pub const PLUGIN_PATH_ENV: &str = "VMGUEST_PLUGIN_PATH";
 pub const PLUGIN_CACHE_ENV: &str = "VMGUEST_PLUGIN_CACHE";
+pub const STATE_DIR_ENV: &str = "VMGUEST_STATE_DIR";
+pub const SYSTEM_STATE: &str = "/var/lib/vmguest";
 
 /// What the command line may override.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +55,9 @@ pub struct Settings {
     pub plugin_cache: Option<PathBuf>,
     /// SHA-256 digests of ISOs (`iso/digest.rs`); `None` without a home directory.
     pub digest_cache: Option<PathBuf>,
+    /// The media journal and the per-VM locks (`journal.rs`); `None` without a home
+    /// directory, for a user other than root.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The XDG base directories of this user, if there is a home directory.
@@ -59,6 +65,7 @@ struct Bases {
     config: Option<PathBuf>,
     data: Option<PathBuf>,
     cache: Option<PathBuf>,
+    state: Option<PathBuf>,
     runtime: Option<PathBuf>,
 }
 
@@ -69,6 +76,7 @@ impl Bases {
                 config: Some(x.config_dir()),
                 data: Some(x.data_dir()),
                 cache: Some(x.cache_dir()),
+                state: x.state_dir(),
                 runtime: x.runtime_dir(),
             },
             // No home directory: only the system-wide places remain.
@@ -76,12 +84,18 @@ impl Bases {
                 config: None,
                 data: None,
                 cache: None,
+                state: None,
                 runtime: std::env::var_os("XDG_RUNTIME_DIR")
                     .map(PathBuf::from)
                     .filter(|p| p.is_absolute()),
             },
         }
     }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// A non-empty variable's value.
@@ -132,6 +146,14 @@ impl Settings {
                 .map(PathBuf::from)
                 .or_else(|| bases.cache.as_ref().map(|c| c.join("vmguest/plugins"))),
             digest_cache: bases.cache.map(|c| c.join("vmguest/digests")),
+            // Root's installs share one journal, wherever they were started from.
+            state_dir: var(STATE_DIR_ENV).map(PathBuf::from).or_else(|| {
+                if is_root() {
+                    Some(PathBuf::from(SYSTEM_STATE))
+                } else {
+                    bases.state.map(|s| s.join("vmguest"))
+                }
+            }),
             config,
         }
     }
@@ -147,6 +169,7 @@ impl Settings {
             plugin_dirs: Vec::new(),
             plugin_cache: None,
             digest_cache: None,
+            state_dir: None,
         }
     }
 

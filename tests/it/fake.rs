@@ -155,6 +155,10 @@ impl Hypervisor for FakeHv {
         }
     }
 
+    fn identity(&self, name: &str) -> String {
+        format!("fake:{name}")
+    }
+
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
         self.lookup(name)?;
         let mut w = self.world();

@@ -75,13 +75,16 @@ fn agent_install_runs_every_step_in_contract_order_and_empties_the_drive() {
     assert_eq!(
         phases(&r),
         [
+            "lock",
             "connect",
+            "recover",
             "check-running",
             "connect-agent",
             "locate-iso",
             "choose-drive",
             "pre-install",
             "iso-digest",
+            "journal",
             "insert-ic",
             "prepare-guest",
             "run-installer",
@@ -398,4 +401,196 @@ fn the_iso_digest_comes_from_the_cache_until_the_file_changes() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&c.iso, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(install().iso_sha256.as_deref(), Some(real.as_str()));
+}
+
+mod journal {
+    //! The crash journal and the per-VM lock (issue 11), in process. The real-QEMU tests
+    //! in `crash.rs` kill a real vmguest; these cover each branch of the recovery.
+
+    use super::*;
+    use vmguest::journal::{Entry, Journal};
+    use vmguest::vm::Media;
+
+    fn media(file: &str) -> Media {
+        Media {
+            file: file.into(),
+            format: "raw".into(),
+            read_only: true,
+        }
+    }
+
+    struct Stateful {
+        c: Case,
+        state: TempDir,
+    }
+
+    impl Stateful {
+        fn new(world: World) -> Stateful {
+            Stateful {
+                c: case(world),
+                state: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn settings(&self) -> Settings {
+            let mut s = Settings::isolated("/nonexistent");
+            s.state_dir = Some(self.state.path().to_owned());
+            s
+        }
+
+        fn journal(&self) -> Journal {
+            Journal::new(self.state.path())
+        }
+
+        fn install(&self, tweak: impl FnOnce(&mut InstallOptions)) -> InstallReport {
+            let mut options = InstallOptions {
+                iso: Some(self.c.iso.clone()),
+                timeout: Duration::from_secs(5),
+                ..Default::default()
+            };
+            tweak(&mut options);
+            vmguest::operation::install(&self.c.hv, &self.settings(), VM, &options, &Silent)
+        }
+
+        /// What a run killed mid-install leaves: the IC media in, the entry open.
+        fn crashed_run(&self, user: Option<&str>) {
+            let ic = self.c.ic();
+            let entry = Entry::new(VM, "fake:vm1", "dvd0", user.map(media), &ic);
+            self.journal().record(&entry).unwrap();
+            self.c.hv.world().drives = vec![drive("dvd0", Some(&ic))];
+        }
+    }
+
+    #[test]
+    fn the_next_install_puts_back_the_disc_a_killed_run_borrowed() {
+        let s = Stateful::new(World::new());
+        s.crashed_run(Some(USER_DISC));
+        let r = s.install(replace);
+        assert_eq!(r.result, HResult::SOk, "{}", r.message);
+        let recovered = r.recovered.as_ref().expect("the record says it recovered");
+        assert_eq!(
+            recovered.user_media.as_ref().map(|m| m.file.as_str()),
+            Some(USER_DISC)
+        );
+        assert!(
+            r.notes.iter().any(|n| n.contains("finished its restore")),
+            "{:?}",
+            r.notes
+        );
+        // The IC media was never taken for the user's disc: it borrowed the real one.
+        assert_eq!(
+            r.borrowed_media.as_ref().map(|m| m.file.as_str()),
+            Some(USER_DISC)
+        );
+        assert_eq!(s.c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+        assert!(s.journal().list().is_empty());
+    }
+
+    #[test]
+    fn without_replace_media_a_leftover_ic_no_longer_blocks_the_drive() {
+        let s = Stateful::new(World::new());
+        s.crashed_run(None);
+        let r = s.install(|_| {});
+        assert_eq!(r.result, HResult::SOk, "{}", r.message);
+        assert!(r.recovered.is_some());
+        assert_eq!(s.c.hv.world().media("dvd0"), None);
+        assert!(s.journal().list().is_empty());
+    }
+
+    #[test]
+    fn a_guest_that_still_holds_the_ic_media_keeps_the_entry() {
+        let s = Stateful::new(World::new().fault(Fault::TrayLocked));
+        s.crashed_run(Some(USER_DISC));
+        let r = s.install(replace);
+        assert_eq!(r.result, HResult::MediaUnmountFail, "{}", r.message);
+        assert!(
+            r.message.contains("the journal keeps the entry"),
+            "{}",
+            r.message
+        );
+        assert_eq!(s.journal().list().len(), 1);
+        // Once the guest lets go, the next run finishes the restore.
+        s.c.hv.world().faults.clear();
+        let r = s.install(|o| o.what_if = true);
+        assert!(
+            r.notes.iter().any(|n| n.contains("would eject it")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(s.journal().list().len(), 1, "-WhatIf changes nothing");
+        let r = s.install(replace);
+        assert_eq!(r.result, HResult::SOk, "{}", r.message);
+        assert_eq!(s.c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+        assert!(s.journal().list().is_empty());
+    }
+
+    #[test]
+    fn an_install_that_cannot_restore_leaves_its_entry_for_the_next_run() {
+        let s = Stateful::new(with_user_disc().fault(Fault::LocksTrayOnInstall));
+        let r = s.install(replace);
+        assert_eq!(r.result, HResult::MediaUnmountFail, "{}", r.message);
+        assert!(r.journal_pending);
+        let open = s.journal().list();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            open[0].user_media.as_ref().map(|m| m.file.as_str()),
+            Some(USER_DISC)
+        );
+        s.c.hv.world().faults.clear();
+        let r = s.install(replace);
+        assert_eq!(r.result, HResult::SOk, "{}", r.message);
+        assert!(r.recovered.is_some());
+        assert_eq!(s.c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+        assert!(s.journal().list().is_empty());
+    }
+
+    #[test]
+    fn a_drive_someone_else_changed_since_is_left_alone() {
+        let s = Stateful::new(World::new());
+        s.crashed_run(Some(USER_DISC));
+        s.c.hv.world().drives = vec![drive("dvd0", Some("/srv/iso/admin-chose-this.iso"))];
+        let r = s.install(|_| {});
+        assert_eq!(r.result, HResult::DriveInvalid, "{}", r.message);
+        assert!(
+            r.notes.iter().any(|n| n.contains("left as it is")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(
+            s.c.hv.world().media("dvd0").as_deref(),
+            Some("/srv/iso/admin-chose-this.iso")
+        );
+        assert!(s.journal().list().is_empty());
+    }
+
+    #[test]
+    fn a_second_install_on_the_same_vm_waits_for_the_first() {
+        let s = Stateful::new(World::new());
+        let held =
+            vmguest::lock::acquire(s.state.path(), VM, "fake:vm1", Duration::ZERO, || {}).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(held);
+        });
+        let r = s.install(|_| {});
+        release.join().unwrap();
+        assert_eq!(r.result, HResult::SOk, "{}", r.message);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("waited for another vmguest install")),
+            "{:?}",
+            r.notes
+        );
+        // A holder that never lets go: the wait ends at the limit, and no media moved.
+        let _held =
+            vmguest::lock::acquire(s.state.path(), VM, "fake:vm1", Duration::ZERO, || {}).unwrap();
+        let r = s.install(|o| o.timeout = Duration::from_millis(300));
+        assert_eq!(r.result, HResult::DispException, "{}", r.message);
+        assert!(
+            r.message.contains("another vmguest install"),
+            "{}",
+            r.message
+        );
+    }
 }

@@ -30,7 +30,7 @@ impl DvdDrive {
 }
 
 /// What is in a drive, enough to put it back exactly.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Media {
     pub file: String,
     pub format: String,
@@ -107,6 +107,9 @@ pub trait Hypervisor {
     fn names(&self) -> Outcome<Vec<String>>;
     /// VM_E_VM_UNKNOWN if there is no such VM; a VM that is known but stopped is found.
     fn lookup(&self, name: &str) -> Outcome<()>;
+    /// What names this VM across runs, for the media journal and the per-VM lock: the
+    /// same VM reached another way must give the same identity.
+    fn identity(&self, name: &str) -> String;
     /// Connect to a VM's monitor: VM_E_VM_UNKNOWN if there is no such VM,
     /// VM_E_VM_NOT_RUNNING if its monitor does not answer.
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>>;

@@ -1,0 +1,200 @@
+//! The crash journal of borrowed media: what vmguest changed in a VM's drive, written
+//! down before the change, so that the user's media comes back even when vmguest dies
+//! mid-install (kill -9, a closed terminal, a power cut).
+//!
+//! Before the first media change of an install, an entry records the VM's identity, the
+//! drive, the user's media exactly as it was (or that the drive was empty) and the IC ISO
+//! that goes in. It is written durably: a temporary file, `fsync`, a rename, and an
+//! `fsync` of the directory. It is removed only once the drive is back as it was found.
+//! Every later run that touches the VM finishes an open entry first (`operation.rs`,
+//! `Repair-VMMedia`), and `Get-VM` shows it.
+//!
+//! Entries live in `STATE/journal/`, one file per VM identity (`settings.rs` says where
+//! `STATE` is), named by a hash of the identity so any identity is a safe file name.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::vm::Media;
+
+/// One install's change to one drive.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub vm: String,
+    /// What names this VM across runs and hosts (`Hypervisor::identity`).
+    pub identity: String,
+    pub drive: String,
+    /// The user's media as it was; `None` when the drive was empty.
+    pub user_media: Option<Media>,
+    /// Whether the tray was open before vmguest touched it.
+    #[serde(default)]
+    pub tray_open: bool,
+    /// The IC ISO vmguest inserted (the path QEMU was given).
+    pub ic_media: String,
+    pub pid: u32,
+    pub started_unix: u64,
+}
+
+impl Entry {
+    pub fn new(
+        vm: &str,
+        identity: &str,
+        drive: &str,
+        user_media: Option<Media>,
+        ic: &str,
+    ) -> Entry {
+        Entry {
+            vm: vm.to_owned(),
+            identity: identity.to_owned(),
+            drive: drive.to_owned(),
+            user_media,
+            tray_open: false,
+            ic_media: ic.to_owned(),
+            pid: std::process::id(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {}", .0.display())]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("journal entry {} is unreadable", .0.display())]
+    Corrupt(PathBuf, #[source] serde_json::Error),
+}
+
+/// The journal directory.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub fn new(state_dir: &Path) -> Journal {
+        Journal {
+            dir: state_dir.join("journal"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, identity: &str) -> PathBuf {
+        let sha = crate::iso::sha256_bytes(identity.as_bytes());
+        self.dir.join(format!("{}.json", &sha[..24]))
+    }
+
+    /// Write the entry durably, replacing any earlier one for the same VM.
+    pub fn record(&self, entry: &Entry) -> Result<(), JournalError> {
+        let path = self.path(&entry.identity);
+        let io = |e| JournalError::Io(path.clone(), e);
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let text = serde_json::to_vec_pretty(entry).map_err(|e| io(e.into()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            // The rename is durable only once the directory is.
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
+    /// The open entry of a VM, if any.
+    pub fn get(&self, identity: &str) -> Result<Option<Entry>, JournalError> {
+        let path = self.path(identity);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| JournalError::Corrupt(path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(JournalError::Io(path, e)),
+        }
+    }
+
+    /// Close a VM's entry: its drive is as it was found.
+    pub fn remove(&self, identity: &str) -> Result<(), JournalError> {
+        let path = self.path(identity);
+        match std::fs::remove_file(&path) {
+            Ok(()) => File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| JournalError::Io(self.dir.clone(), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(JournalError::Io(path, e)),
+        }
+    }
+
+    /// Every open entry, for `Get-VM` and `Repair-VMMedia`.
+    pub fn list(&self) -> Vec<Entry> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<Entry> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        entries.sort_by(|a, b| a.vm.cmp(&b.vm));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(file: &str) -> Media {
+        Media {
+            file: file.into(),
+            format: "raw".into(),
+            read_only: true,
+        }
+    }
+
+    #[test]
+    fn entries_are_recorded_found_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::new(dir.path());
+        assert_eq!(j.get("qmp:/run/vm1.qmp").unwrap(), None);
+        let e = Entry::new(
+            "vm1",
+            "qmp:/run/vm1.qmp",
+            "cd0",
+            Some(media("/u.iso")),
+            "/ic.iso",
+        );
+        j.record(&e).unwrap();
+        assert_eq!(j.get("qmp:/run/vm1.qmp").unwrap(), Some(e.clone()));
+        assert_eq!(j.get("qmp:/run/vm2.qmp").unwrap(), None);
+        assert_eq!(j.list(), vec![e]);
+        j.remove("qmp:/run/vm1.qmp").unwrap();
+        j.remove("qmp:/run/vm1.qmp").unwrap();
+        assert!(j.list().is_empty());
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(j.dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_an_error_not_a_missing_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::new(dir.path());
+        let e = Entry::new("vm1", "id", "cd0", None, "/ic.iso");
+        j.record(&e).unwrap();
+        std::fs::write(j.path("id"), "{").unwrap();
+        assert!(matches!(j.get("id"), Err(JournalError::Corrupt(..))));
+    }
+}
