@@ -8,6 +8,8 @@
 //! The shared `types` interface has not changed since 0.1.0, so older versions reuse the
 //! current types (bindgen `with`) and only their `host` import needs a shim.
 
+use std::sync::OnceLock;
+
 use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 use wasmtime::Store;
 
@@ -36,11 +38,12 @@ pub mod v0_1 {
 /// The types every version shares.
 pub use v0_2::vmguest::plugin::types;
 
-/// A version of `vmguest:plugin` this host loads.
+/// A version of `vmguest:plugin` this host loads. The discriminant indexes per-version
+/// tables (the linkers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WitVersion {
-    V0_2,
-    V0_1,
+    V0_2 = 0,
+    V0_1 = 1,
 }
 
 impl WitVersion {
@@ -63,8 +66,18 @@ impl WitVersion {
         WitVersion::ALL.map(WitVersion::as_str).join(", ")
     }
 
-    /// A linker with WASI p2 and this version's `host` import.
-    pub fn linker(self) -> anyhow::Result<Linker<State>> {
+    /// The linker with WASI p2 and this version's `host` import, built once per process:
+    /// linking all of WASI costs more than loading a cached plugin.
+    pub fn linker(self) -> anyhow::Result<&'static Linker<State>> {
+        static LINKERS: [OnceLock<Result<Linker<State>, String>>; 2] =
+            [OnceLock::new(), OnceLock::new()];
+        let slot = &LINKERS[self as usize];
+        slot.get_or_init(|| self.build_linker().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn build_linker(self) -> anyhow::Result<Linker<State>> {
         let mut linker = Linker::new(engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         type D = HasSelf<State>;
