@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::iso::{PVD_OFFSET, SECTOR};
 use crate::manifest::Components;
 use crate::progress::Progress;
-use crate::vm::{ExecStatus, GuestAgent};
+use crate::vm::{CallError, ExecStatus, GuestAgent};
 
 /// Where the IC media is mounted in the guest.
 pub const MOUNT_POINT: &str = "/run/vmguest-ic";
@@ -30,10 +30,12 @@ pub fn find_device(
     agent: &mut dyn GuestAgent,
     pvd: &[u8],
     within: Duration,
+    check: Check<'_>,
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + within;
     let mut last_error = String::from("no /dev/sr* device");
     loop {
+        check()?;
         for i in 0..8 {
             let dev = format!("/dev/sr{i}");
             match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
@@ -77,10 +79,13 @@ fn sh_argv(script: &str, args: &[&str]) -> Vec<String> {
     argv
 }
 
+/// Asked between polls: an error stops the wait (a cancel request, a VM that stopped).
+pub type Check<'a> = &'a mut dyn FnMut() -> anyhow::Result<()>;
+
 /// Run `sh -c script sh args...` and wait for it.
 fn sh(agent: &mut dyn GuestAgent, script: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
     let pid = agent.exec("/bin/sh", &sh_argv(script, args), &[])?;
-    wait(agent, pid, HELPER_TIMEOUT, &mut |_| {})
+    wait(agent, pid, HELPER_TIMEOUT, &mut |_| {}, &mut || Ok(()))
 }
 
 /// Poll a guest process until it exits; `None` if it still runs after `timeout`.
@@ -89,9 +94,11 @@ fn poll(
     pid: i64,
     timeout: Duration,
     tick: &mut dyn FnMut(Duration),
+    check: Check<'_>,
 ) -> anyhow::Result<Option<ExecStatus>> {
     let start = Instant::now();
     loop {
+        check()?;
         let status = agent
             .exec_status(pid)
             .context("guest agent stopped answering while waiting for a guest process")?;
@@ -107,35 +114,58 @@ fn poll(
     }
 }
 
-/// Wait for a guest process; past `timeout`, kill it and everything it started.
+/// Wait for a guest process; past `timeout`, or when `check` says stop, kill it and
+/// everything it started.
 fn wait(
     agent: &mut dyn GuestAgent,
     pid: i64,
     timeout: Duration,
     tick: &mut dyn FnMut(Duration),
+    check: Check<'_>,
 ) -> anyhow::Result<ExecStatus> {
-    if let Some(status) = poll(agent, pid, timeout, tick)? {
-        return Ok(status);
-    }
+    let stopped = match poll(agent, pid, timeout, tick, check) {
+        Ok(Some(status)) => return Ok(status),
+        Ok(None) => anyhow::anyhow!(
+            "guest process {pid} still running after {}s, killed",
+            timeout.as_secs()
+        ),
+        // The agent itself is gone: nobody is left to kill with.
+        Err(e) if agent_gone(&e) => return Err(e),
+        Err(e) => e.context(format!("guest process {pid} was killed")),
+    };
     // The agent has no kill: ask the guest's shell, or the children keep the media busy.
     let killer = sh_argv(KILL_TREE, &[&pid.to_string()]);
     if let Ok(k) = agent.exec("/bin/sh", &killer, &[]) {
-        let _ = poll(agent, k, HELPER_TIMEOUT, &mut |_| {});
+        let _ = poll(agent, k, HELPER_TIMEOUT, &mut |_| {}, &mut || Ok(()));
     }
-    bail!(
-        "guest process {pid} still running after {}s, killed",
-        timeout.as_secs()
-    )
+    Err(stopped)
 }
+
+/// Does this error say the guest agent can no longer be reached (it stopped answering,
+/// its connection closed, or the VM stopped running)? Then further agent calls would
+/// only wait out their timeouts.
+pub fn agent_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<CallError>()
+            .is_some_and(|c| matches!(c, CallError::Timeout(_)) || c.is_disconnect())
+            || c.downcast_ref::<VmStopped>().is_some()
+    })
+}
+
+/// The VM stopped running under the guest step (paused, shut down, gone).
+#[derive(Debug, thiserror::Error)]
+#[error("the VM is {0} (it stopped running during the install)")]
+pub struct VmStopped(pub String);
 
 /// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
 /// after insertion fails with EINVAL on Linux, so retry.
-pub fn mount(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<String> {
+pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow::Result<String> {
     if let Some(existing) = mount_point_of(agent, dev)? {
         return Ok(existing);
     }
     let mut last = ExecStatus::default();
     for _ in 0..20 {
+        check()?;
         last = sh(
             agent,
             "mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"",
@@ -168,6 +198,7 @@ pub fn run_installer(
     timeout: Duration,
     vm: &str,
     progress: &dyn Progress,
+    check: Check<'_>,
 ) -> anyhow::Result<ExecStatus> {
     let env = vec![
         format!("VMGUEST_IC_MEDIA={mount_point}"),
@@ -177,9 +208,13 @@ pub fn run_installer(
     let pid = agent
         .exec("/bin/sh", &["-c".to_owned(), script], &env)
         .context("starting the installer in the guest")?;
-    wait(agent, pid, timeout, &mut |elapsed| {
-        progress.waiting(vm, "installer", elapsed, timeout)
-    })
+    wait(
+        agent,
+        pid,
+        timeout,
+        &mut |elapsed| progress.waiting(vm, "installer", elapsed, timeout),
+        check,
+    )
     .context("waiting for the installer")
 }
 

@@ -47,6 +47,7 @@
 //! `thiserror` derives the typed errors at module boundaries, with their `source()`
 //! chains. `proptest` (tests only) drives the ISO reader and version property tests.
 
+pub mod cancel;
 pub mod config;
 pub mod guest;
 pub mod hresult;

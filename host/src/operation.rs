@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::cancel::Cancel;
 use crate::guest::{self, InstalledComponents};
 use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::{self, IcIso};
@@ -61,6 +62,8 @@ pub struct InstallOptions {
     pub what_if: bool,
     /// Plugins to run; `None` runs none (the CLI's `-NoPlugins`).
     pub plugins: Option<Arc<PluginSet>>,
+    /// Stop early when asked (the CLI's signal handlers); clean-up still runs.
+    pub cancel: Cancel,
 }
 
 impl Default for InstallOptions {
@@ -72,6 +75,7 @@ impl Default for InstallOptions {
             timeout: Duration::from_secs(600),
             what_if: false,
             plugins: None,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -100,6 +104,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Clean-up steps run even after a cancel request: they put the drive back.
+    pub fn is_cleanup(self) -> bool {
+        matches!(
+            self,
+            Step::Recover | Step::UnmountInGuest | Step::EjectIc | Step::RestoreMedia
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Step::Lock => "lock",
@@ -197,6 +209,8 @@ struct Operation<'a> {
     identity: String,
     /// The entry this run recorded, until the drive is back as it was found.
     journaled: Option<journal::Entry>,
+    /// The guest agent stopped answering, or the VM stopped: ask the guest nothing more.
+    agent_gone: bool,
 }
 
 impl<'a> Operation<'a> {
@@ -216,6 +230,7 @@ impl<'a> Operation<'a> {
             journal: settings.state_dir.as_deref().map(Journal::new),
             identity: String::new(),
             journaled: None,
+            agent_gone: false,
         }
     }
 }
@@ -251,7 +266,7 @@ impl Operation<'_> {
         let mounted = self.mount(vm, plan, &iso)?;
         let installed = match agent {
             None => self.autorun(vm),
-            Some(mut agent) => self.install_in_guest(agent.as_mut(), &iso),
+            Some(mut agent) => self.install_in_guest(vm, agent.as_mut(), &iso),
         };
         if installed
             .as_ref()
@@ -263,8 +278,16 @@ impl Operation<'_> {
         installed.map(|_| self.installed_message())
     }
 
-    /// Run one step: progress, timing, and its failure into the report.
+    /// Run one step: progress, timing, and its failure into the report. After a cancel
+    /// request only clean-up steps start.
     fn run<T>(&mut self, step: Step, f: impl FnOnce(&mut Self) -> Outcome<T>) -> Option<T> {
+        if let (Err(stop), false) = (self.options.cancel.check(), step.is_cleanup()) {
+            self.report.fail(Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(stop).context(format!("before {}", step.name())),
+            ));
+            return None;
+        }
         self.progress.phase(&self.report.vm, step.name());
         tracing::debug!(vm = %self.report.vm, step = step.name(), "step");
         let t = Instant::now();
@@ -659,17 +682,38 @@ impl Operation<'_> {
     }
 
     /// Mount the media in the guest, run the installer, and unmount whatever happened.
-    fn install_in_guest(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) -> Option<Installed> {
-        let mount_point = self.run(Step::PrepareGuest, |_| {
-            let dev = guest::find_device(agent, &iso.pvd, MEDIA_APPEAR)?;
-            Ok(guest::mount(agent, &dev)?)
+    /// Between polls the VM must still run and no stop may be asked for; when the agent
+    /// or the VM is gone, nothing more is asked of the guest.
+    fn install_in_guest(
+        &mut self,
+        vm: &mut dyn VmControl,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Option<Installed> {
+        let cancel = self.options.cancel.clone();
+        let mut check = || -> anyhow::Result<()> {
+            cancel.check()?;
+            match vm.run_state() {
+                Ok(state) if state == "running" => Ok(()),
+                Ok(state) => Err(guest::VmStopped(state).into()),
+                Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
+            }
+        };
+        let mount_point = self.run(Step::PrepareGuest, |op| {
+            let dev = guest::find_device(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
+                .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?;
+            Ok(guest::mount(agent, &dev, &mut check)
+                .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?)
         })?;
         let installed = self.run(Step::RunInstaller, |op| {
-            op.run_installer(agent, &mount_point, iso)
+            op.run_installer(agent, &mount_point, iso, &mut check)
         });
         // A mount the guest keeps is not yet a failure: the eject decides.
         self.run(Step::UnmountInGuest, |op| {
-            if let Err(e) = guest::unmount(agent, &mount_point) {
+            if op.agent_gone {
+                op.report
+                    .note("not unmounting in the guest: the guest agent or the VM is gone");
+            } else if let Err(e) = guest::unmount(agent, &mount_point) {
                 op.report.note(format!("{e:#}"));
             }
             Ok(())
@@ -682,6 +726,7 @@ impl Operation<'_> {
         agent: &mut dyn GuestAgent,
         mount_point: &str,
         iso: &IcIso,
+        check: guest::Check<'_>,
     ) -> Outcome<Installed> {
         let Some(command) = iso.recipe.linux.clone() else {
             return Err(Failure::msg(
@@ -701,7 +746,9 @@ impl Operation<'_> {
             timeout,
             &self.report.vm,
             self.progress,
-        )?;
+            check,
+        )
+        .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
         self.report.installer = Some(InstallerRun {
             command,
             exit_code: status.exit_code,
@@ -762,9 +809,11 @@ impl Operation<'_> {
     fn eject_ic(&mut self, vm: &mut dyn VmControl, m: &Mounted, installed: bool) -> Outcome<()> {
         let drive = &m.drive.id;
         let give_up = Instant::now() + EJECT_RETRY;
+        // Retrying only helps while the guest can still release its tray.
+        let guest_alive = !self.agent_gone;
         let result = loop {
             match vm.eject_media(drive) {
-                Err(CallError::TrayLocked(_)) if Instant::now() < give_up => {
+                Err(CallError::TrayLocked(_)) if guest_alive && Instant::now() < give_up => {
                     std::thread::sleep(Duration::from_millis(300))
                 }
                 other => break other,

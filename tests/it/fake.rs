@@ -52,6 +52,10 @@ pub enum Fault {
     Mount,
     /// The installer exits 3.
     InstallerFails,
+    /// The installer runs until something kills it.
+    InstallerHangs,
+    /// The VM is paused while the installer runs (the guest keeps its tray locked).
+    PausesDuringInstall,
 }
 
 #[derive(Debug)]
@@ -65,6 +69,8 @@ pub struct World {
     pub calls: Vec<String>,
     pub control_connections: usize,
     pub agent_connections: usize,
+    /// Processes vmguest's tree killer was run for.
+    pub killed: usize,
     inserts: usize,
     mounted: bool,
     exits: Vec<ExecStatus>,
@@ -86,6 +92,7 @@ impl World {
             calls: Vec::new(),
             control_connections: 0,
             agent_connections: 0,
+            killed: 0,
             inserts: 0,
             mounted: false,
             exits: Vec::new(),
@@ -287,6 +294,10 @@ impl FakeAgent {
     }
 }
 
+fn running() -> ExecStatus {
+    ExecStatus::default()
+}
+
 fn status(code: i64, stderr: &str) -> ExecStatus {
     ExecStatus {
         exited: true,
@@ -330,6 +341,24 @@ impl GuestAgent for FakeAgent {
             "installer" if w.has(Fault::InstallerFails) => status(3, "install.sh: cannot build"),
             "installer" if w.has(Fault::LocksTrayOnInstall) => {
                 w.faults.insert(Fault::TrayLocked);
+                status(0, "")
+            }
+            "installer" if w.has(Fault::PausesDuringInstall) => {
+                w.faults.insert(Fault::TrayLocked);
+                w.state = "paused".into();
+                running()
+            }
+            "installer" if w.has(Fault::InstallerHangs) => running(),
+            "other" => {
+                // vmguest's process-tree killer: what it kills exits with SIGKILL.
+                for s in w.exits.iter_mut().filter(|s| !s.exited) {
+                    *s = ExecStatus {
+                        exited: true,
+                        signal: Some(9),
+                        ..Default::default()
+                    };
+                }
+                w.killed += 1;
                 status(0, "")
             }
             _ => status(0, ""),

@@ -594,3 +594,85 @@ mod journal {
         );
     }
 }
+
+/// SIGINT, SIGTERM or SIGHUP while the installer runs: the installer is killed, the IC
+/// media comes out and the borrowed disc goes back (issue 11).
+#[test]
+fn a_cancel_request_mid_install_kills_the_installer_and_restores_the_disc() {
+    let c = case(with_user_disc().fault(Fault::InstallerHangs));
+    let cancel = vmguest::cancel::Cancel::new();
+    let asker = cancel.clone();
+    let hv = c.hv.clone();
+    let signal = std::thread::spawn(move || {
+        while !hv.world().called("exec installer") {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        asker.request(libc::SIGTERM);
+    });
+    let r = c.install(|o| {
+        o.replace_media = true;
+        o.cancel = cancel;
+    });
+    signal.join().unwrap();
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message.contains("interrupted by SIGTERM"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("was killed"), "{}", r.message);
+    assert_eq!(c.hv.world().killed, 1);
+    assert!(phases(&r).ends_with(&["unmount-in-guest", "eject-ic", "restore-media"]));
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+}
+
+#[test]
+fn a_cancel_request_before_the_media_moves_changes_nothing() {
+    let c = case(with_user_disc());
+    let cancel = vmguest::cancel::Cancel::new();
+    cancel.request(libc::SIGINT);
+    let r = c.install(|o| {
+        o.replace_media = true;
+        o.cancel = cancel;
+    });
+    assert_eq!(r.result, HResult::DispException);
+    assert!(r.message.contains("interrupted by SIGINT"), "{}", r.message);
+    assert!(!c.hv.world().called("eject") && !c.hv.world().called("insert"));
+}
+
+/// A VM paused under the installer is named as the cause at the next poll, not after
+/// the agent's timeouts, and the guest is asked nothing more (issue 11).
+#[test]
+fn a_vm_paused_mid_install_is_named_and_fails_fast() {
+    let c = case(with_user_disc().fault(Fault::PausesDuringInstall));
+    let started = std::time::Instant::now();
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(r.message.contains("the VM is paused"), "{}", r.message);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("not unmounting in the guest")),
+        "{:?}",
+        r.notes
+    );
+    // The locked tray is not retried: a paused guest cannot let go of it.
+    let ejects =
+        c.hv.world()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("eject"))
+            .count();
+    assert_eq!(
+        ejects,
+        2,
+        "one borrow, one eject attempt: {:?}",
+        c.hv.world().calls
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.media_restored, Some(false));
+}

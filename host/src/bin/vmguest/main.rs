@@ -3,6 +3,7 @@
 mod args;
 mod output;
 mod pipeline;
+mod signals;
 mod spinner;
 
 use std::io::IsTerminal;
@@ -128,7 +129,9 @@ fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
         what_if: a.what_if,
         plugins: (!common.no_plugins)
             .then(|| std::sync::Arc::new(PluginSet::discover(host.settings()))),
+        cancel: vmguest::cancel::Cancel::new(),
     };
+    signals::stop_on_signals(&options.cancel);
     let spinner = spinner::Spinner::new(!common.verbose);
     let mut reports: Vec<InstallReport> = Vec::new();
     let mut first_error = None;
