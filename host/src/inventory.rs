@@ -126,6 +126,11 @@ impl Inventory {
     pub fn connect(&self, entry: &VmEntry) -> Outcome<Box<dyn VmControl>> {
         match QemuVm::connect(&entry.qmp, self.timeouts.call) {
             Ok(vm) => Ok(Box::new(vm)),
+            // QEMU runs; someone else is talking to it.
+            Err(e @ CallError::Busy(..)) => Err(Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context(format!("VM {:?}: QMP is busy", entry.name)),
+            )),
             Err(e) => Err(Failure::new(
                 HResult::VmNotRunning,
                 anyhow::Error::new(e).context(format!(

@@ -127,6 +127,14 @@ impl VirtualPc {
         })
     }
 
+    /// The media journal of this host's state directory, if there is one.
+    pub fn journal(&self) -> Option<journal::Journal> {
+        self.settings
+            .state_dir
+            .as_deref()
+            .map(journal::Journal::new)
+    }
+
     /// All VMs of the hypervisor.
     pub fn virtual_machines(&self) -> Outcome<Vec<VirtualMachine<'_>>> {
         let names = self.hypervisor.names()?;
@@ -152,6 +160,8 @@ pub struct VmSummary {
     pub dvd_drives: Vec<DvdDrive>,
     pub guest_os: Option<GuestOsInfo>,
     pub integration_components: Option<InstalledComponents>,
+    /// Media an earlier run borrowed and has not yet put back (`Repair-VMMedia`).
+    pub pending_restore: Option<journal::Entry>,
     pub notes: Vec<String>,
 }
 
@@ -178,6 +188,24 @@ impl<'a> VirtualMachine<'a> {
         no_panic(|| Ok(self.control()?.dvd_drives().context("query-block")?))
     }
 
+    /// The journal entry an earlier run left for this VM, if any.
+    pub fn pending_restore(&self) -> Option<journal::Entry> {
+        let identity = self.host.hypervisor.identity(&self.name);
+        self.host.journal()?.get(&identity).ok().flatten()
+    }
+
+    /// `Repair-VMMedia`: finish an earlier run's restore, if one is pending.
+    pub fn repair_media(&self, options: &InstallOptions, progress: &dyn Progress) -> InstallReport {
+        let host = self.host;
+        operation::repair(
+            host.hypervisor.as_ref(),
+            &host.settings,
+            &self.name,
+            options,
+            progress,
+        )
+    }
+
     /// `GuestOS`.
     pub fn guest_os(&self) -> GuestOs<'_> {
         GuestOs { vm: self }
@@ -193,6 +221,7 @@ impl<'a> VirtualMachine<'a> {
                 dvd_drives: Vec::new(),
                 guest_os: None,
                 integration_components: None,
+                pending_restore: self.pending_restore(),
                 notes: Vec::new(),
             };
             let running = self.control().and_then(|mut vm| {

@@ -180,6 +180,41 @@ pub fn install(
     op.report
 }
 
+/// `Repair-VMMedia`: finish what an earlier run left in the journal for this VM (its IC
+/// media out, the user's media back), and nothing else. With `what_if`, say what it
+/// would do.
+pub fn repair(
+    hypervisor: &dyn Hypervisor,
+    settings: &Settings,
+    vm_name: &str,
+    options: &InstallOptions,
+    progress: &dyn Progress,
+) -> InstallReport {
+    let started = Instant::now();
+    let mut op = Operation::new(settings, options, progress, vm_name);
+    let message = catch_unwind(AssertUnwindSafe(|| {
+        let _lock = op.run(Step::Lock, |op| op.lock(hypervisor))?;
+        let mut vm = op.run(Step::Connect, |_| hypervisor.control(vm_name))?;
+        let notes = op.report.notes.len();
+        op.run(Step::Recover, |op| op.recover(vm.as_mut()))?;
+        Some(match op.report.notes.get(notes..).and_then(|n| n.last()) {
+            Some(what) => what.clone(),
+            None if op.journal.is_none() => {
+                "nothing to repair: no state directory, so no journal".into()
+            }
+            None => format!("nothing to repair: no journal entry for VM {vm_name:?}"),
+        })
+    }))
+    .unwrap_or_else(|panic| {
+        op.report.fail(panicked(panic.as_ref()));
+        None
+    });
+    progress.finished(vm_name);
+    op.report.total_ms = started.elapsed().as_millis() as u64;
+    op.report.seal(message.unwrap_or_default());
+    op.report
+}
+
 /// A panic caught at the library's edge: a bug, reported as an unexpected error.
 pub fn panicked(panic: &(dyn std::any::Any + Send)) -> Failure {
     Failure::msg(

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-pub trait Progress {
+/// Shared by the installs of a parallel pipeline, so it must be `Sync`.
+pub trait Progress: Sync {
     /// A new phase of the operation on `vm` started.
     fn phase(&self, _vm: &str, _phase: &str) {}
     /// Still waiting for `what`, `elapsed` of at most `limit`.

@@ -55,6 +55,9 @@ pub mod ledger {
 
     pub fn record(pid: u32) {
         if let (Some(path), Some(start)) = (path(pid), start_time(pid)) {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
             std::fs::write(path, start).expect("writing the test pid ledger");
         }
     }
@@ -321,12 +324,13 @@ impl TestVm {
             });
         }
         let child = cmd.spawn().expect("spawning qemu-system-x86_64");
-        ledger::record(child.id());
         let mut vm = TestVm {
             name: name.to_owned(),
             dir,
             child,
         };
+        // Recorded once `vm` owns the child: a panic from here on still kills it.
+        ledger::record(vm.child.id());
         vm.wait_for_qmp();
         vm
     }

@@ -24,6 +24,10 @@ pub enum CallError {
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// Connected, but no greeting came: QEMU serves one QMP client at a time, and another
+    /// client holds the monitor.
+    #[error("{} accepted the connection but sent no greeting within {:.1}s: another client holds QEMU's monitor (QEMU serves one QMP client at a time)", .0.display(), .1.as_secs_f64())]
+    Busy(PathBuf, Duration),
     /// No complete answer before the deadline.
     #[error("no answer within {:.1}s", .0.as_secs_f64())]
     Timeout(Duration),

@@ -20,7 +20,10 @@ impl Qmp {
     /// Connect, read the greeting and leave capabilities-negotiation mode.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, CallError> {
         let mut ch = Channel::connect(path, timeout)?;
-        let greeting = ch.read_value(ch.deadline())?;
+        let greeting = match ch.read_value(ch.deadline()) {
+            Err(CallError::Timeout(t)) => return Err(CallError::Busy(path.to_owned(), t)),
+            other => other?,
+        };
         if greeting.get("QMP").is_none() {
             return Err(CallError::Decode(format!("not a QMP greeting: {greeting}")));
         }

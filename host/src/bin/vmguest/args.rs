@@ -19,7 +19,7 @@ Exit codes (one per outcome, stable):
   14  DISP_E_EXCEPTION                          0x80020009
   15  HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)  0x80070002
   2   usage error
-With several VMs, the exit code is that of the first VM that failed.";
+With several VMs, the exit code is that of the first VM, in input order, that failed.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,6 +111,9 @@ pub enum Cmdlet {
         visible_alias = "get-integration-components-iso"
     )]
     GetIntegrationComponentsIso(GetIsoArgs),
+    /// Put back media that an interrupted install borrowed, from the journal
+    #[command(name = "Repair-VMMedia", visible_alias = "repair-vm-media")]
+    RepairVmMedia(RepairArgs),
     /// List the plugins: version, WIT version, what each implements, grants, hash, cache
     #[command(name = "Get-Plugin", visible_alias = "get-plugin")]
     GetPlugin,
@@ -187,6 +190,24 @@ pub struct InstallArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub timeout_sec: u64,
     /// Show the plan; change nothing
+    #[arg(long)]
+    pub what_if: bool,
+    /// How many VMs to install into at once (-ErrorAction Stop runs one at a time)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_THROTTLE, value_parser = clap::value_parser!(u16).range(1..))]
+    pub throttle_limit: u16,
+}
+
+/// ForEach-Object -Parallel's default.
+pub const DEFAULT_THROTTLE: u16 = 5;
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// VM names (default: every VM with a pending restore in the journal)
+    #[arg(long = "vm-name", value_name = "NAME")]
+    pub vm_name: Vec<String>,
+    #[arg(value_name = "VMNAME", hide = true)]
+    pub positional: Vec<String>,
+    /// Show what would be put back; change nothing
     #[arg(long)]
     pub what_if: bool,
 }

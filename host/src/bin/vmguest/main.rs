@@ -14,7 +14,12 @@ use vmguest::kinds::GuestKind;
 use vmguest::plugin::{context, PluginSet};
 use vmguest::{Failure, HResult, InstallOptions, InstallReport, Overrides, Settings, VirtualPc};
 
-use args::{Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, TestPluginArgs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use args::{
+    Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, RepairArgs,
+    TestPluginArgs,
+};
 
 fn main() {
     let args = match args::utf8(std::env::args_os()) {
@@ -38,6 +43,7 @@ fn main() {
         Cmdlet::InstallIntegrationComponents(a) => install(c, &host, a),
         Cmdlet::GetVm(a) => get_vm(c, &host, a),
         Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, &host, a),
+        Cmdlet::RepairVmMedia(a) => repair(c, &host, a),
         Cmdlet::GetPlugin => get_plugin(c, &host),
         Cmdlet::TestPlugin(a) => test_plugin(c, &host, a),
         Cmdlet::Completions { shell } => {
@@ -95,13 +101,7 @@ fn vm_names(cmdlet: &str, named: Vec<String>, positional: Vec<String>) -> Result
 }
 
 /// Apply -ErrorAction to one outcome; returns whether to go on.
-fn report_error(
-    common: &Common,
-    cmdlet: &str,
-    target: &str,
-    failure: &Failure,
-    first_error: &mut Option<HResult>,
-) -> bool {
+fn report_error(common: &Common, cmdlet: &str, target: &str, failure: &Failure) -> bool {
     if common.error_action != ErrorAction::SilentlyContinue {
         output::error_record(
             cmdlet,
@@ -111,8 +111,19 @@ fn report_error(
             &failure.causes(),
         );
     }
-    first_error.get_or_insert(failure.hresult);
     common.error_action != ErrorAction::Stop
+}
+
+/// [`report_error`], remembering the first outcome for the exit code.
+fn first_error_of(
+    common: &Common,
+    cmdlet: &str,
+    target: &str,
+    failure: &Failure,
+    first: &mut Option<HResult>,
+) -> bool {
+    first.get_or_insert(failure.hresult);
+    report_error(common, cmdlet, target, failure)
 }
 
 fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
@@ -132,31 +143,105 @@ fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
         cancel: vmguest::cancel::Cancel::new(),
     };
     signals::stop_on_signals(&options.cancel);
-    let spinner = spinner::Spinner::new(!common.verbose);
-    let mut reports: Vec<InstallReport> = Vec::new();
-    let mut first_error = None;
-    for name in names {
-        // The library never panics to its caller: installs report a bug as DISP_E_EXCEPTION.
-        let report = match host.find_virtual_machine(&name) {
-            Ok(vm) => vm.guest_os().install_with_progress(&options, &spinner),
-            Err(f) => failed_report(&name, f),
-        };
-        let go_on = match &report.failure {
-            Some(f) => report_error(common, CMDLET, &name, f, &mut first_error),
-            None => true,
-        };
-        if common.output_format == args::OutputFormat::Json {
-            output::json_line(&report);
-        }
-        reports.push(report);
-        if !go_on {
-            break;
-        }
+    pipeline(
+        common,
+        CMDLET,
+        &names,
+        a.throttle_limit,
+        |name, progress| match host.find_virtual_machine(name) {
+            Ok(vm) => vm.guest_os().install_with_progress(&options, progress),
+            Err(f) => failed_report(name, f),
+        },
+    )
+}
+
+fn repair(common: &Common, host: &VirtualPc, a: RepairArgs) -> i32 {
+    const CMDLET: &str = "Repair-VMMedia";
+    let mut names = a.vm_name;
+    names.extend(a.positional);
+    if names.is_empty() {
+        names = host
+            .journal()
+            .map(|j| j.list().into_iter().map(|e| e.vm).collect())
+            .unwrap_or_default();
     }
+    let options = InstallOptions {
+        what_if: a.what_if,
+        ..InstallOptions::default()
+    };
+    signals::stop_on_signals(&options.cancel);
+    pipeline(
+        common,
+        CMDLET,
+        &names,
+        args::DEFAULT_THROTTLE,
+        |name, progress| match host.find_virtual_machine(name) {
+            Ok(vm) => vm.repair_media(&options, progress),
+            Err(f) => failed_report(name, f),
+        },
+    )
+}
+
+/// Run `each` for every VM, `throttle` at a time (one at a time with -ErrorAction Stop,
+/// so that nothing starts after the first failure). Results stream as each VM ends: a
+/// JSON line, or the table at the end in input order. The exit code is that of the
+/// first VM in input order that failed.
+fn pipeline(
+    common: &Common,
+    cmdlet: &str,
+    names: &[String],
+    throttle: u16,
+    each: impl Fn(&str, &dyn vmguest::Progress) -> InstallReport + Sync,
+) -> i32 {
+    let throttle = match common.error_action {
+        ErrorAction::Stop => 1,
+        _ => usize::from(throttle).clamp(1, names.len().max(1)),
+    };
+    let bars = spinner::Bars::new(!common.verbose);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut slots: Vec<Option<InstallReport>> = names.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..throttle {
+            let tx = tx.clone();
+            let (next, stop, bars, each) = (&next, &stop, &bars, &each);
+            let stops = common.error_action == ErrorAction::Stop;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= names.len() || stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let report = each(&names[i], bars);
+                // Decided here, before the next VM is taken, not when the result is read.
+                if stops && report.failure.is_some() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if tx.send((i, report)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (i, report) in rx {
+            if let Some(f) = &report.failure {
+                report_error(common, cmdlet, &names[i], f);
+            }
+            if common.output_format == args::OutputFormat::Json {
+                output::json_line(&report);
+            }
+            slots[i] = Some(report);
+        }
+    });
+    drop(bars);
+    let reports: Vec<InstallReport> = slots.into_iter().flatten().collect();
     if common.output_format == args::OutputFormat::Table {
         output::install_reports(common.output_format, &reports);
     }
-    first_error.map_or(0, HResult::exit_code)
+    reports
+        .iter()
+        .find(|r| !r.result.is_success())
+        .map_or(0, |r| r.result.exit_code())
 }
 
 /// A report for a VM whose install could not even start.
@@ -176,7 +261,7 @@ fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
         match host.virtual_machines() {
             Ok(all) => names = all.iter().map(|vm| vm.name().to_owned()).collect(),
             Err(f) => {
-                report_error(common, CMDLET, "", &f, &mut first_error);
+                first_error_of(common, CMDLET, "", &f, &mut first_error);
                 return f.hresult.exit_code();
             }
         }
@@ -192,7 +277,7 @@ fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
                 summaries.push(s);
             }
             Err(f) => {
-                if !report_error(common, CMDLET, &name, &f, &mut first_error) {
+                if !first_error_of(common, CMDLET, &name, &f, &mut first_error) {
                     break;
                 }
             }
@@ -216,7 +301,7 @@ fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
         {
             Ok(info) => info,
             Err(f) => {
-                report_error(common, CMDLET, name, &f, &mut first_error);
+                first_error_of(common, CMDLET, name, &f, &mut first_error);
                 return f.hresult.exit_code();
             }
         },
@@ -261,7 +346,7 @@ fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
             .then(|| vmguest::iso::not_found(&selection))
     });
     if let Some(f) = failure {
-        report_error(common, CMDLET, &target, &f, &mut first_error);
+        first_error_of(common, CMDLET, &target, &f, &mut first_error);
     }
     first_error.map_or(0, HResult::exit_code)
 }
@@ -304,7 +389,7 @@ fn test_plugin(common: &Common, host: &VirtualPc, a: TestPluginArgs) -> i32 {
     match vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache) {
         Ok(report) => output::probe(common.output_format, &report),
         Err(f) => {
-            report_error(
+            first_error_of(
                 common,
                 CMDLET,
                 &a.path.display().to_string(),

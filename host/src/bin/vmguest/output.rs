@@ -99,7 +99,14 @@ pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
 }
 
 pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
-    let headers = ["Name", "State", "DvdDrives", "GuestOS", "Components"];
+    let headers = [
+        "Name",
+        "State",
+        "DvdDrives",
+        "GuestOS",
+        "Components",
+        "PendingRestore",
+    ];
     emit(format, vms, &headers, |v| {
         let drives: Vec<String> = v
             .dvd_drives
@@ -120,6 +127,13 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
             v.integration_components
                 .as_ref()
                 .map(|c| format!("{} {}", c.components.family, c.components.version))
+                .unwrap_or_default(),
+            v.pending_restore
+                .as_ref()
+                .map(|e| {
+                    let back = e.user_media.as_ref().map_or("empty", |m| m.file.as_str());
+                    format!("{}={back} (Repair-VMMedia)", e.drive)
+                })
                 .unwrap_or_default(),
         ]
     });

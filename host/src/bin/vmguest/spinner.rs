@@ -1,31 +1,33 @@
-//! The progress indicator: a spinner on stderr while phases run and the installer is
-//! waited for. Hidden when stderr is not a terminal or with -Verbose (logs say more).
+//! The progress indicator: one spinner line per running VM on stderr, with its phase and
+//! the installer wait. Hidden when stderr is not a terminal or with -Verbose (logs say
+//! more).
 //!
-//! Everything else written to stderr while it spins (log lines, error records) goes
-//! through [`above`], which hides the spinner for the write, so lines print above it
-//! instead of through it.
+//! Everything else written to stderr while they spin (log lines, error records) goes
+//! through [`above`], which clears the lines for the write, so it prints above them
+//! instead of through them.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 use vmguest::Progress;
 
-/// The spinner on screen, if any.
-static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// The lines on screen, if any.
+static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
-/// Run `f` with the spinner cleared, so that what `f` writes stays above it.
+/// Run `f` with the progress lines cleared, so that what `f` writes stays above them.
 pub fn above<R>(f: impl FnOnce() -> R) -> R {
-    let bar = ACTIVE.lock().ok().and_then(|b| b.clone());
-    match bar {
-        Some(bar) => bar.suspend(f),
+    let multi = ACTIVE.lock().ok().and_then(|m| m.clone());
+    match multi {
+        Some(multi) => multi.suspend(f),
         None => f(),
     }
 }
 
-/// `tracing`'s writer: one event is collected, then written above the spinner.
+/// `tracing`'s writer: one event is collected, then written above the progress lines.
 pub struct Stderr;
 
 pub struct EventWriter(Vec<u8>);
@@ -55,53 +57,75 @@ impl Drop for EventWriter {
     }
 }
 
-pub struct Spinner {
-    bar: ProgressBar,
+/// One line per VM whose install is running.
+pub struct Bars {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
 }
 
-impl Spinner {
-    pub fn new(enabled: bool) -> Spinner {
-        let bar = if enabled && std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+impl Bars {
+    pub fn new(enabled: bool) -> Bars {
+        let multi = (enabled && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        if let (Some(m), Ok(mut active)) = (&multi, ACTIVE.lock()) {
+            *active = Some(m.clone());
+        }
+        Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The VM's line, added when its install starts.
+    fn bar(&self, vm: &str) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self.bars.lock().ok()?;
+        let bar = bars.entry(vm.to_owned()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
-            if let Ok(mut active) = ACTIVE.lock() {
-                *active = Some(bar.clone());
-            }
             bar
-        } else {
-            ProgressBar::hidden()
-        };
-        Spinner { bar }
+        });
+        Some(bar.clone())
     }
 }
 
-impl Progress for Spinner {
+impl Progress for Bars {
     fn phase(&self, vm: &str, phase: &str) {
-        self.bar.set_message(format!("{vm}: {phase}"));
+        if let Some(bar) = self.bar(vm) {
+            bar.set_message(format!("{vm}: {phase}"));
+        }
     }
 
     fn waiting(&self, vm: &str, what: &str, elapsed: Duration, limit: Duration) {
-        self.bar.set_message(format!(
-            "{vm}: waiting for the {what} ({}s of at most {}s)",
-            elapsed.as_secs(),
-            limit.as_secs()
-        ));
+        if let Some(bar) = self.bar(vm) {
+            bar.set_message(format!(
+                "{vm}: waiting for the {what} ({}s of at most {}s)",
+                elapsed.as_secs(),
+                limit.as_secs()
+            ));
+        }
     }
 
-    fn finished(&self, _vm: &str) {
-        self.bar.set_message("");
+    fn finished(&self, vm: &str) {
+        let bar = self.bars.lock().ok().and_then(|mut b| b.remove(vm));
+        if let (Some(bar), Some(multi)) = (bar, &self.multi) {
+            bar.finish_and_clear();
+            multi.remove(&bar);
+        }
     }
 }
 
-impl Drop for Spinner {
+impl Drop for Bars {
     fn drop(&mut self) {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = None;
         }
-        self.bar.finish_and_clear();
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
     }
 }
