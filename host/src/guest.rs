@@ -99,9 +99,16 @@ fn poll(
     let start = Instant::now();
     loop {
         check()?;
-        let status = agent
-            .exec_status(pid)
-            .context("guest agent stopped answering while waiting for a guest process")?;
+        let status = agent.exec_status(pid).map_err(|e| {
+            let why = match &e {
+                // Another agent answers: the one that started the process is gone.
+                CallError::Qapi { .. } => {
+                    format!("the guest agent no longer knows process {pid} (it was restarted)")
+                }
+                _ => format!("the guest agent stopped answering while process {pid} ran"),
+            };
+            anyhow::Error::new(e).context(why)
+        })?;
         if status.exited {
             return Ok(Some(status));
         }
@@ -190,7 +197,9 @@ fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Optio
     }))
 }
 
-/// Run the recipe's Linux installer and wait for it, at most `timeout`.
+/// Run the recipe's Linux installer and wait for it, at most `timeout`. `started` learns
+/// its pid in the guest before the wait begins.
+#[allow(clippy::too_many_arguments)]
 pub fn run_installer(
     agent: &mut dyn GuestAgent,
     mount_point: &str,
@@ -199,6 +208,7 @@ pub fn run_installer(
     vm: &str,
     progress: &dyn Progress,
     check: Check<'_>,
+    started: &mut dyn FnMut(i64),
 ) -> anyhow::Result<ExecStatus> {
     let env = vec![
         format!("VMGUEST_IC_MEDIA={mount_point}"),
@@ -208,6 +218,7 @@ pub fn run_installer(
     let pid = agent
         .exec("/bin/sh", &["-c".to_owned(), script], &env)
         .context("starting the installer in the guest")?;
+    started(pid);
     wait(
         agent,
         pid,
@@ -216,6 +227,30 @@ pub fn run_installer(
         check,
     )
     .context("waiting for the installer")
+}
+
+/// Make the guest let go of media an earlier, interrupted run left: end its installer
+/// (and everything that installer started), then unmount.
+pub fn release(
+    agent: &mut dyn GuestAgent,
+    installer: Option<i64>,
+    mount_point: &str,
+) -> anyhow::Result<()> {
+    if let Some(pid) = installer {
+        let st = sh(agent, KILL_TREE, &[&pid.to_string()])?;
+        tracing::debug!(pid, exit = ?st.exit_code, "ended an earlier run's installer");
+    }
+    match mount_point_of_dir(agent, mount_point)? {
+        true => unmount(agent, mount_point),
+        false => Ok(()),
+    }
+}
+
+fn mount_point_of_dir(agent: &mut dyn GuestAgent, dir: &str) -> anyhow::Result<bool> {
+    let mounts = agent.read_file("/proc/mounts", 0, 1 << 20)?;
+    Ok(String::from_utf8_lossy(&mounts)
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(dir)))
 }
 
 /// Unmount, retrying briefly: the kernel may still hold the device for a moment.

@@ -35,6 +35,12 @@ pub struct Entry {
     pub tray_open: bool,
     /// The IC ISO vmguest inserted (the path QEMU was given).
     pub ic_media: String,
+    /// Where the guest mounted it and the installer's pid there, once known: a later
+    /// run ends that installer and unmounts, so the guest lets go of the tray.
+    #[serde(default)]
+    pub guest_mount: Option<String>,
+    #[serde(default)]
+    pub guest_pid: Option<i64>,
     pub pid: u32,
     pub started_unix: u64,
 }
@@ -54,6 +60,8 @@ impl Entry {
             user_media,
             tray_open: false,
             ic_media: ic.to_owned(),
+            guest_mount: None,
+            guest_pid: None,
             pid: std::process::id(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

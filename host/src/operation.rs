@@ -196,7 +196,7 @@ pub fn repair(
         let _lock = op.run(Step::Lock, |op| op.lock(hypervisor))?;
         let mut vm = op.run(Step::Connect, |_| hypervisor.control(vm_name))?;
         let notes = op.report.notes.len();
-        op.run(Step::Recover, |op| op.recover(vm.as_mut()))?;
+        op.run(Step::Recover, |op| op.recover(hypervisor, vm.as_mut()))?;
         Some(match op.report.notes.get(notes..).and_then(|n| n.last()) {
             Some(what) => what.clone(),
             None if op.journal.is_none() => {
@@ -277,7 +277,7 @@ impl Operation<'_> {
         let _lock = self.run(Step::Lock, |op| op.lock(hv))?;
         let mut vm = self.run(Step::Connect, |_| hv.control(&vm_name))?;
         let vm = vm.as_mut();
-        self.run(Step::Recover, |op| op.recover(vm))?;
+        self.run(Step::Recover, |op| op.recover(hv, vm))?;
         let message = self.install(hv, vm);
         self.settle(
             vm,
@@ -357,7 +357,7 @@ impl Operation<'_> {
 
     /// Finish what an earlier run left in the journal: its IC media out, the user's media
     /// back. A guest that still holds the IC media's tray keeps the entry open.
-    fn recover(&mut self, vm: &mut dyn VmControl) -> Outcome<()> {
+    fn recover(&mut self, hv: &dyn Hypervisor, vm: &mut dyn VmControl) -> Outcome<()> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
         };
@@ -397,7 +397,10 @@ impl Operation<'_> {
             return Ok(());
         }
         if now.is_some() {
-            match vm.eject_media(&entry.drive) {
+            if let Some(mount) = &entry.guest_mount {
+                self.release_guest(hv, &entry, mount);
+            }
+            match eject_retrying(vm, &entry.drive, true) {
                 Ok(()) => {}
                 Err(e @ CallError::TrayLocked(_)) => {
                     return Err(Failure::new(
@@ -437,6 +440,25 @@ impl Operation<'_> {
             entry.drive
         ));
         journal.remove(&self.identity).map_err(failed)
+    }
+
+    /// Ask the guest, through its agent, to end an earlier run's installer and unmount
+    /// its media. Without an agent the eject still tries; the guest decides.
+    fn release_guest(&mut self, hv: &dyn Hypervisor, entry: &journal::Entry, mount: &str) {
+        let released = match hv.agent(&self.report.vm) {
+            Ok(Some(mut agent)) => guest::release(agent.as_mut(), entry.guest_pid, mount),
+            Ok(None) => return,
+            Err(e) => Err(anyhow::Error::new(e)),
+        };
+        match released {
+            Ok(()) => self.report.note(format!(
+                "ended the earlier run's installer (guest pid {}) and unmounted {mount}",
+                entry.guest_pid.map_or("unknown".into(), |p| p.to_string())
+            )),
+            Err(e) => self
+                .report
+                .note(format!("could not release the media in the guest: {e:#}")),
+        }
     }
 
     /// Record the media change about to be made, durably, before making it.
@@ -774,6 +796,17 @@ impl Operation<'_> {
             ));
         };
         let (timeout, t) = (self.options.timeout, Instant::now());
+        let (journal, entry) = (self.journal.clone(), &mut self.journaled);
+        let mut started = |pid: i64| {
+            // So that a run killed from here on can still be finished by the next one.
+            if let (Some(journal), Some(entry)) = (&journal, entry.as_mut()) {
+                entry.guest_mount = Some(mount_point.to_owned());
+                entry.guest_pid = Some(pid);
+                if let Err(e) = journal.record(entry) {
+                    tracing::warn!("journal: {}", chain(&e));
+                }
+            }
+        };
         let status = guest::run_installer(
             agent,
             mount_point,
@@ -782,6 +815,7 @@ impl Operation<'_> {
             &self.report.vm,
             self.progress,
             check,
+            &mut started,
         )
         .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
         self.report.installer = Some(InstallerRun {
@@ -843,17 +877,8 @@ impl Operation<'_> {
 
     fn eject_ic(&mut self, vm: &mut dyn VmControl, m: &Mounted, installed: bool) -> Outcome<()> {
         let drive = &m.drive.id;
-        let give_up = Instant::now() + EJECT_RETRY;
         // Retrying only helps while the guest can still release its tray.
-        let guest_alive = !self.agent_gone;
-        let result = loop {
-            match vm.eject_media(drive) {
-                Err(CallError::TrayLocked(_)) if guest_alive && Instant::now() < give_up => {
-                    std::thread::sleep(Duration::from_millis(300))
-                }
-                other => break other,
-            }
-        };
+        let result = eject_retrying(vm, drive, !self.agent_gone);
         let Err(e) = result else {
             return Ok(());
         };
@@ -977,6 +1002,20 @@ enum Installed {
     ByAgent,
     /// The media stays in for the guest's own setup.
     LeftForAutorun,
+}
+
+/// Eject without force; with `retry`, give a guest that is letting go of a locked tray
+/// a few seconds to do so.
+fn eject_retrying(vm: &mut dyn VmControl, drive: &str, retry: bool) -> Result<(), CallError> {
+    let give_up = Instant::now() + EJECT_RETRY;
+    loop {
+        match vm.eject_media(drive) {
+            Err(CallError::TrayLocked(_)) if retry && Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(300))
+            }
+            other => return other,
+        }
+    }
 }
 
 fn insert_ic(vm: &mut dyn VmControl, drive: &DvdDrive, iso: &IcIso) -> Outcome<()> {

@@ -37,7 +37,10 @@ def check(label, ok, detail=""):
 
 def vmguest(binary, vm_dir, name, *extra):
     # A config home that does not exist: no user config leaks in, nothing to clean up.
-    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(vm_dir, "no-config-home"))
+    # Its own state directory: as root, vmguest's default journal is /var/lib/vmguest.
+    env = dict(os.environ, XDG_CONFIG_HOME=os.path.join(vm_dir, "no-config-home"),
+               XDG_CACHE_HOME=os.path.join(vm_dir, "cache"),
+               VMGUEST_STATE_DIR=os.path.join(vm_dir, "state"))
     env.pop("VMGUEST_VM_DIR", None)
     out = subprocess.run([binary, "Install-IntegrationComponents", "-VMName", name, "-VMDir", vm_dir,
                           "-OutputFormat", "Json", *extra], capture_output=True, text=True, env=env, timeout=900)

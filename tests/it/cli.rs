@@ -12,6 +12,7 @@ fn replace_media_borrows_an_occupied_drive_and_puts_the_media_back() {
         Spec {
             boot: true,
             cd: Cd::With(user.clone()),
+            ..Default::default()
         },
     );
     let iso = ic_iso(vm.dir.path(), "ic.iso", "3.1.0", &good_installer("3.1.0"));

@@ -238,6 +238,8 @@ pub struct Spec {
     /// Boot the test guest (with its agent); otherwise the VM only runs firmware.
     pub boot: bool,
     pub cd: Cd,
+    /// A second, empty CD drive `cd1`.
+    pub second_cd: bool,
 }
 
 pub struct TestVm {
@@ -282,6 +284,13 @@ impl TestVm {
             "unix:{}/{name}.qmp,server=on,wait=off",
             d.display()
         ))
+        // The test's own monitor: QEMU serves one client per monitor, and vmguest holds
+        // NAME.qmp for a whole install.
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{}/{name}.ctl,server=on,wait=off",
+            d.display()
+        ))
         .arg("-serial")
         .arg(format!("file:{}/{name}.console", d.display()));
         if spec.boot {
@@ -311,6 +320,9 @@ impl TestVm {
                 ));
                 cmd.args(["-device", "ide-cd,id=cd0,bus=ide.1,drive=cd0drv"]);
             }
+        }
+        if spec.second_cd {
+            cmd.args(["-device", "ide-cd,id=cd1,bus=ide.0"]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -358,8 +370,33 @@ impl TestVm {
         }
     }
 
+    /// QMP through the test's own monitor, apart from vmguest's.
     pub fn control(&self) -> QemuVm {
-        QemuVm::connect(&self.path("qmp"), Duration::from_secs(10)).expect("QMP")
+        QemuVm::connect(&self.path("ctl"), Duration::from_secs(10)).expect("QMP")
+    }
+
+    /// Pause (`stop`) or resume (`cont`) the VM through the test's monitor.
+    pub fn set_running(&self, running: bool) {
+        let mut vm = self.control();
+        let qmp = vm.qmp();
+        if running {
+            qmp.execute(qapi_qmp::cont {}).expect("cont");
+        } else {
+            qmp.execute(qapi_qmp::stop {}).expect("stop");
+        }
+    }
+
+    /// Wait until the serial console shows `marker` (the test guest's programs write there).
+    pub fn wait_for_console(&self, marker: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.console().contains(marker) {
+            assert!(
+                Instant::now() < deadline,
+                "{marker:?} never appeared on the console:\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn drives(&self) -> Vec<DvdDrive> {
@@ -426,26 +463,12 @@ pub fn vmguest(args: &[&str], stdin: Option<&str>) -> Output {
 
 pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let config = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmguest"));
-    cmd.args(args)
-        .env_remove("VMGUEST_VM_DIR")
-        .env_remove("RUST_LOG")
-        .env_remove("VMGUEST_IC_PATH")
-        .env_remove("VMGUEST_PLUGIN_PATH")
-        .env("VMGUEST_PLUGIN_CACHE", config.path().join("plugin-cache"))
-        .env("XDG_CONFIG_HOME", config.path())
-        .env("XDG_DATA_HOME", config.path())
-        .env("XDG_CACHE_HOME", config.path().join("cache"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = vmguest_command(args, env, config.path());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("spawning vmguest");
     if let Some(input) = stdin {
         use std::io::Write;
@@ -457,6 +480,58 @@ pub fn vmguest_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) ->
             .unwrap();
     }
     wait_bounded(child, Duration::from_secs(300))
+}
+
+/// A `vmguest` that runs while the test acts on it (signals, a paused VM); its output is
+/// collected by [`finish`]. The caller's `VMGUEST_STATE_DIR` (in `env`) carries the
+/// journal from one run to the next.
+pub struct Running {
+    pub child: Child,
+    _config: TempDir,
+}
+
+pub fn spawn_vmguest(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let config = tempfile::tempdir().unwrap();
+    let mut cmd = vmguest_command(args, env, config.path());
+    cmd.stdin(Stdio::null());
+    Running {
+        child: cmd.spawn().expect("spawning vmguest"),
+        _config: config,
+    }
+}
+
+impl Running {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    pub fn finish(self) -> Output {
+        wait_bounded(self.child, Duration::from_secs(300))
+    }
+}
+
+/// The `vmguest` binary with a clean environment: no user config, no inherited VM
+/// directory, caches and state in `config` unless `env` says otherwise.
+fn vmguest_command(args: &[&str], env: &[(&str, &str)], config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmguest"));
+    cmd.args(args)
+        .env_remove("VMGUEST_VM_DIR")
+        .env_remove("RUST_LOG")
+        .env_remove("VMGUEST_IC_PATH")
+        .env_remove("VMGUEST_PLUGIN_PATH")
+        .env("VMGUEST_PLUGIN_CACHE", config.join("plugin-cache"))
+        .env("XDG_CONFIG_HOME", config)
+        .env("XDG_DATA_HOME", config)
+        .env("XDG_CACHE_HOME", config.join("cache"))
+        // Root's default is /var/lib/vmguest: tests keep their journal to themselves.
+        .env("VMGUEST_STATE_DIR", config.join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 /// Wait for the child, but kill it past `limit`: a hang becomes a failure, not a stuck

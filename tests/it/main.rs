@@ -1,6 +1,7 @@
 //! The whole acceptance suite in one binary. Every VM test runs real QEMU processes.
 
 mod cli;
+mod crash;
 mod fake;
 mod fixtures;
 mod layout;

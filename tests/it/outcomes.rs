@@ -183,6 +183,7 @@ fn media_unmount_fail_when_the_guest_locks_a_borrowed_tray() {
         Spec {
             boot: true,
             cd: Cd::With(user.clone()),
+            ..Default::default()
         },
     );
     let iso = ic_iso(vm.dir.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
