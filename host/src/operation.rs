@@ -461,11 +461,16 @@ impl Operation<'_> {
         }
     }
 
-    /// Record the media change about to be made, durably, before making it.
+    /// Record the media change about to be made, durably, before making it. Autorun
+    /// needs no entry: it never borrows, and its IC media stays in on purpose, so a crash
+    /// leaves the drive exactly as success would.
     fn journal(&mut self, plan: &Plan, iso: &IcIso) -> Outcome<()> {
         let Some(journal) = &self.journal else {
             return Ok(());
         };
+        if self.report.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
+            return Ok(());
+        }
         let mut entry = journal::Entry::new(
             &self.report.vm,
             &self.identity,

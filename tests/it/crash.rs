@@ -428,3 +428,30 @@ fn a_throttled_pipeline_goes_on_past_a_failing_vm() {
     assert_eq!(results(&out).len(), 3, "{}", describe(&out));
     assert_eq!(out.status.code(), Some(11), "{}", describe(&out));
 }
+
+/// QEMU serves one QMP client per monitor. A socket held by another client (a management
+/// tool) is reported as busy, not as a VM that does not run (issue 11).
+#[test]
+fn a_qmp_socket_held_by_another_client_is_busy_not_stopped() {
+    let vm = TestVm::start("busy", Spec::default());
+    let _held = std::os::unix::net::UnixStream::connect(vm.path("qmp")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = vmguest(
+        &[
+            "Get-VM",
+            "busy",
+            "-VMDir",
+            vm.dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    assert!(
+        err.contains("QMP is busy") && err.contains("another client holds"),
+        "{err}"
+    );
+    assert!(!err.contains("NOT_RUNNING"), "{err}");
+}
