@@ -20,6 +20,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -34,6 +35,15 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// The deepest wasm stack a plugin may use.
 const MAX_WASM_STACK: usize = 512 * 1024;
 
+/// Whether the epoch thread runs. Without it no deadline would ever fire, so
+/// `sandbox.rs` refuses to call plugins.
+static CLOCK_RUNS: AtomicBool = AtomicBool::new(false);
+
+pub fn clock_runs() -> bool {
+    engine();
+    CLOCK_RUNS.load(Ordering::SeqCst)
+}
+
 /// The process-wide engine; the epoch thread starts with it.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -43,9 +53,10 @@ pub fn engine() -> &'static Engine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_WASM_STACK);
+        // The configuration is a constant of this build; every plugin test exercises it.
         let engine = Engine::new(&config).expect("a valid static wasmtime configuration");
         let ticker = engine.weak();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("vmguest-plugin-epoch".into())
             .spawn(move || {
                 while let Some(engine) = ticker.upgrade() {
@@ -53,8 +64,11 @@ pub fn engine() -> &'static Engine {
                     drop(engine);
                     std::thread::sleep(TICK);
                 }
-            })
-            .expect("spawning the epoch thread");
+            });
+        match spawned {
+            Ok(_) => CLOCK_RUNS.store(true, Ordering::SeqCst),
+            Err(e) => tracing::error!("cannot start the plugin clock: {e}; plugins will not run"),
+        }
         engine
     })
 }

@@ -141,6 +141,11 @@ impl Sandbox {
         what: &str,
         f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<(R, Duration), CallFailure> {
+        if !super::engine::clock_runs() {
+            return Err(CallFailure(format!(
+                "{what} not run: the plugin clock could not start, so no deadline would hold"
+            )));
+        }
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(CallFailure(format!(
                 "{what} not run: the plugin failed earlier in this process"
