@@ -164,16 +164,9 @@ pub fn install(
     options: &InstallOptions,
     progress: &dyn Progress,
 ) -> InstallReport {
-    let started = Instant::now();
-    let mut op = Operation::new(settings, options, progress, vm_name);
-    let message =
-        catch_unwind(AssertUnwindSafe(|| op.contract(hypervisor))).unwrap_or_else(|panic| {
-            op.report.fail(panicked(panic.as_ref()));
-            None
-        });
-    progress.finished(vm_name);
-    op.report.total_ms = started.elapsed().as_millis() as u64;
-    op.report.seal(message.unwrap_or_default());
+    let mut op = sealed(settings, options, progress, vm_name, |op| {
+        op.contract(hypervisor)
+    });
     if !options.what_if {
         op.post_install();
     }
@@ -190,9 +183,7 @@ pub fn repair(
     options: &InstallOptions,
     progress: &dyn Progress,
 ) -> InstallReport {
-    let started = Instant::now();
-    let mut op = Operation::new(settings, options, progress, vm_name);
-    let message = catch_unwind(AssertUnwindSafe(|| {
+    let op = sealed(settings, options, progress, vm_name, |op| {
         let _lock = op.run(Step::Lock, |op| op.lock(hypervisor))?;
         let mut vm = op.run(Step::Connect, |_| hypervisor.control(vm_name))?;
         let notes = op.report.notes.len();
@@ -204,15 +195,29 @@ pub fn repair(
             }
             None => format!("nothing to repair: no journal entry for VM {vm_name:?}"),
         })
-    }))
-    .unwrap_or_else(|panic| {
+    });
+    op.report
+}
+
+/// Run `body` (which returns the success message, or `None` once a step failed) with a
+/// panic turned into DISP_E_EXCEPTION, then time and seal the report.
+fn sealed<'a>(
+    settings: &'a Settings,
+    options: &'a InstallOptions,
+    progress: &'a dyn Progress,
+    vm_name: &str,
+    body: impl FnOnce(&mut Operation<'a>) -> Option<String>,
+) -> Operation<'a> {
+    let started = Instant::now();
+    let mut op = Operation::new(settings, options, progress, vm_name);
+    let message = catch_unwind(AssertUnwindSafe(|| body(&mut op))).unwrap_or_else(|panic| {
         op.report.fail(panicked(panic.as_ref()));
         None
     });
     progress.finished(vm_name);
     op.report.total_ms = started.elapsed().as_millis() as u64;
     op.report.seal(message.unwrap_or_default());
-    op.report
+    op
 }
 
 /// A panic caught at the library's edge: a bug, reported as an unexpected error.
