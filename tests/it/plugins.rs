@@ -227,6 +227,51 @@ fn status(vm: &TestVm) -> String {
         .to_owned()
 }
 
+/// A plugin that writes more than the output cap and then answers normally is not
+/// stopped: its output is cut and the log says so (issue 12, defect 2).
+#[test]
+fn a_plugin_that_floods_its_output_still_answers() {
+    let vm = TestVm::start("flood", Spec::default());
+    let store = store();
+    let dir = plugin_dir(&[PluginSpec::new(
+        "hostile",
+        "hostile",
+        "[settings]\nattack = \"flood\"\n",
+    )]);
+    let out = vmguest_with(
+        &[
+            "Get-IntegrationComponentsIso",
+            "-VMName",
+            "flood",
+            "-VMDir",
+            vm.dir.path().to_str().unwrap(),
+            "-GuestOS",
+            "linux",
+            "-PluginDir",
+            dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &[
+            ("VMGUEST_IC_PATH", store.path().to_str().unwrap()),
+            ("RUST_LOG", "vmguest=warn"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("output truncated") && err.contains("stream=\"stderr\""),
+        "{err}"
+    );
+    assert!(!err.contains("trapped"), "{err}");
+    let chosen: Vec<Value> = results(&out)
+        .into_iter()
+        .filter(|c| c["selected"] == true)
+        .collect();
+    assert_eq!(chosen.len(), 1, "{}", describe(&out));
+}
+
 #[test]
 fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untouched() {
     let vm = TestVm::start("hostile", Spec::default());

@@ -20,6 +20,7 @@ pub mod context;
 pub mod engine;
 pub mod hooks;
 pub mod manifest;
+pub mod output;
 pub mod policy;
 pub mod probe;
 pub mod sandbox;

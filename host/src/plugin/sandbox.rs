@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::{engine, TICK};
 use super::manifest::Manifest;
+use super::output::{CappedOutput, OUTPUT_CAP};
 
 /// How long past its deadline a call blocked in the host may take before it is abandoned.
 const BLOCKED_GRACE: Duration = Duration::from_millis(500);
-/// Plugin output kept per call; more is cut off.
-const OUTPUT_CAP: usize = 64 * 1024;
 /// Tables, instances and memories a plugin may create.
 const TABLE_ELEMENTS: usize = 100_000;
 const INSTANCES: usize = 64;
@@ -152,10 +150,7 @@ impl Sandbox {
             )));
         }
         let started = Instant::now();
-        let (stdout, stderr) = (
-            MemoryOutputPipe::new(OUTPUT_CAP),
-            MemoryOutputPipe::new(OUTPUT_CAP),
-        );
+        let (stdout, stderr) = (CappedOutput::default(), CappedOutput::default());
         let wasi = self.wasi(stdout.clone(), stderr.clone())?;
         let limits = self.manifest.limits.clone();
         let timeout = Duration::from_millis(limits.timeout_ms());
@@ -205,11 +200,7 @@ impl Sandbox {
     }
 
     /// WASI with no environment, arguments, network or inherited stdio; only the grants.
-    fn wasi(
-        &self,
-        stdout: MemoryOutputPipe,
-        stderr: MemoryOutputPipe,
-    ) -> Result<WasiCtx, CallFailure> {
+    fn wasi(&self, stdout: CappedOutput, stderr: CappedOutput) -> Result<WasiCtx, CallFailure> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout)
             .stderr(stderr)
@@ -229,12 +220,20 @@ impl Sandbox {
         Ok(b.build())
     }
 
-    fn forward_output(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) {
+    fn forward_output(&self, stdout: &CappedOutput, stderr: &CappedOutput) {
         let plugin = self.manifest.name.as_str();
         for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
-            let bytes = pipe.contents();
+            let (bytes, dropped) = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
                 tracing::info!(plugin, stream, "{line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(
+                    plugin,
+                    stream,
+                    "output truncated: {dropped} bytes past the {} KiB cap were dropped",
+                    OUTPUT_CAP / 1024
+                );
             }
         }
     }

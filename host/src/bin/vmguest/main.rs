@@ -71,6 +71,8 @@ fn init_tracing(verbose: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(spinner::Stderr)
+        // Colour for people; plain text for logs and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

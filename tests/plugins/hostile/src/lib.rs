@@ -37,6 +37,16 @@ fn misbehave(what: &str) {
         "recursion" => {
             black_box(recurse(0, [1; 64]));
         }
+        // Chatty, not hostile: 1 MiB to stderr and 200 KiB to stdout, then a normal answer.
+        "flood" => {
+            let line = "x".repeat(1023);
+            for _ in 0..1024 {
+                eprintln!("{line}");
+            }
+            for _ in 0..200 {
+                println!("{line}");
+            }
+        }
         _ => {}
     }
 }
