@@ -227,6 +227,57 @@ fn status(vm: &TestVm) -> String {
         .to_owned()
 }
 
+/// A component that claims vmguest:plugin@0.2.0 but whose `choose` returns a string is
+/// refused at load time, in Get-Plugin and Test-Plugin, naming the export and both
+/// signatures (issue 12, defect 3). It is never admitted, so it never runs in an install.
+#[test]
+fn a_component_that_lies_about_its_wit_is_refused_at_load() {
+    let dir = plugin_dir(&[PluginSpec::new("liar", "lying_wit", "")]);
+    let out = vmguest(
+        &[
+            "Get-Plugin",
+            "-PluginDir",
+            dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+    );
+    let listed = results(&out);
+    assert_eq!(listed.len(), 1, "{}", describe(&out));
+    let status = listed[0]["status"].as_str().unwrap();
+    for part in [
+        "refused: iso-policy does not match vmguest:plugin@0.2.0",
+        "the component exports choose: func(ctx: record) -> string",
+        "the WIT says choose: func(ctx: policy-context) -> policy-decision",
+    ] {
+        assert!(status.contains(part), "{part:?} missing from {status}");
+    }
+    let wasm = wasm_dir().join("lying_wit.wasm");
+    let out = vmguest(&["Test-Plugin", "-Path", wasm.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be loaded: iso-policy does not match"),
+        "{err}"
+    );
+    // Refused again on the next load: no cache entry vouches for it.
+    let again = vmguest(
+        &[
+            "Get-Plugin",
+            "-PluginDir",
+            dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+    );
+    assert!(results(&again)[0]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("refused"));
+}
+
 /// A plugin that writes more than the output cap and then answers normally is not
 /// stopped: its output is cut and the log says so (issue 12, defect 2).
 #[test]

@@ -91,11 +91,23 @@ pub enum CacheState {
 pub fn cache_entry(dir: &Path, component_sha256: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine().precompile_compatibility_hash().hash(&mut h);
+    // Admission checks run before an entry is kept (`plugin/mod.rs`); a new vmguest checks
+    // again.
+    env!("CARGO_PKG_VERSION").hash(&mut h);
     dir.join(format!("{component_sha256}-{:016x}.cwasm", h.finish()))
 }
 
 fn sidecar(entry: &Path) -> PathBuf {
     entry.with_extension("cwasm.sha256")
+}
+
+/// Drop a component's cache entry: it failed a check after it was compiled.
+pub fn evict(cache: Option<&Path>, component_sha256: &str) {
+    if let Some(dir) = cache {
+        let entry = cache_entry(dir, component_sha256);
+        let _ = std::fs::remove_file(sidecar(&entry));
+        let _ = std::fs::remove_file(entry);
+    }
 }
 
 /// Digests of components and cache entries, keyed by `fstat` (`iso/digest.rs`).

@@ -209,6 +209,72 @@ fn refused(f: &Found, name: String, why: Refused, started: Instant) -> PluginInf
     }
 }
 
+/// Each function of the component's `iface` export beside the WIT's signature for it.
+fn export_signatures(component: &Component, iface: &str, wit: WitVersion) -> String {
+    let engine = engine::engine();
+    let name = format!("vmguest:plugin/{iface}@{wit}");
+    let ty = component.component_type();
+    let Some((_, item)) = ty.exports(engine).find(|(n, _)| *n == name) else {
+        return String::new();
+    };
+    let ComponentItem::ComponentInstance(instance) = item.ty else {
+        return String::new();
+    };
+    let mut lines = Vec::new();
+    for (function, item) in instance.exports(engine) {
+        let ComponentItem::ComponentFunc(f) = item.ty else {
+            continue;
+        };
+        let params: Vec<String> = f
+            .params()
+            .map(|(n, t)| format!("{n}: {}", kind(&t)))
+            .collect();
+        let results: Vec<String> = f.results().map(|t| kind(&t)).collect();
+        let arrow = match results.as_slice() {
+            [] => String::new(),
+            [one] => format!(" -> {one}"),
+            many => format!(" -> ({})", many.join(", ")),
+        };
+        let wit_says = wit
+            .signature(function)
+            .unwrap_or_else(|| format!("no function {function}"));
+        lines.push(format!(
+            "the component exports {function}: func({}){arrow}, the WIT says {wit_says}",
+            params.join(", ")
+        ));
+    }
+    lines.join("; ")
+}
+
+/// A component-model type, by kind: enough to show how two signatures differ.
+fn kind(t: &wasmtime::component::Type) -> String {
+    use wasmtime::component::Type;
+    match t {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(l) => format!("list<{}>", kind(&l.ty())),
+        Type::Option(o) => format!("option<{}>", kind(&o.ty())),
+        Type::Record(_) => "record".into(),
+        Type::Tuple(_) => "tuple".into(),
+        Type::Variant(_) => "variant".into(),
+        Type::Enum(_) => "enum".into(),
+        Type::Result(_) => "result".into(),
+        Type::Flags(_) => "flags".into(),
+        _ => "resource".into(),
+    }
+}
+
 /// The version of `vmguest:plugin` a component was built against, and what it exports.
 pub fn exported_interfaces(component: &Component) -> (Vec<(String, String)>, Vec<String>) {
     let engine = engine::engine();
@@ -253,6 +319,7 @@ pub(crate) fn load_one(
     } else {
         manifest::read_unchecked(f, cache).map_err(refuse)?
     };
+    let cache_dir = cache;
     let (component, cache) = engine::load(&component_path, &sha256, cache)
         .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
     let (exports, names) = exported_interfaces(&component);
@@ -316,7 +383,7 @@ pub(crate) fn load_one(
         wit: Some(wit.as_str().to_owned()),
         implements,
         grants: manifest.grants(),
-        sha256: Some(sha256),
+        sha256: Some(sha256.clone()),
         cache: Some(cache),
         manifest: f.manifest_path.clone(),
         component: Some(component_path),
@@ -324,7 +391,7 @@ pub(crate) fn load_one(
         status: Status::Admitted,
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    Ok(Plugin {
+    let plugin = Plugin {
         info,
         sandbox: Sandbox {
             manifest: Arc::new(manifest),
@@ -333,10 +400,47 @@ pub(crate) fn load_one(
         },
         policy,
         hooks,
-    })
+    };
+    // A cache hit was checked when it was compiled; only checked entries are kept.
+    if cache != CacheState::Hit {
+        if let Err(why) = plugin.typecheck(&component, wit) {
+            engine::evict(cache_dir, &sha256);
+            return Err(fail(why));
+        }
+    }
+    Ok(plugin)
 }
 
 impl Plugin {
+    /// Instantiate once, in the sandbox, and bind every export with the WIT's types, so
+    /// that a component that lies about its WIT is refused before it is ever called. The
+    /// refusal names the export and both signatures.
+    fn typecheck(&self, component: &Component, wit: WitVersion) -> Result<(), String> {
+        for (iface, policy, hooks) in [
+            (ISO_POLICY, self.policy.clone(), None),
+            (INSTALL_HOOKS, None, self.hooks.clone()),
+        ] {
+            if policy.is_none() && hooks.is_none() {
+                continue;
+            }
+            let checked = self.sandbox.call("admission", move |store, instance| {
+                match (&policy, &hooks) {
+                    (Some(p), _) => p.typecheck(store, instance),
+                    (_, Some(h)) => h.typecheck(store, instance),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(e) = checked {
+                let found = export_signatures(component, iface, wit);
+                return Err(format!(
+                    "{iface} does not match vmguest:plugin@{wit} ({}); {found}",
+                    e.0.trim_start_matches("admission ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.info.name
     }

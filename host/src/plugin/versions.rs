@@ -92,6 +92,24 @@ impl WitVersion {
         Ok(linker)
     }
 
+    /// The WIT text of this version, for messages that quote a signature.
+    fn wit_text(self) -> &'static str {
+        match self {
+            WitVersion::V0_2 => include_str!("../../../wit/since_v0.2.0/plugin.wit"),
+            WitVersion::V0_1 => include_str!("../../../wit/since_v0.1.0/plugin.wit"),
+        }
+    }
+
+    /// `name: func(...) -> ...` as this version's WIT writes it.
+    pub fn signature(self, function: &str) -> Option<String> {
+        let head = format!("{function}: func(");
+        self.wit_text()
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&head))
+            .map(|l| l.trim_end_matches(';').to_owned())
+    }
+
     /// The `iso-policy` export of a component built against this version.
     pub fn policy(self, pre: &InstancePre<State>) -> wasmtime::Result<PolicyExport> {
         Ok(match self {
@@ -131,6 +149,15 @@ pub enum PolicyExport {
 }
 
 impl PolicyExport {
+    /// Bind every function with its typed signature, as a call does: a component whose
+    /// export has another type fails here, at admission.
+    pub fn typecheck(&self, store: &mut Store<State>, instance: &Instance) -> wasmtime::Result<()> {
+        match self {
+            PolicyExport::V0_2(ix) => ix.load(store, instance).map(drop),
+            PolicyExport::V0_1(ix) => ix.load(store, instance).map(drop),
+        }
+    }
+
     pub fn choose(
         &self,
         store: &mut Store<State>,
@@ -152,6 +179,14 @@ pub enum HooksExport {
 }
 
 impl HooksExport {
+    /// As [`PolicyExport::typecheck`].
+    pub fn typecheck(&self, store: &mut Store<State>, instance: &Instance) -> wasmtime::Result<()> {
+        match self {
+            HooksExport::V0_2(ix) => ix.load(store, instance).map(drop),
+            HooksExport::V0_1(ix) => ix.load(store, instance).map(drop),
+        }
+    }
+
     pub fn pre_install(
         &self,
         store: &mut Store<State>,
@@ -221,6 +256,16 @@ impl v0_1::vmguest::plugin::host::Host for State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_are_quoted_from_each_versions_wit() {
+        assert_eq!(
+            WitVersion::V0_2.signature("choose").as_deref(),
+            Some("choose: func(ctx: policy-context) -> policy-decision")
+        );
+        assert!(WitVersion::V0_1.signature("pre-install").is_some());
+        assert_eq!(WitVersion::V0_2.signature("nonesuch"), None);
+    }
 
     #[test]
     fn versions_parse_and_print_the_same() {
