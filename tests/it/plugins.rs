@@ -329,6 +329,7 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
     let store = store();
     let grant = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/etc/passwd", grant.path().join("escape.iso")).unwrap();
+    std::fs::write(grant.path().join("held.txt"), "a file to hold open\n").unwrap();
     let attacks = [
         ("loop", "ran past its 500 ms deadline"),
         ("memory", "exceeded its memory limit of 32 MiB"),
@@ -340,6 +341,8 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
         ("outside", "outside its granted directories"),
         ("symlink", "outside its granted directories"),
         ("huge", "limit 4096"),
+        // Issue 12, defect 4: open files are capped per plugin, with a clear message.
+        ("fds", "exceeded its limit of 256 open handles"),
         ("pre-loop", "pre-install ran past its 500 ms deadline"),
         ("pre-panic", "pre-install trapped"),
     ];

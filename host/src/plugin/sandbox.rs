@@ -24,6 +24,10 @@ const TABLE_ELEMENTS: usize = 100_000;
 const INSTANCES: usize = 64;
 const TABLES: usize = 64;
 const MEMORIES: usize = 16;
+/// Open handles a plugin may hold at once: files, directories, streams, pollables. Each
+/// open file is a descriptor in vmguest's own process, so this bounds what a plugin can
+/// take from the host.
+pub const MAX_HANDLES: usize = 256;
 
 /// Per-call state inside the Store.
 pub struct State {
@@ -156,7 +160,11 @@ impl Sandbox {
         let timeout = Duration::from_millis(limits.timeout_ms());
         let state = State {
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_HANDLES);
+                table
+            },
             limits: Limiter {
                 memory: limits.memory_bytes(),
                 hit: None,
@@ -177,6 +185,8 @@ impl Sandbox {
                     .instantiate(&mut store)
                     .and_then(|instance| f(&mut store, &instance));
                 let limit_hit = store.data().limits.hit.clone();
+                // Everything the call opened is closed before its answer is used.
+                drop(store);
                 let _ = tx.send(result.map_err(|e| explain(e, limit_hit, timeout)));
             });
         if let Err(e) = worker {
@@ -243,6 +253,17 @@ impl Sandbox {
 fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> String {
     if let Some(limit) = limit_hit {
         return limit;
+    }
+    let full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
+    if full {
+        return format!(
+            "exceeded its limit of {MAX_HANDLES} open handles (files, directories, streams)"
+        );
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!(

@@ -37,6 +37,18 @@ fn misbehave(what: &str) {
         "recursion" => {
             black_box(recurse(0, [1; 64]));
         }
+        // Holds open files until refused, then defers: the host must not run out first.
+        "fds" => {
+            let mut held = Vec::new();
+            while let Ok(f) = std::fs::File::open("/grant/held.txt") {
+                held.push(f);
+                if held.len() > 100_000 {
+                    break;
+                }
+            }
+            log(Level::Warn, &format!("held {} files", held.len()));
+            black_box(&held);
+        }
         // Chatty, not hostile: 1 MiB to stderr and 200 KiB to stdout, then a normal answer.
         "flood" => {
             let line = "x".repeat(1023);
