@@ -199,6 +199,59 @@ fn get_integration_components_iso_shows_the_choice_plugins_make() {
     assert_eq!(chosen[0]["reason"], "chosen by plugin pin-versions");
 }
 
+/// Issue 15: after a plugin's choice, the other candidates' reasons name the plugin's
+/// choice, not the built-in winner; and when the plugins cannot run, no row is selected.
+#[test]
+fn reasons_follow_the_plugins_choice_and_a_failed_choice_selects_nothing() {
+    let store = store();
+    ic_iso(
+        store.path(),
+        "ic-1.8.0.iso",
+        "1.8.0",
+        &good_installer("1.8.0"),
+    );
+    let pins = plugin_dir(&[PluginSpec::new(
+        "pin-versions",
+        "pin_versions",
+        "[settings]\n\"pin.linux\" = \"vmguest@1.9.0\"\n",
+    )]);
+    let env = [("VMGUEST_IC_PATH", store.path().to_str().unwrap())];
+    let out = run(
+        &["Get-IntegrationComponentsIso", "-GuestOS", "linux"],
+        pins.path(),
+        &env,
+    );
+    let cands = results(&out);
+    let reason = |v: &str| {
+        cands
+            .iter()
+            .find(|c| c["version"] == v)
+            .map(|c| c["reason"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{v} not listed: {cands:#?}"))
+    };
+    let oldest = reason("1.8.0");
+    assert!(
+        oldest.starts_with("not chosen: plugin pin-versions chose 1.9.0 (")
+            && oldest.ends_with("ic-1.9.0.iso)"),
+        "{oldest}"
+    );
+    assert!(reason("1.10.0").ends_with("(overridden by plugin pin-versions)"));
+
+    let refused = plugin_dir(&[PluginSpec::new("future", "future_wit", "")]);
+    let out = run(
+        &["Get-IntegrationComponentsIso", "-GuestOS", "linux"],
+        refused.path(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let cands = results(&out);
+    assert!(!cands.is_empty(), "{}", describe(&out));
+    assert!(
+        cands.iter().all(|c| c["selected"] == false),
+        "a row is selected although the plugins failed: {cands:#?}"
+    );
+}
+
 /// A store with two own-format ISOs, 1.9.0 and 1.10.0.
 fn store() -> tempfile::TempDir {
     let s = tempfile::tempdir().unwrap();

@@ -49,6 +49,9 @@ pub struct Candidate {
     pub bytes_read: u64,
     pub selected: bool,
     pub reason: String,
+    /// Usable and fit for the guest, but another candidate was chosen over it: its reason
+    /// names the winner, so a new winner (a plugin's) must rewrite it.
+    pub lost_to_choice: bool,
 }
 
 impl Candidate {
@@ -106,6 +109,7 @@ pub fn inspect(named: Named) -> Candidate {
         bytes_read: 0,
         selected: false,
         reason: String::new(),
+        lost_to_choice: false,
     };
     let result = (|| -> Result<Option<Identity>, IsoError> {
         let file = File::open(&c.named.path)?;
@@ -256,6 +260,7 @@ fn mark(sel: &mut Selection) {
         if c.selected {
             continue;
         }
+        c.lost_to_choice = families.contains(&id.family) && fits(id, guest) && winner.is_some();
         c.reason = match &winner {
             _ if !families.contains(&id.family) => format!(
                 "family {} is not used for {} guests (families: {:?})",
@@ -274,6 +279,32 @@ fn mark(sel: &mut Selection) {
             Some((Some(f), _, _)) => format!("{f} is preferred over {}", id.family),
             _ => "not chosen".into(),
         };
+    }
+}
+
+/// A plugin chose candidate `i` over the built-in choice: it alone is selected, the
+/// built-in winner says it was overridden, and every candidate that had lost to the
+/// built-in winner now names the plugin's choice instead.
+pub fn choose_by(sel: &mut Selection, i: usize, plugin: &str) {
+    let previous = sel.chosen.filter(|&p| p != i);
+    sel.chosen = Some(i);
+    let winner = &sel.candidates[i];
+    let won = format!(
+        "not chosen: plugin {plugin} chose {} ({})",
+        winner.version().unwrap_or_else(|| "version unknown".into()),
+        winner.named.path.display()
+    );
+    for (j, c) in sel.candidates.iter_mut().enumerate() {
+        c.selected = j == i;
+        if j == i {
+            c.reason = format!("chosen by plugin {plugin}");
+            c.lost_to_choice = false;
+        } else if Some(j) == previous {
+            c.reason = format!("{} (overridden by plugin {plugin})", c.reason);
+            c.lost_to_choice = true;
+        } else if c.lost_to_choice {
+            c.reason = won.clone();
+        }
     }
 }
 

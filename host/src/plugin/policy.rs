@@ -128,17 +128,7 @@ fn apply(
 }
 
 fn select(sel: &mut Selection, i: usize, plugin: &Plugin) {
-    if let Some(prev) = sel.chosen {
-        if prev != i {
-            let c = &mut sel.candidates[prev];
-            c.selected = false;
-            c.reason = format!("{} (overridden by plugin {})", c.reason, plugin.name());
-        }
-    }
-    let c = &mut sel.candidates[i];
-    c.selected = true;
-    c.reason = format!("chosen by plugin {}", plugin.name());
-    sel.chosen = Some(i);
+    iso::choose_by(sel, i, plugin.name());
 }
 
 /// Map a path as the plugin sees it to the host, refusing anything outside its grants:

@@ -40,6 +40,7 @@ fn sample(path: &str, family: Family, version: &str) -> Candidate {
         }),
         bytes_read: 0,
         selected: false,
+        lost_to_choice: false,
         reason: "sample candidate".into(),
     }
 }

@@ -52,6 +52,16 @@ struct Limiter {
     hit: Option<String>,
 }
 
+/// "32 MiB", "1.06 MiB": whole MiB as such, others to two places, so that two different
+/// sizes never print the same.
+fn mib(bytes: usize) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -61,9 +71,9 @@ impl ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         if desired > self.memory {
             let why = format!(
-                "exceeded its memory limit of {} MiB (asked for {} MiB)",
-                self.memory >> 20,
-                desired >> 20
+                "exceeded its memory limit of {} (asked for {})",
+                mib(self.memory),
+                mib(desired)
             );
             self.hit = Some(why.clone());
             // An error (not `Ok(false)`) traps: the plugin cannot catch it and go on.
@@ -276,5 +286,28 @@ fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> 
         }
         Some(t) => format!("trapped: {t}"),
         None => format!("failed: {e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: "exceeded its memory limit of 1 MiB (asked for 1 MiB)".
+    #[test]
+    fn the_memory_message_gives_both_figures_exactly() {
+        let mut limiter = Limiter {
+            memory: 1 << 20,
+            hit: None,
+        };
+        let err = limiter
+            .memory_growing(1 << 20, (1 << 20) + (64 << 10), None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "exceeded its memory limit of 1 MiB (asked for 1.06 MiB)"
+        );
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(mib(32 << 20), "32 MiB");
     }
 }

@@ -331,6 +331,10 @@ fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
         })
     };
     let mut views: Vec<_> = selection.candidates.iter().map(|c| c.view()).collect();
+    // When the plugins fail, there is no choice: an install would fail too.
+    if plugins.is_err() {
+        views.iter_mut().for_each(|v| v.selected = false);
+    }
     // The chosen ISO's digest, through the same cache an install uses.
     let chosen = plugins.is_ok().then_some(selection.chosen).flatten();
     if let Some(view) = chosen.and_then(|i| views.get_mut(i)) {
