@@ -55,7 +55,7 @@ struct Limiter {
 /// "32 MiB", "1.06 MiB": whole MiB as such, others to two places, so that two different
 /// sizes never print the same.
 fn mib(bytes: usize) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
