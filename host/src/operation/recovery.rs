@@ -1,0 +1,202 @@
+//! The steps that keep a user's media safe across runs: one install per VM at a time
+//! (`lock`), the journal of each media change (`journal`, closed by `settle`), and the
+//! recovery of what an earlier, interrupted run left (`recover`). See `crate::journal`
+//! and `crate::lock` for the mechanisms.
+
+use anyhow::Context;
+
+use super::{eject_retrying, Mode, Mounted, Operation, Plan};
+use crate::guest;
+use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
+use crate::iso::IcIso;
+use crate::journal::{self, JournalError};
+use crate::lock::{self, VmLock};
+use crate::vm::{CallError, DvdDrive, Hypervisor, VmControl};
+
+impl Operation<'_> {
+    /// One install per VM at a time: wait for another vmguest that holds the VM.
+    pub(super) fn lock(&mut self, hv: &dyn Hypervisor) -> Outcome<Option<VmLock>> {
+        let vm = self.report.vm.clone();
+        hv.lookup(&vm)?;
+        self.identity = hv.identity(&vm);
+        let Some(state) = &self.settings.state_dir else {
+            return Ok(None);
+        };
+        let mut waited = false;
+        let lock = lock::acquire(state, &vm, &self.identity, self.options.timeout, || {
+            tracing::info!("waiting for another vmguest install on VM {vm:?}");
+            waited = true;
+        })
+        .map_err(|e| Failure::new(HResult::DispException, e))?;
+        if waited {
+            self.report
+                .note(format!("waited for another vmguest install on VM {vm:?}"));
+        }
+        Ok(Some(lock))
+    }
+
+    /// Finish what an earlier run left in the journal: its IC media out, the user's media
+    /// back. A guest that still holds the IC media's tray keeps the entry open.
+    pub(super) fn recover(&mut self, hv: &dyn Hypervisor, vm: &mut dyn VmControl) -> Outcome<()> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(());
+        };
+        let failed = |e: JournalError| Failure::new(HResult::DispException, e);
+        let Some(entry) = journal.get(&self.identity).map_err(failed)? else {
+            return Ok(());
+        };
+        let user = entry.user_media.as_ref().map(|m| m.file.as_str());
+        let earlier = format!(
+            "an earlier vmguest run (pid {}) left drive {} with {} in it",
+            entry.pid, entry.drive, entry.ic_media
+        );
+        let drives = vm
+            .dvd_drives()
+            .context("query-block")
+            .or_hresult(HResult::DispException)?;
+        let Some(drive) = drives.iter().find(|d| d.id == entry.drive) else {
+            self.report.note(format!(
+                "{earlier}; the drive no longer exists, so there is nothing to put back (was: {})",
+                user.unwrap_or("empty")
+            ));
+            return journal.remove(&self.identity).map_err(failed);
+        };
+        let now = drive.media.as_ref().map(|m| m.file.as_str());
+        if now == user || (now.is_some() && now != Some(entry.ic_media.as_str())) {
+            self.report.note(format!(
+                "{earlier}; the drive now holds {}, which is left as it is",
+                now.unwrap_or("nothing")
+            ));
+            return journal.remove(&self.identity).map_err(failed);
+        }
+        if self.options.what_if {
+            self.report.note(format!(
+                "{earlier}; would eject it and put {} back first",
+                user.unwrap_or("nothing")
+            ));
+            return Ok(());
+        }
+        if now.is_some() {
+            if let Some(mount) = &entry.guest_mount {
+                self.release_guest(hv, &entry, mount);
+            }
+            match eject_retrying(vm, &entry.drive, true) {
+                Ok(()) => {}
+                Err(e @ CallError::TrayLocked(_)) => {
+                    return Err(Failure::new(
+                        HResult::MediaUnmountFail,
+                        anyhow::Error::new(e).context(format!(
+                            "{earlier}, and the guest still holds it; {} goes back once the                              guest lets go (the journal keeps the entry)",
+                            user.unwrap_or("the empty drive")
+                        )),
+                    ))
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        HResult::DispException,
+                        anyhow::Error::new(e).context(format!("{earlier}; ejecting it")),
+                    ))
+                }
+            }
+        }
+        let mounted = Mounted {
+            drive: DvdDrive {
+                tray_open: entry.tray_open,
+                ..drive.clone()
+            },
+            borrowed: entry.user_media.clone(),
+        };
+        match &mounted.borrowed {
+            Some(_) => self.restore_media(vm, &mounted)?,
+            None if !entry.tray_open => {
+                let _ = vm.close_tray(&entry.drive);
+            }
+            None => {}
+        }
+        self.report.recovered = Some(entry.clone());
+        self.report.note(format!(
+            "{earlier}; finished its restore: {} is back in drive {}",
+            user.unwrap_or("nothing (the drive was empty)"),
+            entry.drive
+        ));
+        journal.remove(&self.identity).map_err(failed)
+    }
+
+    /// Ask the guest, through its agent, to end an earlier run's installer and unmount
+    /// its media. Without an agent the eject still tries; the guest decides.
+    fn release_guest(&mut self, hv: &dyn Hypervisor, entry: &journal::Entry, mount: &str) {
+        let released = match hv.agent(&self.report.vm) {
+            Ok(Some(mut agent)) => guest::release(agent.as_mut(), entry.guest_pid, mount),
+            Ok(None) => return,
+            Err(e) => Err(anyhow::Error::new(e)),
+        };
+        match released {
+            Ok(()) => self.report.note(format!(
+                "ended the earlier run's installer (guest pid {}) and unmounted {mount}",
+                entry.guest_pid.map_or("unknown".into(), |p| p.to_string())
+            )),
+            Err(e) => self
+                .report
+                .note(format!("could not release the media in the guest: {e:#}")),
+        }
+    }
+
+    /// Record the media change about to be made, durably, before making it. Autorun
+    /// needs no entry: it never borrows, and its IC media stays in on purpose, so a crash
+    /// leaves the drive exactly as success would.
+    pub(super) fn journal(&mut self, plan: &Plan, iso: &IcIso) -> Outcome<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        if self.report.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
+            return Ok(());
+        }
+        let mut entry = journal::Entry::new(
+            &self.report.vm,
+            &self.identity,
+            &plan.drive.id,
+            plan.borrow.clone(),
+            &iso.path.display().to_string(),
+        );
+        entry.tray_open = plan.drive.tray_open;
+        journal.record(&entry).map_err(|e| {
+            Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context("recording the media change; nothing was changed"),
+            )
+        })?;
+        self.journaled = Some(entry);
+        Ok(())
+    }
+
+    /// Close this run's journal entry if the drive is back as it was found (or holds the
+    /// IC media on purpose, for autorun); otherwise keep it for the next run, and say so.
+    pub(super) fn settle(&mut self, vm: &mut dyn VmControl, left_for_autorun: bool) {
+        let (Some(journal), Some(entry)) = (self.journal.clone(), self.journaled.take()) else {
+            return;
+        };
+        let user = entry.user_media.as_ref().map(|m| m.file.clone());
+        let back = left_for_autorun
+            || vm.dvd_drives().is_ok_and(|drives| {
+                drives
+                    .iter()
+                    .find(|d| d.id == entry.drive)
+                    .is_some_and(|d| d.media.as_ref().map(|m| m.file.clone()) == user)
+            });
+        if back {
+            if let Err(e) = journal.remove(&entry.identity) {
+                self.report
+                    .note(format!("closing the journal entry: {}", chain(&e)));
+            }
+            return;
+        }
+        self.report.journal_pending = true;
+        self.report.note(format!(
+            "the journal keeps this run's entry ({}): the next vmguest run on this VM, or \
+             Repair-VMMedia, ejects the IC media and puts {} back into drive {}",
+            journal.dir().display(),
+            user.as_deref().unwrap_or("nothing"),
+            entry.drive
+        ));
+    }
+}
