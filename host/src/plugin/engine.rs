@@ -110,11 +110,6 @@ pub fn evict(cache: Option<&Path>, component_sha256: &str) {
     }
 }
 
-/// Digests of components and cache entries, keyed by `fstat` (`iso/digest.rs`).
-pub fn digests(cache: &Path) -> PathBuf {
-    cache.join("digests")
-}
-
 /// Does the entry's SHA-256 match the sidecar written with it? The digest comes from the
 /// digest cache while the entry's `fstat` key is unchanged, so a warm check reads no
 /// more than two small files; a changed entry is hashed again.
@@ -125,7 +120,8 @@ fn verified(entry: &Path, cache: &Path) -> bool {
     ) else {
         return false;
     };
-    matches!(digest::sha256(&file, Some(&digests(cache))), Ok((sha, _)) if sha == want.trim())
+    let digests = super::manifest::digests(cache);
+    matches!(digest::sha256(&file, Some(&digests)), Ok((sha, _)) if sha == want.trim())
 }
 
 fn usable_dir(dir: &Path) -> bool {

@@ -199,11 +199,17 @@ pub fn check_not_writable_by_others(path: &Path, what: &'static str) -> Result<(
 /// The manifest, the component's path and its SHA-256.
 pub type Admitted = (Manifest, PathBuf, String);
 
+/// Where the digests of components and compiled entries are kept, keyed by `fstat`
+/// (`iso/digest.rs`), under the compiled-component cache.
+pub fn digests(cache: &Path) -> PathBuf {
+    cache.join("digests")
+}
+
 /// The component's SHA-256, from the digest cache under `cache` while the file is
 /// unchanged (`iso/digest.rs`).
 fn component_sha256(path: &Path, cache: Option<&Path>) -> Result<String, Refused> {
     let file = std::fs::File::open(path).map_err(|e| unreadable("component", path, e))?;
-    let digests = cache.map(super::engine::digests);
+    let digests = cache.map(digests);
     crate::iso::digest::sha256(&file, digests.as_deref())
         .map(|(sha, _)| sha)
         .map_err(|e| unreadable("component", path, e))
