@@ -178,7 +178,8 @@ def main():
             vm_dir = os.path.join(work, "vms")
             os.makedirs(vm_dir)
             cache = os.path.join(work, "cache")
-            env = dict(os.environ, XDG_CACHE_HOME=cache, XDG_CONFIG_HOME=os.path.join(work, "cfg"))
+            env = dict(os.environ, XDG_CACHE_HOME=cache, XDG_CONFIG_HOME=os.path.join(work, "cfg"),
+                       VMGUEST_STATE_DIR=os.path.join(work, "state"))
             env.pop("RUST_LOG", None)
             procs.append(start(vm_dir, "bench", paused=False))
             rows = []

@@ -317,10 +317,17 @@ fn an_empty_store_is_file_not_found_listing_every_place_searched() {
         "VMGUEST_IC_PATH",
         "/usr/share/virtio-win",
         "/var/lib/libvirt/images",
-        "no config file",
     ] {
         assert!(err.contains(place), "{place} not listed:\n{err}");
     }
+    // The user's config is isolated; the system's is whatever this machine has (a
+    // vmguest package ships one), and the record must say which is the case.
+    let system = Path::new(vmguest::settings::SYSTEM_CONFIG).exists();
+    assert_eq!(
+        err.contains("no config file"),
+        !system,
+        "system config present: {system}\n{err}"
+    );
 }
 
 #[test]
