@@ -286,18 +286,9 @@ fn status(vm: &TestVm) -> String {
 #[test]
 fn a_component_that_lies_about_its_wit_is_refused_at_load() {
     let dir = plugin_dir(&[PluginSpec::new("liar", "lying_wit", "")]);
-    let out = vmguest(
-        &[
-            "Get-Plugin",
-            "-PluginDir",
-            dir.path().to_str().unwrap(),
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
-    );
-    let listed = results(&out);
-    assert_eq!(listed.len(), 1, "{}", describe(&out));
+    let cache = tempfile::tempdir().unwrap();
+    let listed = get_plugins(dir.path(), cache.path());
+    assert_eq!(listed.len(), 1, "{listed:#?}");
     let status = listed[0]["status"].as_str().unwrap();
     for part in [
         "refused: iso-policy does not match vmguest:plugin@0.2.0",
@@ -314,21 +305,15 @@ fn a_component_that_lies_about_its_wit_is_refused_at_load() {
         err.contains("cannot be loaded: iso-policy does not match"),
         "{err}"
     );
-    // Refused again on the next load: no cache entry vouches for it.
-    let again = vmguest(
-        &[
-            "Get-Plugin",
-            "-PluginDir",
-            dir.path().to_str().unwrap(),
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
-    );
-    assert!(results(&again)[0]["status"]
-        .as_str()
+    // Refused again from the same cache: no compiled entry was kept to vouch for it.
+    let again = get_plugins(dir.path(), cache.path());
+    assert_eq!(again[0]["status"], listed[0]["status"]);
+    let kept: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
-        .starts_with("refused"));
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert!(kept.is_empty(), "a refused component was cached: {kept:?}");
 }
 
 /// A plugin that writes more than the output cap and then answers normally is not
