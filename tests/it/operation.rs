@@ -508,6 +508,11 @@ mod journal {
             "{}",
             r.message
         );
+        assert!(
+            r.message.contains("goes back once the guest lets go"),
+            "{}",
+            r.message
+        );
         assert_eq!(s.journal().list().len(), 1);
         // Once the guest lets go, the next run finishes the restore.
         s.c.hv.world().faults.clear();

@@ -86,7 +86,8 @@ impl Operation<'_> {
                     return Err(Failure::new(
                         HResult::MediaUnmountFail,
                         anyhow::Error::new(e).context(format!(
-                            "{earlier}, and the guest still holds it; {} goes back once the                              guest lets go (the journal keeps the entry)",
+                            "{earlier}, and the guest still holds it; {} goes back once the \
+                             guest lets go (the journal keeps the entry)",
                             user.unwrap_or("the empty drive")
                         )),
                     ))
