@@ -189,12 +189,22 @@ pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow:
     )
 }
 
+/// The guest's mounts, as (device, mount point) pairs from `/proc/mounts`.
+fn mounts(agent: &mut dyn GuestAgent) -> anyhow::Result<Vec<(String, String)>> {
+    let text = agent.read_file("/proc/mounts", 0, 1 << 20)?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_owned(), f.next()?.to_owned()))
+        })
+        .collect())
+}
+
 fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Option<String>> {
-    let mounts = agent.read_file("/proc/mounts", 0, 1 << 20)?;
-    Ok(String::from_utf8_lossy(&mounts).lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        (f.next() == Some(dev)).then(|| f.next().map(str::to_owned))?
-    }))
+    Ok(mounts(agent)?
+        .into_iter()
+        .find_map(|(d, dir)| (d == dev).then_some(dir)))
 }
 
 /// Run the recipe's Linux installer and wait for it, at most `timeout`. `started` learns
@@ -240,17 +250,10 @@ pub fn release(
         let st = sh(agent, KILL_TREE, &[&pid.to_string()])?;
         tracing::debug!(pid, exit = ?st.exit_code, "ended an earlier run's installer");
     }
-    match mount_point_of_dir(agent, mount_point)? {
+    match mounts(agent)?.iter().any(|(_, dir)| dir == mount_point) {
         true => unmount(agent, mount_point),
         false => Ok(()),
     }
-}
-
-fn mount_point_of_dir(agent: &mut dyn GuestAgent, dir: &str) -> anyhow::Result<bool> {
-    let mounts = agent.read_file("/proc/mounts", 0, 1 << 20)?;
-    Ok(String::from_utf8_lossy(&mounts)
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(dir)))
 }
 
 /// Unmount, retrying briefly: the kernel may still hold the device for a moment.

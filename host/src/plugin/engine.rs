@@ -124,11 +124,6 @@ fn verified(entry: &Path, cache: &Path) -> bool {
     matches!(digest::sha256(&file, Some(&digests)), Ok((sha, _)) if sha == want.trim())
 }
 
-fn usable_dir(dir: &Path) -> bool {
-    std::fs::create_dir_all(dir).is_ok()
-        && super::manifest::check_not_writable_by_others(dir, "cache directory").is_ok()
-}
-
 /// Load the compiled form of the component at `path` (whose SHA-256 the caller checked)
 /// from the cache, mapping the file; or compile it and store it.
 pub fn load(
@@ -138,7 +133,7 @@ pub fn load(
 ) -> anyhow::Result<(Component, CacheState)> {
     let engine = engine();
     let bytes = || std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let dir = cache.filter(|d| usable_dir(d));
+    let dir = cache.and_then(digest::trusted);
     let Some(dir) = dir else {
         return Ok((Component::new(engine, bytes()?)?, CacheState::Uncached));
     };
@@ -148,7 +143,7 @@ pub fn load(
         // SAFETY: the file is the output of `precompile_component` by this engine
         // configuration (its name says so), and its SHA-256 matches the sidecar written
         // with it, so it is not truncated or altered since. The cache directory is
-        // writable by its owner only (`usable_dir`).
+        // writable by its owner only (`digest::trusted`).
         match unsafe { Component::deserialize_file(engine, &entry) } {
             Ok(c) => return Ok((c, CacheState::Hit)),
             Err(e) => tracing::warn!("plugin cache entry {} unusable: {e:#}", entry.display()),

@@ -416,29 +416,32 @@ impl Plugin {
     /// that a component that lies about its WIT is refused before it is ever called. The
     /// refusal names the export and both signatures.
     fn typecheck(&self, component: &Component, wit: WitVersion) -> Result<(), String> {
-        for (iface, policy, hooks) in [
-            (ISO_POLICY, self.policy.clone(), None),
-            (INSTALL_HOOKS, None, self.hooks.clone()),
-        ] {
-            if policy.is_none() && hooks.is_none() {
-                continue;
-            }
-            let checked = self.sandbox.call("admission", move |store, instance| {
-                match (&policy, &hooks) {
-                    (Some(p), _) => p.typecheck(store, instance),
-                    (_, Some(h)) => h.typecheck(store, instance),
-                    _ => Ok(()),
+        let (policy, hooks) = (self.policy.clone(), self.hooks.clone());
+        // One instantiation checks both interfaces; a mismatch is an answer, not a trap.
+        let checked = self
+            .sandbox
+            .call("admission check", move |store, instance| {
+                let mismatch = |iface: &'static str, e: wasmtime::Error| (iface, format!("{e:#}"));
+                if let Some(p) = &policy {
+                    if let Err(e) = p.typecheck(store, instance) {
+                        return Ok(Err(mismatch(ISO_POLICY, e)));
+                    }
                 }
+                if let Some(h) = &hooks {
+                    if let Err(e) = h.typecheck(store, instance) {
+                        return Ok(Err(mismatch(INSTALL_HOOKS, e)));
+                    }
+                }
+                Ok(Ok(()))
             });
-            if let Err(e) = checked {
-                let found = export_signatures(component, iface, wit);
-                return Err(format!(
-                    "{iface} does not match vmguest:plugin@{wit} ({}); {found}",
-                    e.0.trim_start_matches("admission ")
-                ));
-            }
+        match checked {
+            Ok((Ok(()), _)) => Ok(()),
+            Ok((Err((iface, why)), _)) => Err(format!(
+                "{iface} does not match vmguest:plugin@{wit} ({why}); {}",
+                export_signatures(component, iface, wit)
+            )),
+            Err(e) => Err(e.0),
         }
-        Ok(())
     }
 
     pub fn name(&self) -> &str {
