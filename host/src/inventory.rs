@@ -170,6 +170,10 @@ impl Hypervisor for Inventory {
         format!("qmp:{}", qmp.display())
     }
 
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
         self.connect(&self.entry(name)?)
     }

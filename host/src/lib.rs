@@ -49,6 +49,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod fleet;
 pub mod guest;
 pub mod hresult;
 pub mod inventory;
@@ -71,12 +72,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 
+pub use fleet::Fleet;
 pub use hresult::{Failure, HResult, Outcome};
 pub use inventory::Inventory;
 pub use operation::InstallOptions;
 pub use progress::{Progress, Silent};
 pub use report::InstallReport;
-pub use settings::{Overrides, Settings};
+pub use settings::{HostSpec, Overrides, Settings};
 pub use vm::{DvdDrive, GuestOsInfo, Hypervisor};
 
 use guest::InstalledComponents;
@@ -93,14 +95,35 @@ impl VirtualPc {
     pub fn open(vm_dir: impl Into<PathBuf>) -> VirtualPc {
         VirtualPc::with_settings(Settings::resolve(Overrides {
             vm_dir: Some(vm_dir.into()),
-            plugin_dir: None,
+            ..Overrides::default()
         }))
     }
 
     /// The socket directory the settings name.
     pub fn with_settings(settings: Settings) -> VirtualPc {
-        let inventory = Inventory::new(settings.vm_dir.clone());
-        VirtualPc::with_hypervisor(inventory, settings)
+        let spec = HostSpec::Sockets(settings.vm_dir.clone());
+        VirtualPc::on(&spec, Arc::new(settings))
+    }
+
+    /// A libvirt host by its URI (`qemu:///system`, `qemu+ssh://host/system`, ...);
+    /// nothing is connected until a VM is looked up.
+    pub fn connect(uri: &str, settings: Settings) -> VirtualPc {
+        VirtualPc::on(&HostSpec::Libvirt(uri.to_owned()), Arc::new(settings))
+    }
+
+    /// One host of a run, sharing the run's settings with the others.
+    pub fn on(spec: &HostSpec, settings: Arc<Settings>) -> VirtualPc {
+        let hypervisor: Box<dyn Hypervisor + Send + Sync> = match spec {
+            HostSpec::Sockets(dir) => Box::new(Inventory::new(dir.clone())),
+            HostSpec::Libvirt(uri) => Box::new(vm::libvirt::LibvirtHost::new(
+                uri.clone(),
+                inventory::Timeouts::default(),
+            )),
+        };
+        VirtualPc {
+            hypervisor,
+            settings,
+        }
     }
 
     /// Any backend, or a test double.
@@ -116,6 +139,11 @@ impl VirtualPc {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Where this host's VMs live: its libvirt URI or its socket directory.
+    pub fn location(&self) -> String {
+        self.hypervisor.location()
     }
 
     /// `FindVirtualMachine`: VM_E_VM_UNKNOWN if there is no such VM.
@@ -135,7 +163,7 @@ impl VirtualPc {
             .map(journal::Journal::new)
     }
 
-    /// All VMs of the hypervisor.
+    /// All VMs of the hypervisor (`-ComputerName`'s host, or the socket directory).
     pub fn virtual_machines(&self) -> Outcome<Vec<VirtualMachine<'_>>> {
         let names = self.hypervisor.names()?;
         Ok(names
@@ -155,6 +183,8 @@ pub struct VirtualMachine<'a> {
 #[derive(Debug, Serialize)]
 pub struct VmSummary {
     pub name: String,
+    /// The host it came from: a libvirt URI or a socket directory.
+    pub host: String,
     /// QEMU's run state, or "not-running" when QMP does not answer.
     pub state: String,
     pub dvd_drives: Vec<DvdDrive>,
@@ -173,6 +203,10 @@ fn no_panic<T>(f: impl FnOnce() -> Outcome<T>) -> Outcome<T> {
 impl<'a> VirtualMachine<'a> {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn host(&self) -> &VirtualPc {
+        self.host
     }
 
     fn control(&self) -> Outcome<Box<dyn VmControl>> {
@@ -197,13 +231,15 @@ impl<'a> VirtualMachine<'a> {
     /// `Repair-VMMedia`: finish an earlier run's restore, if one is pending.
     pub fn repair_media(&self, options: &InstallOptions, progress: &dyn Progress) -> InstallReport {
         let host = self.host;
-        operation::repair(
+        let mut report = operation::repair(
             host.hypervisor.as_ref(),
             &host.settings,
             &self.name,
             options,
             progress,
-        )
+        );
+        report.host = Some(host.location());
+        report
     }
 
     /// `GuestOS`.
@@ -217,6 +253,7 @@ impl<'a> VirtualMachine<'a> {
         no_panic(|| {
             let mut s = VmSummary {
                 name: self.name.clone(),
+                host: self.host.location(),
                 state: "not-running".into(),
                 dvd_drives: Vec::new(),
                 guest_os: None,
@@ -313,12 +350,14 @@ impl GuestOs<'_> {
         progress: &dyn Progress,
     ) -> InstallReport {
         let host = self.vm.host;
-        operation::install(
+        let mut report = operation::install(
             host.hypervisor.as_ref(),
             &host.settings,
             &self.vm.name,
             options,
             progress,
-        )
+        );
+        report.host = Some(host.location());
+        report
     }
 }

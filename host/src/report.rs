@@ -52,6 +52,8 @@ pub struct PluginRecord {
 #[derive(Debug, Serialize)]
 pub struct InstallReport {
     pub vm: String,
+    /// The host the VM is on: a libvirt URI or a socket directory.
+    pub host: Option<String>,
     pub result: HResult,
     pub hresult: String,
     pub message: String,
@@ -91,6 +93,7 @@ impl InstallReport {
     pub fn new(vm: &str) -> InstallReport {
         InstallReport {
             vm: vm.to_owned(),
+            host: None,
             result: HResult::SOk,
             hresult: HResult::SOk.hex(),
             message: String::new(),

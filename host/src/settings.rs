@@ -5,6 +5,7 @@
 //! | setting | from, in order |
 //! |---|---|
 //! | VM socket directory | `-VmDir`, `$VMGUEST_VM_DIR`, `$XDG_RUNTIME_DIR/vmguest`, `/run/vmguest` |
+//! | hosts searched for VMs | see [`Settings::hosts`]: flags, then the environment, then what exists here |
 //! | config files | `$XDG_CONFIG_HOME/vmguest/config.toml` (else `~/.config/…`), then `/etc/vmguest/config.toml` |
 //! | extra IC search path | `$VMGUEST_IC_PATH` (colon-separated) |
 //! | the user's IC store | `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/…`) |
@@ -31,18 +32,55 @@ pub const PLUGIN_PATH_ENV: &str = "VMGUEST_PLUGIN_PATH";
 pub const PLUGIN_CACHE_ENV: &str = "VMGUEST_PLUGIN_CACHE";
 pub const STATE_DIR_ENV: &str = "VMGUEST_STATE_DIR";
 pub const SYSTEM_STATE: &str = "/var/lib/vmguest";
+pub const LIBVIRT_URI_ENV: &str = "LIBVIRT_DEFAULT_URI";
+
+/// Where VMs are looked for: a socket directory, or a libvirt host by its URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostSpec {
+    Sockets(PathBuf),
+    Libvirt(String),
+}
+
+impl HostSpec {
+    /// `Get-VM`'s `host` column and a pipeline object's `host` property: a libvirt URI,
+    /// or the socket directory.
+    pub fn label(&self) -> String {
+        match self {
+            HostSpec::Sockets(dir) => dir.display().to_string(),
+            HostSpec::Libvirt(uri) => uri.clone(),
+        }
+    }
+
+    /// The host a pipeline object names: a URI (it has a scheme) or a directory.
+    pub fn parse(label: &str) -> HostSpec {
+        if label.contains("://") {
+            HostSpec::Libvirt(label.to_owned())
+        } else {
+            HostSpec::Sockets(PathBuf::from(label))
+        }
+    }
+}
+
+/// `-ComputerName HOST`: Hyper-V's spelling of `qemu+ssh://HOST/system`.
+pub fn computer_uri(host: &str) -> String {
+    format!("qemu+ssh://{host}/system")
+}
 
 /// What the command line may override.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub vm_dir: Option<PathBuf>,
     pub plugin_dir: Option<PathBuf>,
+    /// `-ConnectionUri`, and `-ComputerName` already turned into URIs.
+    pub connection_uris: Vec<String>,
 }
 
 /// The resolved settings of one run.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub vm_dir: PathBuf,
+    /// Every host searched for VMs, in order ([`Settings::hosts`] tells the rule).
+    pub hosts: Vec<HostSpec>,
     /// The config files, user before system, with what went wrong reading them.
     pub config: Effective,
     /// `$VMGUEST_IC_PATH`, split; `None` when unset or empty.
@@ -120,11 +158,15 @@ impl Settings {
             .chain(std::iter::once(PathBuf::from(SYSTEM_CONFIG)))
             .collect();
         let config = Effective::load(&config_files);
-        let vm_dir = overrides
+        let explicit_dir = overrides
             .vm_dir
-            .or_else(|| var(VM_DIR_ENV).map(PathBuf::from))
-            .or_else(|| bases.runtime.map(|r| r.join("vmguest")))
+            .clone()
+            .or_else(|| var(VM_DIR_ENV).map(PathBuf::from));
+        let vm_dir = explicit_dir
+            .clone()
+            .or_else(|| bases.runtime.as_ref().map(|r| r.join("vmguest")))
             .unwrap_or_else(|| PathBuf::from("/run/vmguest"));
+        let hosts = Settings::hosts(&overrides, &vm_dir, bases.runtime.as_deref());
         let plugin_dirs = match (&overrides.plugin_dir, var(PLUGIN_PATH_ENV)) {
             (Some(d), _) => vec![d.clone()],
             (None, Some(v)) => split(&v),
@@ -139,6 +181,7 @@ impl Settings {
         };
         Settings {
             vm_dir,
+            hosts,
             ic_path: var(IC_PATH_ENV).map(|v| split(&v)),
             user_store: bases.data.map(|d| d.join("vmguest/ic")),
             plugin_dirs,
@@ -158,11 +201,55 @@ impl Settings {
         }
     }
 
+    /// The hosts searched for VMs:
+    /// 1. with `-VmDir`, `-ConnectionUri` or `-ComputerName`, exactly the hosts named;
+    /// 2. else with `$VMGUEST_VM_DIR` or `$LIBVIRT_DEFAULT_URI`, exactly those;
+    /// 3. else what this machine has: the socket directory if it exists, and the local
+    ///    libvirt daemon (`qemu:///system` for root, `qemu:///session` for others) if its
+    ///    socket exists; with neither, the socket directory, whose absence is reported.
+    fn hosts(overrides: &Overrides, vm_dir: &Path, runtime: Option<&Path>) -> Vec<HostSpec> {
+        let dir = || HostSpec::Sockets(vm_dir.to_owned());
+        if overrides.vm_dir.is_some() || !overrides.connection_uris.is_empty() {
+            let dirs = overrides.vm_dir.is_some().then(dir);
+            let uris = overrides.connection_uris.iter().cloned();
+            return dirs
+                .into_iter()
+                .chain(uris.map(HostSpec::Libvirt))
+                .collect();
+        }
+        let env_dir = var(VM_DIR_ENV).map(|_| dir());
+        let env_uri = var(LIBVIRT_URI_ENV).map(|u| HostSpec::Libvirt(u.to_string_lossy().into()));
+        if env_dir.is_some() || env_uri.is_some() {
+            return env_dir.into_iter().chain(env_uri).collect();
+        }
+        let (sockets, uri) = if is_root() {
+            (PathBuf::from("/run/libvirt"), "qemu:///system")
+        } else {
+            match runtime {
+                Some(r) => (r.join("libvirt"), "qemu:///session"),
+                None => return vec![dir()],
+            }
+        };
+        let local_libvirt = ["libvirt-sock", "virtqemud-sock"]
+            .iter()
+            .any(|s| sockets.join(s).exists());
+        let mut hosts: Vec<HostSpec> = Vec::new();
+        if vm_dir.is_dir() || !local_libvirt {
+            hosts.push(dir());
+        }
+        if local_libvirt {
+            hosts.push(HostSpec::Libvirt(uri.into()));
+        }
+        hosts
+    }
+
     /// Settings that read nothing: a VM directory and defaults, for library callers and
     /// tests that want no ambient configuration.
     pub fn isolated(vm_dir: impl Into<PathBuf>) -> Settings {
+        let vm_dir = vm_dir.into();
         Settings {
-            vm_dir: vm_dir.into(),
+            hosts: vec![HostSpec::Sockets(vm_dir.clone())],
+            vm_dir,
             config: Effective::default(),
             ic_path: None,
             user_store: None,

@@ -166,6 +166,10 @@ impl Hypervisor for FakeHv {
         format!("fake:{name}")
     }
 
+    fn location(&self) -> String {
+        "fake".into()
+    }
+
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
         self.lookup(name)?;
         let mut w = self.world();

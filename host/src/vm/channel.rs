@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use qapi_spec::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use virt::error::ErrorNumber;
 
 /// How a call over a channel failed. Callers decide on the variant: `Closed` while a VM
 /// was known to run means QEMU went away, `TrayLocked` is the guest holding its tray,
@@ -43,6 +44,9 @@ pub enum CallError {
     /// The answer did not have the expected shape.
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// libvirt refused or failed; its message, code and domain are kept.
+    #[error("libvirt: {0}")]
+    Libvirt(#[from] virt::error::Error),
 }
 
 impl CallError {
@@ -56,6 +60,16 @@ impl CallError {
                     | io::ErrorKind::ConnectionReset
                     | io::ErrorKind::ConnectionAborted
                     | io::ErrorKind::NotConnected
+            ),
+            // The daemon, the domain or its agent went away.
+            CallError::Libvirt(e) => matches!(
+                e.code(),
+                ErrorNumber::NoConnect
+                    | ErrorNumber::SystemError
+                    | ErrorNumber::Rpc
+                    | ErrorNumber::NoDomain
+                    | ErrorNumber::OperationInvalid
+                    | ErrorNumber::AgentUnresponsive
             ),
             _ => false,
         }

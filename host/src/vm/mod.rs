@@ -3,6 +3,7 @@
 //! another backend (libvirt, a test double) plugs in without touching the operation.
 
 pub mod channel;
+pub mod libvirt;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
@@ -110,6 +111,8 @@ pub trait Hypervisor {
     /// What names this VM across runs, for the media journal and the per-VM lock: the
     /// same VM reached another way must give the same identity.
     fn identity(&self, name: &str) -> String;
+    /// Where these VMs live, as reports and `Get-VM` show it: a libvirt URI, a directory.
+    fn location(&self) -> String;
     /// Connect to a VM's monitor: VM_E_VM_UNKNOWN if there is no such VM,
     /// VM_E_VM_NOT_RUNNING if its monitor does not answer.
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>>;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::qga::Qga;
+use super::qga::{AgentTransport, Qga};
 use super::qmp::Qmp;
 use super::{CallError, DvdDrive, ExecStatus, GuestAgent, GuestOsInfo, Media, VmControl};
 
@@ -127,8 +127,16 @@ fn locked_tray(e: CallError) -> CallError {
     }
 }
 
-pub struct QemuAgent {
-    qga: Qga,
+/// The QEMU guest agent's commands over any transport: its own socket ([`Qga`]) or
+/// libvirt's agent channel.
+pub struct QemuAgent<T: AgentTransport = Qga> {
+    qga: T,
+}
+
+impl<T: AgentTransport> QemuAgent<T> {
+    pub fn over(transport: T) -> Self {
+        QemuAgent { qga: transport }
+    }
 }
 
 impl QemuAgent {
@@ -144,13 +152,13 @@ impl QemuAgent {
 }
 
 /// Guest file handles are closed on every path, or the agent leaks them.
-struct GuestFile<'a> {
-    qga: &'a mut Qga,
+struct GuestFile<'a, T: AgentTransport> {
+    qga: &'a mut T,
     handle: i64,
 }
 
-impl<'a> GuestFile<'a> {
-    fn open(qga: &'a mut Qga, path: &str, mode: &str) -> Result<Self, CallError> {
+impl<'a, T: AgentTransport> GuestFile<'a, T> {
+    fn open(qga: &'a mut T, path: &str, mode: &str) -> Result<Self, CallError> {
         let handle = qga.execute(qapi_qga::guest_file_open {
             path: path.to_owned(),
             mode: Some(mode.to_owned()),
@@ -159,7 +167,7 @@ impl<'a> GuestFile<'a> {
     }
 }
 
-impl Drop for GuestFile<'_> {
+impl<T: AgentTransport> Drop for GuestFile<'_, T> {
     fn drop(&mut self) {
         let _ = self.qga.execute(qapi_qga::guest_file_close {
             handle: self.handle,
@@ -170,7 +178,7 @@ impl Drop for GuestFile<'_> {
 /// Largest chunk asked of the agent at once (its replies are base64 in one JSON line).
 const READ_CHUNK: usize = 48 * 1024;
 
-impl GuestAgent for QemuAgent {
+impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
     fn os_info(&mut self) -> Result<GuestOsInfo, CallError> {
         let i = self.qga.execute(qapi_qga::guest_get_osinfo {})?;
         Ok(GuestOsInfo {

@@ -54,8 +54,15 @@ impl Qga {
             }
         }
     }
+}
 
-    pub fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError> {
+/// How agent commands reach the guest: one command, one answer.
+pub trait AgentTransport {
+    fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError>;
+}
+
+impl AgentTransport for Qga {
+    fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError> {
         self.ch.send(cmd)?;
         let v = self.ch.read_value(self.ch.deadline())?;
         decode_response(v)

@@ -71,6 +71,37 @@ pub struct Common {
     /// Run without any plugin (troubleshooting)
     #[arg(long, global = true)]
     pub no_plugins: bool,
+    /// libvirt hosts by URI (qemu:///system, qemu+ssh://HOST/system, qemu+tcp://…,
+    /// qemu+unix:///system?socket=…); repeat or separate with commas [env:
+    /// LIBVIRT_DEFAULT_URI]
+    #[arg(
+        long,
+        short = 'c',
+        visible_alias = "connect",
+        global = true,
+        value_name = "URI",
+        value_delimiter = ','
+    )]
+    pub connection_uri: Vec<String>,
+    /// libvirt hosts by name, reached as qemu+ssh://HOST/system (Hyper-V's spelling)
+    #[arg(long, global = true, value_name = "HOST", value_delimiter = ',')]
+    pub computer_name: Vec<String>,
+}
+
+impl Common {
+    /// `-ConnectionUri` then `-ComputerName`, as libvirt URIs.
+    pub fn connection_uris(&self) -> Vec<String> {
+        let names = self
+            .computer_name
+            .iter()
+            .map(|h| vmguest::settings::computer_uri(h));
+        self.connection_uri
+            .iter()
+            .cloned()
+            .chain(names)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -10,16 +10,21 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
+use vmguest::fleet::HostFailure;
 use vmguest::kinds::GuestKind;
 use vmguest::plugin::{context, PluginSet};
-use vmguest::{Failure, HResult, InstallOptions, InstallReport, Overrides, Settings, VirtualPc};
+use vmguest::{
+    Failure, Fleet, HResult, HostSpec, InstallOptions, InstallReport, Overrides, Settings,
+    VirtualMachine,
+};
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use args::{
     Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, RepairArgs,
     TestPluginArgs,
 };
+use pipeline::Target;
 
 fn main() {
     let args = match args::utf8(std::env::args_os()) {
@@ -34,18 +39,19 @@ fn main() {
     // A panic is a bug; it still ends as DISP_E_EXCEPTION, not as a crash trace.
     std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
     // Settings are read once, here, and passed down.
-    let host = VirtualPc::with_settings(Settings::resolve(Overrides {
+    let settings = Settings::resolve(Overrides {
         vm_dir: cli.common.vm_dir.clone(),
         plugin_dir: cli.common.plugin_dir.clone(),
-    }));
+        connection_uris: cli.common.connection_uris(),
+    });
     let c = &cli.common;
     let code = match cli.cmdlet {
-        Cmdlet::InstallIntegrationComponents(a) => install(c, &host, a),
-        Cmdlet::GetVm(a) => get_vm(c, &host, a),
-        Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, &host, a),
-        Cmdlet::RepairVmMedia(a) => repair(c, &host, a),
-        Cmdlet::GetPlugin => get_plugin(c, &host),
-        Cmdlet::TestPlugin(a) => test_plugin(c, &host, a),
+        Cmdlet::InstallIntegrationComponents(a) => install(c, settings, a),
+        Cmdlet::GetVm(a) => get_vm(c, settings, a),
+        Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, settings, a),
+        Cmdlet::RepairVmMedia(a) => repair(c, settings, a),
+        Cmdlet::GetPlugin => get_plugin(c, &settings),
+        Cmdlet::TestPlugin(a) => test_plugin(c, &settings, a),
         Cmdlet::Completions { shell } => {
             args::completions(shell, &mut std::io::stdout());
             0
@@ -78,11 +84,11 @@ fn init_tracing(verbose: bool) {
 }
 
 /// Names from the arguments, else from stdin (the pipeline).
-fn vm_names(cmdlet: &str, named: Vec<String>, positional: Vec<String>) -> Result<Vec<String>, i32> {
+fn vm_names(cmdlet: &str, named: Vec<String>, positional: Vec<String>) -> Result<Vec<Target>, i32> {
     let mut names = named;
     names.extend(positional);
     if !names.is_empty() {
-        return Ok(names);
+        return Ok(names.into_iter().map(Target::named).collect());
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -128,12 +134,63 @@ fn first_error_of(
     report_error(common, cmdlet, target, failure)
 }
 
-fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
+/// What one line of a pipeline acts on: a VM found on a host, or why there is none.
+enum Job<'f> {
+    Vm(VirtualMachine<'f>),
+    Failed { name: String, failure: HostFailure },
+}
+
+impl Job<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Job::Vm(vm) => vm.name(),
+            Job::Failed { name, .. } => name,
+        }
+    }
+
+    /// Run `f` on the VM, or report why there is none.
+    fn report(self, f: impl FnOnce(&VirtualMachine<'_>) -> InstallReport) -> InstallReport {
+        match self {
+            Job::Vm(vm) => f(&vm),
+            Job::Failed { name, failure } => failed_report(&name, failure),
+        }
+    }
+}
+
+/// The hosts the settings name plus those the targets pin.
+fn open_fleet(settings: Settings, targets: &[Target]) -> Fleet {
+    let pinned: Vec<HostSpec> = targets
+        .iter()
+        .filter_map(|t| t.host.as_deref().map(HostSpec::parse))
+        .collect();
+    Fleet::open(settings, &pinned)
+}
+
+/// Each target on every host searched, in input order.
+fn jobs<'f>(fleet: &'f Fleet, targets: &[Target]) -> Vec<Job<'f>> {
+    let mut jobs = Vec::new();
+    for t in targets {
+        for found in fleet.find(&t.name, t.host.as_deref()) {
+            jobs.push(match found {
+                Ok(vm) => Job::Vm(vm),
+                Err(failure) => Job::Failed {
+                    name: t.name.clone(),
+                    failure,
+                },
+            });
+        }
+    }
+    jobs
+}
+
+fn install(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
     const CMDLET: &str = "Install-IntegrationComponents";
-    let names = match vm_names(CMDLET, a.vm_name, a.positional) {
+    let targets = match vm_names(CMDLET, a.vm_name, a.positional) {
         Ok(n) => n,
         Err(code) => return code,
     };
+    let fleet = open_fleet(settings, &targets);
+    let host = &fleet;
     let options = InstallOptions {
         iso: a.path,
         replace_media: a.replace_media,
@@ -148,25 +205,26 @@ fn install(common: &Common, host: &VirtualPc, a: InstallArgs) -> i32 {
     pipeline(
         common,
         CMDLET,
-        &names,
+        jobs(&fleet, &targets),
         a.throttle_limit,
-        |name, progress| match host.find_virtual_machine(name) {
-            Ok(vm) => vm.guest_os().install_with_progress(&options, progress),
-            Err(f) => failed_report(name, f),
-        },
+        |job, progress| job.report(|vm| vm.guest_os().install_with_progress(&options, progress)),
     )
 }
 
-fn repair(common: &Common, host: &VirtualPc, a: RepairArgs) -> i32 {
+fn repair(common: &Common, settings: Settings, a: RepairArgs) -> i32 {
     const CMDLET: &str = "Repair-VMMedia";
     let mut names = a.vm_name;
     names.extend(a.positional);
     if names.is_empty() {
-        names = host
-            .journal()
+        names = settings
+            .state_dir
+            .as_deref()
+            .map(vmguest::journal::Journal::new)
             .map(|j| j.list().into_iter().map(|e| e.vm).collect())
             .unwrap_or_default();
     }
+    let targets: Vec<Target> = names.into_iter().map(Target::named).collect();
+    let fleet = open_fleet(settings, &targets);
     let options = InstallOptions {
         what_if: a.what_if,
         ..InstallOptions::default()
@@ -175,12 +233,9 @@ fn repair(common: &Common, host: &VirtualPc, a: RepairArgs) -> i32 {
     pipeline(
         common,
         CMDLET,
-        &names,
+        jobs(&fleet, &targets),
         args::DEFAULT_THROTTLE,
-        |name, progress| match host.find_virtual_machine(name) {
-            Ok(vm) => vm.repair_media(&options, progress),
-            Err(f) => failed_report(name, f),
-        },
+        |job, progress| job.report(|vm| vm.repair_media(&options, progress)),
     )
 }
 
@@ -191,30 +246,35 @@ fn repair(common: &Common, host: &VirtualPc, a: RepairArgs) -> i32 {
 fn pipeline(
     common: &Common,
     cmdlet: &str,
-    names: &[String],
+    jobs: Vec<Job<'_>>,
     throttle: u16,
-    each: impl Fn(&str, &dyn vmguest::Progress) -> InstallReport + Sync,
+    each: impl Fn(Job<'_>, &dyn vmguest::Progress) -> InstallReport + Sync,
 ) -> i32 {
     let throttle = match common.error_action {
         ErrorAction::Stop => 1,
-        _ => usize::from(throttle).clamp(1, names.len().max(1)),
+        _ => usize::from(throttle).clamp(1, jobs.len().max(1)),
     };
+    let names: Vec<String> = jobs.iter().map(|j| j.name().to_owned()).collect();
     let bars = spinner::Bars::new(!common.verbose);
-    let next = AtomicUsize::new(0);
+    // Taken in input order, each by one worker.
+    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate());
     let stop = AtomicBool::new(false);
     let mut slots: Vec<Option<InstallReport>> = names.iter().map(|_| None).collect();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..throttle {
             let tx = tx.clone();
-            let (next, stop, bars, each) = (&next, &stop, &bars, &each);
+            let (queue, stop, bars, each) = (&queue, &stop, &bars, &each);
             let stops = common.error_action == ErrorAction::Stop;
             scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= names.len() || stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let report = each(&names[i], bars);
+                let next = queue.lock().map(|mut q| q.next());
+                let Ok(Some((i, job))) = next else {
+                    break;
+                };
+                let report = each(job, bars);
                 // Decided here, before the next VM is taken, not when the result is read.
                 if stops && report.failure.is_some() {
                     stop.store(true, Ordering::SeqCst);
@@ -247,30 +307,50 @@ fn pipeline(
 }
 
 /// A report for a VM whose install could not even start.
-fn failed_report(name: &str, failure: Failure) -> InstallReport {
+fn failed_report(name: &str, failure: HostFailure) -> InstallReport {
     let mut r = InstallReport::new(name);
-    r.fail(failure);
+    r.host = failure.host;
+    r.fail(failure.failure);
     r.seal(String::new());
     r
 }
 
-fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
+fn get_vm(common: &Common, settings: Settings, a: GetVmArgs) -> i32 {
     const CMDLET: &str = "Get-VM";
     let mut names = a.name;
     names.extend(a.positional);
+    let targets: Vec<Target> = names.into_iter().map(Target::named).collect();
+    let fleet = open_fleet(settings, &targets);
+    // Every VM of every host, or each name on every host; a host that cannot answer is
+    // an error record of its own and the others go on.
+    let found: Vec<Job<'_>> = if targets.is_empty() {
+        fleet
+            .virtual_machines()
+            .into_iter()
+            .map(|r| match r {
+                Ok(vm) => Job::Vm(vm),
+                Err(failure) => Job::Failed {
+                    name: String::new(),
+                    failure,
+                },
+            })
+            .collect()
+    } else {
+        jobs(&fleet, &targets)
+    };
     let mut first_error = None;
-    if names.is_empty() {
-        match host.virtual_machines() {
-            Ok(all) => names = all.iter().map(|vm| vm.name().to_owned()).collect(),
-            Err(f) => {
-                first_error_of(common, CMDLET, "", &f, &mut first_error);
-                return f.hresult.exit_code();
-            }
-        }
-    }
     let mut summaries = Vec::new();
-    for name in names {
-        let result = host.find_virtual_machine(&name).and_then(|vm| vm.summary());
+    for job in found {
+        let (target, result) = match job {
+            Job::Vm(vm) => (vm.name().to_owned(), vm.summary()),
+            Job::Failed { name, failure } => {
+                let target = match (name.is_empty(), failure.host) {
+                    (true, Some(host)) => host,
+                    _ => name,
+                };
+                (target, Err(failure.failure))
+            }
+        };
         match result {
             Ok(s) => {
                 if common.output_format == args::OutputFormat::Json {
@@ -279,7 +359,7 @@ fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
                 summaries.push(s);
             }
             Err(f) => {
-                if !first_error_of(common, CMDLET, &name, &f, &mut first_error) {
+                if !first_error_of(common, CMDLET, &target, &f, &mut first_error) {
                     break;
                 }
             }
@@ -291,14 +371,27 @@ fn get_vm(common: &Common, host: &VirtualPc, a: GetVmArgs) -> i32 {
     first_error.map_or(0, HResult::exit_code)
 }
 
-fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
+fn get_iso(common: &Common, settings: Settings, a: GetIsoArgs) -> i32 {
     const CMDLET: &str = "Get-IntegrationComponentsIso";
     let mut first_error = None;
     let target = a.vm_name.clone().unwrap_or_default();
     let explicit = a.guest_os.as_deref().and_then(GuestKind::parse);
+    let fleet = Fleet::open(settings, &[]);
+    let host = &fleet;
     let info = match (&a.vm_name, explicit) {
-        (Some(name), None) => match host
-            .find_virtual_machine(name)
+        (Some(name), None) => match fleet
+            .find(name, None)
+            .into_iter()
+            .next()
+            .map_or_else(
+                || {
+                    Err(Failure::msg(
+                        HResult::VmUnknown,
+                        format!("no VM named {name:?}"),
+                    ))
+                },
+                |r| r.map_err(|h| h.failure),
+            )
             .and_then(|vm| vm.guest_os().os_info())
         {
             Ok(info) => info,
@@ -357,8 +450,8 @@ fn get_iso(common: &Common, host: &VirtualPc, a: GetIsoArgs) -> i32 {
     first_error.map_or(0, HResult::exit_code)
 }
 
-fn get_plugin(common: &Common, host: &VirtualPc) -> i32 {
-    let set = PluginSet::discover(host.settings());
+fn get_plugin(common: &Common, settings: &Settings) -> i32 {
+    let set = PluginSet::discover(settings);
     output::plugins(common.output_format, &set.infos());
     0
 }
@@ -377,7 +470,7 @@ fn pairs<T: From<String>>(
         .collect()
 }
 
-fn test_plugin(common: &Common, host: &VirtualPc, a: TestPluginArgs) -> i32 {
+fn test_plugin(common: &Common, run: &Settings, a: TestPluginArgs) -> i32 {
     const CMDLET: &str = "Test-Plugin";
     let (settings, grants) = match (
         pairs::<String>(&a.setting),
@@ -391,7 +484,7 @@ fn test_plugin(common: &Common, host: &VirtualPc, a: TestPluginArgs) -> i32 {
     };
     let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
     let mut first_error = None;
-    let cache = host.settings().plugin_cache();
+    let cache = run.plugin_cache();
     match vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache) {
         Ok(report) => output::probe(common.output_format, &report),
         Err(f) => {

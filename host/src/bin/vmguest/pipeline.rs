@@ -1,13 +1,30 @@
 //! Objects in on stdin: plain VM names one per line, or JSON values (objects with a
 //! `name`, `VMName` or `vm` property, strings, or arrays of those), as `Get-VM
 //! -OutputFormat Json` and `Install-IntegrationComponents -OutputFormat Json` write them.
+//! An object's `host` (or `ComputerName`) property pins the VM to that host.
 
 use std::io::Read;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-pub fn read_names(mut input: impl Read) -> anyhow::Result<Vec<String>> {
+/// A VM named on the command line or in the pipeline, maybe pinned to one host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub host: Option<String>,
+}
+
+impl Target {
+    pub fn named(name: impl Into<String>) -> Target {
+        Target {
+            name: name.into(),
+            host: None,
+        }
+    }
+}
+
+pub fn read_names(mut input: impl Read) -> anyhow::Result<Vec<Target>> {
     let mut text = String::new();
     input
         .read_to_string(&mut text)
@@ -15,14 +32,14 @@ pub fn read_names(mut input: impl Read) -> anyhow::Result<Vec<String>> {
     parse_names(&text)
 }
 
-pub fn parse_names(text: &str) -> anyhow::Result<Vec<String>> {
+pub fn parse_names(text: &str) -> anyhow::Result<Vec<Target>> {
     let trimmed = text.trim_start();
     if !(trimmed.starts_with('{') || trimmed.starts_with('[') || trimmed.starts_with('"')) {
         return Ok(text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
+            .map(Target::named)
             .collect());
     }
     let mut names = Vec::new();
@@ -32,9 +49,9 @@ pub fn parse_names(text: &str) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn collect(v: &Value, names: &mut Vec<String>) -> anyhow::Result<()> {
+fn collect(v: &Value, names: &mut Vec<Target>) -> anyhow::Result<()> {
     match v {
-        Value::String(s) => names.push(s.clone()),
+        Value::String(s) => names.push(Target::named(s.clone())),
         Value::Array(items) => {
             for item in items {
                 collect(item, names)?;
@@ -44,8 +61,15 @@ fn collect(v: &Value, names: &mut Vec<String>) -> anyhow::Result<()> {
             let name = ["name", "VMName", "vmName", "vm_name", "vm"]
                 .iter()
                 .find_map(|k| map.get(*k).and_then(Value::as_str));
+            let host = ["host", "ComputerName", "computer_name"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(Value::as_str))
+                .map(str::to_owned);
             match name {
-                Some(n) => names.push(n.to_owned()),
+                Some(n) => names.push(Target {
+                    name: n.to_owned(),
+                    host,
+                }),
                 None => bail!("JSON object without a name/VMName property: {v}"),
             }
         }
@@ -58,17 +82,24 @@ fn collect(v: &Value, names: &mut Vec<String>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn names(text: &str) -> Vec<String> {
+        parse_names(text)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    }
+
     #[test]
     fn names_json_lines_and_arrays() {
-        assert_eq!(parse_names("a\n\n# c\n b \n").unwrap(), vec!["a", "b"]);
+        assert_eq!(names("a\n\n# c\n b \n"), vec!["a", "b"]);
         assert_eq!(
-            parse_names("{\"name\":\"a\",\"state\":\"running\"}\n{\"VMName\":\"b\"}\n").unwrap(),
+            names("{\"name\":\"a\",\"state\":\"running\"}\n{\"VMName\":\"b\"}\n"),
             vec!["a", "b"]
         );
-        assert_eq!(
-            parse_names("[{\"vm\":\"a\"},\"b\"]").unwrap(),
-            vec!["a", "b"]
-        );
+        assert_eq!(names("[{\"vm\":\"a\"},\"b\"]"), vec!["a", "b"]);
+        let pinned = parse_names("{\"name\":\"a\",\"host\":\"qemu+ssh://h/system\"}").unwrap();
+        assert_eq!(pinned[0].host.as_deref(), Some("qemu+ssh://h/system"));
         assert!(parse_names("{\"state\":1}").is_err());
     }
 }

@@ -1,0 +1,599 @@
+//! The libvirt backend: a host's domains behind [`Hypervisor`], [`VmControl`] and
+//! [`GuestAgent`], so the operation, the ISO policy and the plugins do not know whether a
+//! VM came from a socket directory or from libvirt.
+//!
+//! Crates: `virt` is the Rust binding to libvirt's own C library (Debian's `libvirt0`),
+//! so every transport libvirt has (`qemu:///system`, `qemu+ssh://`, `qemu+tcp://`, unix
+//! sockets) and its authentication (ssh keys, socket permissions, SASL) come for free,
+//! and no RPC is hand-rolled. Version 0.4.3 is used because 0.5 pins `libc` to one exact
+//! version, which conflicts with wasmtime's. `quick-xml` (serde) reads the live domain
+//! XML and writes the `<disk>` element that changes media.
+//!
+//! One connection per host is opened on first use and shared by every VM of that host
+//! (libvirt connections are thread-safe), so a fleet pays one ssh handshake per host.
+//!
+//! Media changes are what `virsh change-media --live` does: `virDomainUpdateDeviceFlags`
+//! with the drive's `<disk>` element, with or without a `<source>`. vmguest never passes
+//! `VIR_DOMAIN_DEVICE_MODIFY_FORCE`: a forced eject breaks the guest's tray lock.
+//!
+//! The guest agent is reached through `virDomainQemuAgentCommand`, with the same command
+//! types (`qapi-qga`) and the same file and exec logic as the socket backend.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use qapi_spec::Command;
+use serde::{Deserialize, Serialize};
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::{Error as VirtError, ErrorNumber};
+use virt::sys;
+
+use super::channel::decode_response;
+use super::qemu::QemuAgent;
+use super::qga::AgentTransport;
+use super::{CallError, DvdDrive, GuestAgent, Hypervisor, Media, VmControl};
+use crate::hresult::{Failure, HResult, Outcome};
+use crate::inventory::Timeouts;
+
+/// The agent channel's name in the domain XML; without it libvirt says "QEMU guest agent
+/// is not configured", and vmguest falls back to autorun.
+const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
+/// An open connection, closed when the last VM of its host lets go of it.
+struct Conn(Connect);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.0.close();
+    }
+}
+
+/// One libvirt host, named by its connection URI.
+pub struct LibvirtHost {
+    uri: String,
+    timeouts: Timeouts,
+    conn: OnceLock<Result<Arc<Conn>, VirtError>>,
+}
+
+impl LibvirtHost {
+    /// A host to connect to on first use. The URI is passed to libvirt as it is; an empty
+    /// URI is libvirt's default (`LIBVIRT_DEFAULT_URI`, then its own probing).
+    pub fn new(uri: impl Into<String>, timeouts: Timeouts) -> LibvirtHost {
+        quiet_libvirt();
+        LibvirtHost {
+            uri: uri.into(),
+            timeouts,
+            conn: OnceLock::new(),
+        }
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn conn(&self) -> Outcome<Arc<Conn>> {
+        let opened = self.conn.get_or_init(|| {
+            let t = Instant::now();
+            let uri = (!self.uri.is_empty()).then_some(self.uri.as_str());
+            let conn = Connect::open(uri).map(|c| Arc::new(Conn(c)));
+            tracing::debug!(uri = %self.uri, ms = t.elapsed().as_millis() as u64, ok = conn.is_ok(), "libvirt connect");
+            conn
+        });
+        opened.clone().map_err(|e| {
+            Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e)
+                    .context(format!("cannot connect to libvirt at {}", self.shown_uri())),
+            )
+        })
+    }
+
+    fn shown_uri(&self) -> &str {
+        if self.uri.is_empty() {
+            "libvirt's default URI"
+        } else {
+            &self.uri
+        }
+    }
+
+    /// The domain, or VM_E_VM_UNKNOWN naming this host.
+    fn domain(&self, name: &str) -> Outcome<Domain> {
+        let conn = self.conn()?;
+        if name.is_empty() || name.contains('\0') {
+            return Err(self.unknown(name));
+        }
+        match Domain::lookup_by_name(&conn.0, name) {
+            Ok(d) => Ok(d),
+            Err(e) if e.code() == ErrorNumber::NoDomain => Err(self.unknown(name)),
+            Err(e) => Err(Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context(format!(
+                    "looking up domain {name:?} on {}",
+                    self.shown_uri()
+                )),
+            )),
+        }
+    }
+
+    fn unknown(&self, name: &str) -> Failure {
+        Failure::msg(
+            HResult::VmUnknown,
+            format!("no domain named {name:?} on {}", self.shown_uri()),
+        )
+    }
+}
+
+/// libvirt prints every error to stderr by default; vmguest reports them itself.
+fn quiet_libvirt() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(virt::error::clear_error_callback);
+}
+
+impl Hypervisor for LibvirtHost {
+    fn names(&self) -> Outcome<Vec<String>> {
+        let conn = self.conn()?;
+        let domains = conn.0.list_all_domains(0).map_err(|e| {
+            Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context(format!("listing domains on {}", self.shown_uri())),
+            )
+        })?;
+        let mut names: Vec<String> = domains.iter().filter_map(|d| d.get_name().ok()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn lookup(&self, name: &str) -> Outcome<()> {
+        self.domain(name).map(drop)
+    }
+
+    /// The domain's UUID: the same domain seen through another URI (ssh or local) is the
+    /// same VM for the journal and the lock.
+    fn identity(&self, name: &str) -> String {
+        match self
+            .domain(name)
+            .ok()
+            .and_then(|d| d.get_uuid_string().ok())
+        {
+            Some(uuid) => format!("libvirt:{uuid}"),
+            None => format!("libvirt:{}/{name}", self.uri),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.shown_uri().to_owned()
+    }
+
+    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
+        let domain = self.domain(name)?;
+        Ok(Box::new(LibvirtVm {
+            domain,
+            _conn: self.conn()?,
+        }))
+    }
+
+    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        let Ok(domain) = self.domain(name) else {
+            // The operation resolves the VM before it asks for the agent.
+            return Ok(None);
+        };
+        let xml: DomainXml = live_xml(&domain)?;
+        if !xml.devices.channel.iter().any(|c| c.is_agent()) {
+            return Ok(None);
+        }
+        let mut transport = AgentCommand {
+            domain,
+            timeout: self.timeouts.call,
+        };
+        transport.wait_ready(self.timeouts.agent_ready)?;
+        Ok(Some(Box::new(QemuAgent::over(transport))))
+    }
+}
+
+/// One domain's run state and drives.
+pub struct LibvirtVm {
+    domain: Domain,
+    _conn: Arc<Conn>,
+}
+
+impl VmControl for LibvirtVm {
+    /// libvirt's state name (`virsh domstate`); "paused" carries its reason, as a paused
+    /// domain still accepts media changes and only this check stops the install.
+    fn run_state(&mut self) -> Result<String, CallError> {
+        let (state, reason) = self.domain.get_state()?;
+        Ok(match state {
+            sys::VIR_DOMAIN_RUNNING => "running".into(),
+            sys::VIR_DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
+            sys::VIR_DOMAIN_BLOCKED => "blocked".into(),
+            sys::VIR_DOMAIN_SHUTDOWN => "shutting down".into(),
+            sys::VIR_DOMAIN_SHUTOFF => "shut off".into(),
+            sys::VIR_DOMAIN_CRASHED => "crashed".into(),
+            sys::VIR_DOMAIN_PMSUSPENDED => "pmsuspended".into(),
+            _ => "no state".into(),
+        })
+    }
+
+    fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError> {
+        let xml = live_xml(&self.domain)?;
+        Ok(xml.devices.disk.iter().filter_map(Disk::as_drive).collect())
+    }
+
+    fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError> {
+        let disk = self.disk(drive)?;
+        self.change(disk.with_media(Some(media))?)
+    }
+
+    /// Without force: libvirt asks the guest to open the tray and, when the guest holds
+    /// it locked, gives up after about 5 s ("timed out waiting to open tray"), leaving
+    /// the media in.
+    fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
+        let disk = self.disk(drive)?;
+        self.change(disk.with_media(None)?).map_err(locked_tray)
+    }
+
+    /// libvirt closes the tray itself when media goes in.
+    fn close_tray(&mut self, _drive: &str) -> Result<(), CallError> {
+        Ok(())
+    }
+}
+
+impl LibvirtVm {
+    fn disk(&self, target: &str) -> Result<Disk, CallError> {
+        let xml = live_xml(&self.domain)?;
+        xml.devices
+            .disk
+            .into_iter()
+            .find(|d| d.is_cdrom() && d.target.as_ref().is_some_and(|t| t.dev == target))
+            .ok_or_else(|| CallError::Decode(format!("the domain has no cdrom drive {target}")))
+    }
+
+    fn change(&self, disk_xml: String) -> Result<(), CallError> {
+        tracing::debug!(xml = %disk_xml, "virDomainUpdateDeviceFlags");
+        self.domain
+            .update_device_flags(&disk_xml, sys::VIR_DOMAIN_AFFECT_LIVE)?;
+        Ok(())
+    }
+}
+
+/// libvirt reports a tray the guest keeps locked as an operation failure whose text is
+/// the only sign (`qemuHotplugWaitForTrayEject` in libvirt's `qemu_hotplug.c`: "timed out
+/// waiting to open tray of '%s'"); this is the one place that reads it.
+fn locked_tray(e: CallError) -> CallError {
+    match e {
+        CallError::Libvirt(v)
+            if v.code() == ErrorNumber::OperationFailed && v.message().contains("open tray") =>
+        {
+            CallError::TrayLocked(v.to_string())
+        }
+        other => other,
+    }
+}
+
+fn paused_reason(reason: i32) -> &'static str {
+    match reason as u32 {
+        sys::VIR_DOMAIN_PAUSED_USER => "user",
+        sys::VIR_DOMAIN_PAUSED_MIGRATION => "migrating",
+        sys::VIR_DOMAIN_PAUSED_SAVE => "saving",
+        sys::VIR_DOMAIN_PAUSED_DUMP => "dumping",
+        sys::VIR_DOMAIN_PAUSED_IOERROR => "I/O error",
+        sys::VIR_DOMAIN_PAUSED_WATCHDOG => "watchdog",
+        sys::VIR_DOMAIN_PAUSED_FROM_SNAPSHOT => "from snapshot",
+        sys::VIR_DOMAIN_PAUSED_SHUTTING_DOWN => "shutting down",
+        sys::VIR_DOMAIN_PAUSED_SNAPSHOT => "snapshot",
+        sys::VIR_DOMAIN_PAUSED_CRASHED => "crashed",
+        sys::VIR_DOMAIN_PAUSED_STARTING_UP => "starting up",
+        sys::VIR_DOMAIN_PAUSED_POSTCOPY => "post-copy",
+        _ => "unknown reason",
+    }
+}
+
+fn live_xml(domain: &Domain) -> Result<DomainXml, CallError> {
+    let text = domain.get_xml_desc(0)?;
+    quick_xml::de::from_str(&text).map_err(|e| CallError::Decode(format!("domain XML: {e}")))
+}
+
+/// The parts of the live domain XML that vmguest reads
+/// (<https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms>).
+#[derive(Deserialize)]
+struct DomainXml {
+    #[serde(default)]
+    devices: Devices,
+}
+
+#[derive(Default, Deserialize)]
+struct Devices {
+    #[serde(default)]
+    disk: Vec<Disk>,
+    #[serde(default)]
+    channel: Vec<ChannelXml>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Disk {
+    #[serde(rename = "@device")]
+    device: Option<String>,
+    driver: Option<DriverXml>,
+    source: Option<SourceXml>,
+    target: Option<TargetXml>,
+    readonly: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct DriverXml {
+    #[serde(rename = "@type")]
+    format: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct SourceXml {
+    #[serde(rename = "@file")]
+    file: Option<String>,
+    #[serde(rename = "@dev")]
+    dev: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct TargetXml {
+    #[serde(rename = "@dev")]
+    dev: String,
+    #[serde(rename = "@bus")]
+    bus: Option<String>,
+    #[serde(rename = "@tray")]
+    tray: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelXml {
+    target: Option<ChannelTarget>,
+}
+
+#[derive(Deserialize)]
+struct ChannelTarget {
+    #[serde(rename = "@name")]
+    name: Option<String>,
+}
+
+impl ChannelXml {
+    fn is_agent(&self) -> bool {
+        self.target
+            .as_ref()
+            .and_then(|t| t.name.as_deref())
+            .is_some_and(|n| n == AGENT_CHANNEL)
+    }
+}
+
+impl Disk {
+    fn is_cdrom(&self) -> bool {
+        self.device.as_deref() == Some("cdrom")
+    }
+
+    fn as_drive(&self) -> Option<DvdDrive> {
+        if !self.is_cdrom() {
+            return None;
+        }
+        let target = self.target.as_ref()?;
+        let file = self
+            .source
+            .as_ref()
+            .and_then(|s| s.file.clone().or_else(|| s.dev.clone()));
+        Some(DvdDrive {
+            id: target.dev.clone(),
+            tray_open: target.tray.as_deref() == Some("open"),
+            // libvirt does not show the guest's tray lock; a refused eject does.
+            locked: false,
+            media: file.map(|file| Media {
+                file,
+                format: self
+                    .driver
+                    .as_ref()
+                    .and_then(|d| d.format.clone())
+                    .unwrap_or_else(|| "raw".into()),
+                read_only: self.readonly.is_some(),
+            }),
+        })
+    }
+
+    /// This drive's `<disk>` element holding `media`, or empty.
+    fn with_media(&self, media: Option<&Media>) -> Result<String, CallError> {
+        let target = self
+            .target
+            .as_ref()
+            .ok_or_else(|| CallError::Decode("cdrom without a target".into()))?;
+        // A block device goes back as one (a host's /dev/sr0 passed through).
+        let block = media.is_some_and(|m| m.file.starts_with("/dev/"));
+        let out = DiskOut {
+            kind: if block { "block" } else { "file" },
+            device: "cdrom",
+            driver: DriverOut {
+                name: "qemu",
+                format: media.map_or("raw", |m| m.format.as_str()).to_owned(),
+            },
+            source: media.map(|m| SourceOut {
+                file: (!block).then(|| m.file.clone()),
+                dev: block.then(|| m.file.clone()),
+            }),
+            target: TargetOut {
+                dev: target.dev.clone(),
+                bus: target.bus.clone(),
+            },
+            readonly: media.is_none_or(|m| m.read_only).then_some(()),
+        };
+        quick_xml::se::to_string_with_root("disk", &out)
+            .map_err(|e| CallError::Decode(format!("writing disk XML: {e}")))
+    }
+}
+
+#[derive(Serialize)]
+struct DiskOut {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "@device")]
+    device: &'static str,
+    driver: DriverOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceOut>,
+    target: TargetOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readonly: Option<()>,
+}
+
+#[derive(Serialize)]
+struct DriverOut {
+    #[serde(rename = "@name")]
+    name: &'static str,
+    #[serde(rename = "@type")]
+    format: String,
+}
+
+#[derive(Serialize)]
+struct SourceOut {
+    #[serde(rename = "@file", skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(rename = "@dev", skip_serializing_if = "Option::is_none")]
+    dev: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TargetOut {
+    #[serde(rename = "@dev")]
+    dev: String,
+    #[serde(rename = "@bus", skip_serializing_if = "Option::is_none")]
+    bus: Option<String>,
+}
+
+/// Agent commands through `virDomainQemuAgentCommand`; libvirt does the guest-sync.
+struct AgentCommand {
+    domain: Domain,
+    timeout: Duration,
+}
+
+impl AgentCommand {
+    /// An agent still starting in the guest is "not connected" to libvirt; ask again
+    /// until `within`.
+    fn wait_ready(&mut self, within: Duration) -> Result<(), CallError> {
+        let give_up = Instant::now() + within;
+        loop {
+            match self.execute(qapi_qga::guest_ping {}) {
+                Ok(_) => return Ok(()),
+                Err(CallError::Libvirt(e))
+                    if e.code() == ErrorNumber::AgentUnresponsive && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(250))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl AgentTransport for AgentCommand {
+    fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError> {
+        let json = serde_json::to_string(&qapi_spec::Execute::<C>::with_command(cmd))
+            .map_err(|e| CallError::Decode(e.to_string()))?;
+        let secs = i32::try_from(self.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let reply = self
+            .domain
+            .qemu_agent_command(&json, secs, 0)
+            .map_err(|e| agent_error(e, self.timeout))?;
+        let value = serde_json::from_str(&reply)
+            .map_err(|e| CallError::Decode(format!("{e} in agent reply")))?;
+        decode_response(value)
+    }
+}
+
+/// libvirt turns the agent's own error answers into an internal error ("unable to
+/// execute QEMU agent command '%s': %s", `qemuAgentCheckError` in `qemu_agent.c`);
+/// those are the agent refusing, as [`CallError::Qapi`] is on the socket.
+fn agent_error(e: VirtError, timeout: Duration) -> CallError {
+    match e.code() {
+        ErrorNumber::AgentCommandTimeout | ErrorNumber::OperationTimeout => {
+            CallError::Timeout(timeout)
+        }
+        ErrorNumber::InternalError
+            if e.message().contains("unable to execute QEMU agent command") =>
+        {
+            CallError::Qapi {
+                class: "libvirt".into(),
+                desc: e.message().to_owned(),
+            }
+        }
+        _ => CallError::Libvirt(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = r#"<domain type='qemu' id='1'>
+  <name>lv1</name>
+  <uuid>0d3c5d5e-7a48-4c3e-9f6b-3f6d3c1e2a10</uuid>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/srv/user &amp; co.iso' index='1'/>
+      <target dev='hdc' bus='ide' tray='closed'/>
+      <readonly/>
+      <alias name='ide0-1-0'/>
+    </disk>
+    <controller type='ide' index='0'/>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/root.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu'/>
+      <target dev='sda' bus='sata' tray='open'/>
+      <readonly/>
+    </disk>
+    <serial type='file'><source path='/tmp/c'/></serial>
+    <channel type='unix'>
+      <source mode='bind' path='/run/libvirt/qemu/channel/1-lv1/org.qemu.guest_agent.0'/>
+      <target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>
+    </channel>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn drives_from_live_xml() {
+        let xml: DomainXml = quick_xml::de::from_str(LIVE).unwrap();
+        let drives: Vec<DvdDrive> = xml.devices.disk.iter().filter_map(Disk::as_drive).collect();
+        assert_eq!(drives.len(), 2, "{drives:?}");
+        assert_eq!(drives[0].id, "hdc");
+        let media = drives[0].media.as_ref().unwrap();
+        assert_eq!(media.file, "/srv/user & co.iso");
+        assert!(media.read_only);
+        assert_eq!(drives[1].id, "sda");
+        assert!(drives[1].tray_open && drives[1].is_empty());
+        assert!(xml.devices.channel.iter().any(ChannelXml::is_agent));
+    }
+
+    #[test]
+    fn disk_element_for_change_media() {
+        let xml: DomainXml = quick_xml::de::from_str(LIVE).unwrap();
+        let disk = &xml.devices.disk[0];
+        let media = Media {
+            file: "/srv/ic <1>.iso".into(),
+            format: "raw".into(),
+            read_only: true,
+        };
+        let insert = disk.with_media(Some(&media)).unwrap();
+        assert_eq!(
+            insert,
+            "<disk type=\"file\" device=\"cdrom\"><driver name=\"qemu\" type=\"raw\"/>\
+             <source file=\"/srv/ic &lt;1&gt;.iso\"/><target dev=\"hdc\" bus=\"ide\"/><readonly/></disk>"
+        );
+        let eject = disk.with_media(None).unwrap();
+        assert!(!eject.contains("<source"), "{eject}");
+        let block = Media {
+            file: "/dev/sr0".into(),
+            ..media
+        };
+        assert!(disk
+            .with_media(Some(&block))
+            .unwrap()
+            .contains("<source dev=\"/dev/sr0\"/>"));
+    }
+}
