@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what vmguest's demo and tests need on Debian/Ubuntu. Idempotent.
 set -euo pipefail
-packages=(qemu-system-x86 qemu-guest-agent xorriso busybox-static cpio kmod eject util-linux python3 ca-certificates)
+packages=(qemu-system-x86 qemu-guest-agent xorriso busybox-static cpio kmod eject util-linux python3 ca-certificates
+  # libvirt: libvirt-dev to build the virt crate, the daemon and clients for the tests,
+  # sshd, ssh and nc for the qemu+ssh:// tests.
+  libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  openssh-server openssh-client netcat-openbsd)
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 missing=()
@@ -15,6 +19,11 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# libvirt's QEMU driver wants this user; it normally comes with libvirt-daemon-system,
+# which brings systemd units the tests do not use.
+if ! getent passwd libvirt-qemu >/dev/null; then
+  $sudo useradd --system --user-group --no-create-home libvirt-qemu
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust 1.95 with rustup first" >&2; exit 1; }
 # Plugins are WebAssembly components built for wasm32-wasip2.

@@ -26,7 +26,7 @@ leftovers() {
     pid=${f##*/}; start=$(cat "$f")
     now=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20) || now=""
     if [ -n "$now" ] && [ "$now" = "$start" ]; then
-      echo "test.sh: QEMU pid $pid, started by the tests, is still running; stopping it" >&2
+      echo "test.sh: pid $pid (QEMU, libvirtd or sshd), started by the tests, is still running; stopping it" >&2
       kill -9 "$pid" 2>/dev/null || true
       left=1
     fi
@@ -37,7 +37,7 @@ trap 'leftovers || true' EXIT
 cargo test --workspace -- --test-threads=2
 python3 tests/harness/outcomes.py target/debug/vmguest target/vmguest-guest
 if ! leftovers; then
-  echo "test.sh: QEMU processes left running after the suite" >&2
+  echo "test.sh: processes left running after the suite" >&2
   exit 1
 fi
 echo "test.sh: all suites passed"

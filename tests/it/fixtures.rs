@@ -44,7 +44,7 @@ pub mod ledger {
     }
 
     /// Field 22 of /proc/PID/stat: tells this process apart from a later one with its pid.
-    fn start_time(pid: u32) -> Option<String> {
+    pub fn start_time(pid: u32) -> Option<String> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat.rsplit_once(')')?
             .1
@@ -517,6 +517,7 @@ fn vmguest_command(args: &[&str], env: &[(&str, &str)], config: &Path) -> Comman
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmguest"));
     cmd.args(args)
         .env_remove("VMGUEST_VM_DIR")
+        .env_remove("LIBVIRT_DEFAULT_URI")
         .env_remove("RUST_LOG")
         .env_remove("VMGUEST_IC_PATH")
         .env_remove("VMGUEST_PLUGIN_PATH")

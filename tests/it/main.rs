@@ -5,6 +5,8 @@ mod crash;
 mod fake;
 mod fixtures;
 mod layout;
+mod libvirt;
+mod libvirtd;
 mod locate;
 mod operation;
 mod outcomes;

@@ -1,0 +1,339 @@
+//! The libvirt backend against real libvirt daemons started by the tests
+//! (`libvirtd.rs`): every documented outcome through libvirt, two hosts in one
+//! invocation, a host that is down, and a host reached over `qemu+ssh://`.
+
+use serde_json::Value;
+
+use crate::fixtures::{
+    assert_outcome, describe, good_installer, ic_iso, results, user_iso, vmguest_with, Cd,
+};
+use crate::libvirtd::{DomainSpec, Libvirtd, Sshd};
+
+fn run(uris: &[&str], args: &[&str], env: &[(&str, &str)]) -> (Vec<Value>, std::process::Output) {
+    let joined = uris.join(",");
+    let mut all: Vec<&str> = args.to_vec();
+    if !uris.is_empty() {
+        all.extend_from_slice(&["-ConnectionUri", &joined]);
+    }
+    all.extend_from_slice(&["-OutputFormat", "Json"]);
+    let out = vmguest_with(&all, None, env);
+    (results(&out), out)
+}
+
+fn install(uri: &str, vm: &str, extra: &[&str]) -> (Value, std::process::Output) {
+    let mut args = vec!["Install-IntegrationComponents", vm];
+    args.extend_from_slice(extra);
+    let (mut r, out) = run(&[uri], &args, &[]);
+    assert_eq!(r.len(), 1, "one result expected: {}", describe(&out));
+    (r.remove(0), out)
+}
+
+/// One booted domain (agent channel, empty cdrom) carries the outcomes that need a
+/// guest, in turn; firmware-only domains carry the rest.
+#[test]
+fn every_outcome_through_libvirt() {
+    let mut host = Libvirtd::start();
+    let uri = host.uri();
+    let isos = tempfile::tempdir().unwrap();
+    let good = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad = ic_iso(
+        bad_dir.path(),
+        "bad.iso",
+        "1.0.1",
+        "#!/bin/sh\necho broken >&2\nexit 3\n",
+    );
+    let user = user_iso(isos.path());
+    let good_s = good.to_str().unwrap();
+
+    host.domain(
+        "guest",
+        DomainSpec {
+            boot: true,
+            agent: true,
+            ..Default::default()
+        },
+    );
+    host.domain("paused", DomainSpec::default());
+    host.set_paused("paused", true);
+    host.domain(
+        "off",
+        DomainSpec {
+            shut_off: true,
+            ..Default::default()
+        },
+    );
+    host.domain(
+        "nocd",
+        DomainSpec {
+            cd: Cd::None,
+            ..Default::default()
+        },
+    );
+    host.domain(
+        "full",
+        DomainSpec {
+            cd: Cd::With(user.clone()),
+            ..Default::default()
+        },
+    );
+    host.domain("noagent", DomainSpec::default());
+
+    // Firmware-only domains first: they need no guest.
+    let (r, out) = install(&uri, "paused", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_VM_NOT_RUNNING", "0xA0040206", 10);
+    assert!(
+        r["message"].as_str().unwrap().contains("paused"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        host.media("paused"),
+        None,
+        "nothing inserted into a paused domain"
+    );
+
+    let (r, out) = install(&uri, "off", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_VM_NOT_RUNNING", "0xA0040206", 10);
+
+    let (r, out) = install(&uri, "nosuch", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_VM_UNKNOWN", "0xA0040207", 11);
+    assert!(
+        r["message"].as_str().unwrap().contains(&uri),
+        "{}",
+        describe(&out)
+    );
+
+    let (r, out) = install(&uri, "nocd", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_DRIVE_INVALID", "0xA0040502", 12);
+
+    let (r, out) = install(&uri, "full", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_DRIVE_INVALID", "0xA0040502", 12);
+    assert_eq!(
+        host.media("full").as_deref(),
+        user.to_str(),
+        "the user's disc stays"
+    );
+
+    let missing = isos.path().join("missing.iso");
+    let (r, out) = install(&uri, "noagent", &["-Path", missing.to_str().unwrap()]);
+    assert_outcome(
+        &r,
+        &out,
+        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+        "0x80070002",
+        15,
+    );
+
+    // No agent channel: the media stays in for the guest's autorun.
+    let (r, out) = install(&uri, "noagent", &["-Path", good_s]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "autorun", "{}", describe(&out));
+    assert_eq!(r["host"], uri.as_str());
+    assert_eq!(host.media("noagent").as_deref(), Some(good_s));
+
+    // The booted guest, through libvirt's agent channel.
+    let (r, out) = install(&uri, "guest", &["-Path", good_s]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "agent", "{}", describe(&out));
+    assert_eq!(host.media("guest"), None, "the drive is empty again");
+    let (code, status) = host.guest_sh("guest", "cat /opt/vmguest-ic/STATUS");
+    assert_eq!((code, status.trim()), (0, "installed 1.0.0"));
+
+    let (r, out) = install(&uri, "guest", &["-Path", bad.to_str().unwrap()]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert_eq!(r["installer"]["exit_code"], 3, "{}", describe(&out));
+    assert_eq!(
+        host.media("guest"),
+        None,
+        "the IC media came out after the failure"
+    );
+
+    // The user's disc in the drive: borrowed with -ReplaceMedia and put back.
+    let (code, _) = host.guest_sh("guest", "true");
+    assert_eq!(code, 0);
+    insert(&host, "guest", &user);
+    let (r, out) = install(&uri, "guest", &["-Path", good_s, "-ReplaceMedia"]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["media_restored"], true, "{}", describe(&out));
+    assert_eq!(host.media("guest").as_deref(), user.to_str());
+
+    // The guest mounts the user's disc, so its tray is locked: libvirt gives up after
+    // about 5 s, and the disc stays where it is.
+    let (code, mounted) = host.guest_sh(
+        "guest",
+        "mkdir -p /mnt/user; for i in $(seq 20); do mount -t iso9660 -o ro /dev/sr0 /mnt/user && break; sleep 0.5; done; grep -c /mnt/user /proc/mounts",
+    );
+    assert_eq!(
+        (code, mounted.trim()),
+        (0, "1"),
+        "the guest mounted the user's disc"
+    );
+    let (r, out) = install(&uri, "guest", &["-Path", good_s, "-ReplaceMedia"]);
+    assert_outcome(&r, &out, "VM_E_MEDIA_UNMOUNT_FAIL", "0xA0040508", 13);
+    assert_eq!(host.media("guest").as_deref(), user.to_str());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("code=operationfailed (9)"),
+        "libvirt's code is kept in the cause: {stderr}"
+    );
+}
+
+fn insert(host: &Libvirtd, name: &str, iso: &std::path::Path) {
+    let conn = host.connect();
+    let dom = virt::domain::Domain::lookup_by_name(&conn, name).unwrap();
+    let xml = format!(
+        "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='{}'/>\
+         <target dev='hdc' bus='ide'/><readonly/></disk>",
+        iso.display()
+    );
+    dom.update_device_flags(&xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+        .expect("inserting the user's disc");
+}
+
+/// Two daemons stand for two hosts, one of them reached over ssh: one invocation
+/// installs on both, `Get-VM` lists both, a host that is down fails only its own part,
+/// and a name found nowhere names every host searched.
+#[test]
+fn fleet_over_two_hosts_one_by_ssh() {
+    let mut a = Libvirtd::start();
+    let mut b = Libvirtd::start();
+    let sshd = Sshd::start();
+    a.domain("web1", DomainSpec::default());
+    b.domain("web2", DomainSpec::default());
+    let isos = tempfile::tempdir().unwrap();
+    let iso = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+    let iso_s = iso.to_str().unwrap();
+    let uri_a = a.uri();
+    let uri_b = sshd.uri(&b);
+
+    let (rows, out) = run(&[&uri_a, &uri_b], &["Get-VM"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let hosts: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["host"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![
+            ("web1".to_owned(), uri_a.clone()),
+            ("web2".to_owned(), uri_b.clone())
+        ]
+    );
+
+    let (mut r, out) = run(
+        &[&uri_a, &uri_b],
+        &[
+            "Install-IntegrationComponents",
+            "web1",
+            "web2",
+            "-Path",
+            iso_s,
+            "-NoWait",
+        ],
+        &[],
+    );
+    // JSON lines stream in the order the VMs finish.
+    r.sort_by_key(|x| x["vm"].as_str().map(str::to_owned));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(r.len(), 2, "{}", describe(&out));
+    assert_eq!(
+        (r[0]["vm"].as_str(), r[0]["host"].as_str()),
+        (Some("web1"), Some(uri_a.as_str()))
+    );
+    assert_eq!(
+        (r[1]["vm"].as_str(), r[1]["host"].as_str()),
+        (Some("web2"), Some(uri_b.as_str()))
+    );
+    assert_eq!(a.media("web1").as_deref(), Some(iso_s));
+    assert_eq!(b.media("web2").as_deref(), Some(iso_s));
+
+    // A host that is down: its part fails with its URI and libvirt's message; the
+    // others go on.
+    let down = format!(
+        "qemu+unix:///system?socket={}",
+        isos.path().join("nobody-here").display()
+    );
+    let eject = |host: &Libvirtd, name: &str| {
+        let conn = host.connect();
+        let dom = virt::domain::Domain::lookup_by_name(&conn, name).unwrap();
+        dom.update_device_flags(
+            "<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>",
+            virt::sys::VIR_DOMAIN_AFFECT_LIVE,
+        )
+        .unwrap();
+    };
+    eject(&a, "web1");
+    let (r, out) = run(
+        &[&down, &uri_a],
+        &[
+            "Install-IntegrationComponents",
+            "web1",
+            "-Path",
+            iso_s,
+            "-NoWait",
+        ],
+        &[],
+    );
+    let by_host = |h: &str| r.iter().find(|x| x["host"] == h).cloned();
+    let failed =
+        by_host(&down).unwrap_or_else(|| panic!("no record for the down host: {}", describe(&out)));
+    assert_eq!(failed["result"], "DISP_E_EXCEPTION");
+    assert!(
+        failed["message"].as_str().unwrap().contains(&down),
+        "{failed}"
+    );
+    assert_eq!(
+        by_host(&uri_a).unwrap()["result"],
+        "S_OK",
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(14),
+        "the down host decides the exit code"
+    );
+    assert_eq!(a.media("web1").as_deref(), Some(iso_s));
+
+    let (r, out) = run(
+        &[&uri_a, &uri_b],
+        &["Install-IntegrationComponents", "nowhere", "-Path", iso_s],
+        &[],
+    );
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    assert_outcome(&r[0], &out, "VM_E_VM_UNKNOWN", "0xA0040207", 11);
+    let msg = r[0]["message"].as_str().unwrap();
+    assert!(msg.contains(&uri_a) && msg.contains(&uri_b), "{msg}");
+
+    // A pipeline object pins its host; LIBVIRT_DEFAULT_URI is a host without flags.
+    eject(&b, "web2");
+    let piped = format!("{{\"name\":\"web2\",\"host\":\"{uri_b}\"}}\n");
+    let out = crate::fixtures::vmguest_with(
+        &[
+            "Install-IntegrationComponents",
+            "-Path",
+            iso_s,
+            "-NoWait",
+            "-OutputFormat",
+            "Json",
+        ],
+        Some(&piped),
+        &[],
+    );
+    let r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    assert_eq!(
+        (r[0]["result"].as_str(), r[0]["host"].as_str()),
+        (Some("S_OK"), Some(uri_b.as_str()))
+    );
+    let (rows, out) = run(&[], &["Get-VM"], &[("LIBVIRT_DEFAULT_URI", &uri_a)]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(rows.len(), 1, "{}", describe(&out));
+    assert_eq!(rows[0]["name"], "web1");
+}
