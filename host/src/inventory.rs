@@ -9,14 +9,13 @@
 //! Which directory is decided once, in `settings.rs`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 
 use crate::hresult::{Failure, HResult, OrHResult, Outcome};
 use crate::vm::qemu::{QemuAgent, QemuVm};
-use crate::vm::{CallError, GuestAgent, Hypervisor, VmControl};
+use crate::vm::{CallError, GuestAgent, Hypervisor, Timeouts, VmControl};
 
 /// `NAME.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -32,24 +31,6 @@ pub struct VmEntry {
     pub name: String,
     pub qmp: PathBuf,
     pub qga: Option<PathBuf>,
-}
-
-/// Timeouts for talking to VMs.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    /// Any single QMP or agent call.
-    pub call: Duration,
-    /// How long a guest agent may take to answer its first sync.
-    pub agent_ready: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            call: Duration::from_secs(10),
-            agent_ready: Duration::from_secs(5),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]

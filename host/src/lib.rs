@@ -22,6 +22,8 @@
 //! | [`operation`] | the install, as typed steps that read as the contract |
 //! | [`vm`] | VM access behind the [`Hypervisor`], [`vm::VmControl`] and [`vm::GuestAgent`] traits; one module per backend |
 //! | [`inventory`] | the socket-directory backend: names to QMP and agent sockets |
+//! | [`vm::libvirt`] | the libvirt backend: a host's domains, by URI |
+//! | [`fleet`] | many hosts in one run |
 //! | [`guest`] | the steps inside the guest, through the agent |
 //! | [`iso`] | locating the latest IC media by content |
 //! | [`plugin`] | the sandboxed WebAssembly plugins |
@@ -45,7 +47,8 @@
 //! boundary, and epochs and resource limiters bound their time and memory. `etcetera`
 //! finds the XDG base directories as the spec says (ignoring empty and relative values).
 //! `thiserror` derives the typed errors at module boundaries, with their `source()`
-//! chains. `proptest` (tests only) drives the ISO reader and version property tests.
+//! chains. `virt` binds libvirt's C library and `quick-xml` reads domain XML (see
+//! [`vm::libvirt`] for why). `proptest` (tests only) drives the ISO reader and version property tests.
 
 pub mod cancel;
 pub mod config;
@@ -117,7 +120,7 @@ impl VirtualPc {
             HostSpec::Sockets(dir) => Box::new(Inventory::new(dir.clone())),
             HostSpec::Libvirt(uri) => Box::new(vm::libvirt::LibvirtHost::new(
                 uri.clone(),
-                inventory::Timeouts::default(),
+                vm::Timeouts::default(),
             )),
         };
         VirtualPc {

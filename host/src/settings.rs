@@ -61,6 +61,39 @@ impl HostSpec {
     }
 }
 
+/// [`Settings::hosts`]'s rule, on what was read: `local` is the local libvirt daemon's
+/// URI when its socket exists.
+fn choose_hosts(
+    overrides: &Overrides,
+    vm_dir: &Path,
+    env_dir: bool,
+    env_uri: Option<String>,
+    local: Option<&str>,
+) -> Vec<HostSpec> {
+    let dir = || HostSpec::Sockets(vm_dir.to_owned());
+    if overrides.vm_dir.is_some() || !overrides.connection_uris.is_empty() {
+        let dirs = overrides.vm_dir.is_some().then(dir);
+        let uris = overrides.connection_uris.iter().cloned();
+        return dirs
+            .into_iter()
+            .chain(uris.map(HostSpec::Libvirt))
+            .collect();
+    }
+    if env_dir || env_uri.is_some() {
+        let dirs = env_dir.then(dir);
+        return dirs
+            .into_iter()
+            .chain(env_uri.map(HostSpec::Libvirt))
+            .collect();
+    }
+    let mut hosts = Vec::new();
+    if vm_dir.is_dir() || local.is_none() {
+        hosts.push(dir());
+    }
+    hosts.extend(local.map(|uri| HostSpec::Libvirt(uri.to_owned())));
+    hosts
+}
+
 /// `-ComputerName HOST`: Hyper-V's spelling of `qemu+ssh://HOST/system`.
 pub fn computer_uri(host: &str) -> String {
     format!("qemu+ssh://{host}/system")
@@ -208,39 +241,24 @@ impl Settings {
     ///    libvirt daemon (`qemu:///system` for root, `qemu:///session` for others) if its
     ///    socket exists; with neither, the socket directory, whose absence is reported.
     fn hosts(overrides: &Overrides, vm_dir: &Path, runtime: Option<&Path>) -> Vec<HostSpec> {
-        let dir = || HostSpec::Sockets(vm_dir.to_owned());
-        if overrides.vm_dir.is_some() || !overrides.connection_uris.is_empty() {
-            let dirs = overrides.vm_dir.is_some().then(dir);
-            let uris = overrides.connection_uris.iter().cloned();
-            return dirs
-                .into_iter()
-                .chain(uris.map(HostSpec::Libvirt))
-                .collect();
-        }
-        let env_dir = var(VM_DIR_ENV).map(|_| dir());
-        let env_uri = var(LIBVIRT_URI_ENV).map(|u| HostSpec::Libvirt(u.to_string_lossy().into()));
-        if env_dir.is_some() || env_uri.is_some() {
-            return env_dir.into_iter().chain(env_uri).collect();
-        }
-        let (sockets, uri) = if is_root() {
-            (PathBuf::from("/run/libvirt"), "qemu:///system")
+        let local = if is_root() {
+            Some((PathBuf::from("/run/libvirt"), "qemu:///system"))
         } else {
-            match runtime {
-                Some(r) => (r.join("libvirt"), "qemu:///session"),
-                None => return vec![dir()],
-            }
+            runtime.map(|r| (r.join("libvirt"), "qemu:///session"))
         };
-        let local_libvirt = ["libvirt-sock", "virtqemud-sock"]
-            .iter()
-            .any(|s| sockets.join(s).exists());
-        let mut hosts: Vec<HostSpec> = Vec::new();
-        if vm_dir.is_dir() || !local_libvirt {
-            hosts.push(dir());
-        }
-        if local_libvirt {
-            hosts.push(HostSpec::Libvirt(uri.into()));
-        }
-        hosts
+        let local = local.filter(|(dir, _)| {
+            ["libvirt-sock", "virtqemud-sock"]
+                .iter()
+                .any(|s| dir.join(s).exists())
+        });
+        let env_uri = var(LIBVIRT_URI_ENV).map(|u| u.to_string_lossy().into_owned());
+        choose_hosts(
+            overrides,
+            vm_dir,
+            var(VM_DIR_ENV).is_some(),
+            env_uri,
+            local.map(|(_, uri)| uri),
+        )
     }
 
     /// Settings that read nothing: a VM directory and defaults, for library callers and
@@ -262,5 +280,69 @@ impl Settings {
 
     pub fn plugin_cache(&self) -> Option<&Path> {
         self.plugin_cache.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(dir: Option<&str>, uris: &[&str]) -> Overrides {
+        Overrides {
+            vm_dir: dir.map(PathBuf::from),
+            plugin_dir: None,
+            connection_uris: uris.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn hosts_flags_then_environment_then_what_exists() {
+        let exists = tempfile::tempdir().unwrap();
+        let missing = exists.path().join("missing");
+        let sys = || HostSpec::Libvirt("qemu:///system".into());
+        let sockets = |p: &Path| HostSpec::Sockets(p.to_owned());
+        // Flags name exactly their hosts, whatever else is set or present.
+        let f = flags(None, &["qemu+ssh://a/system"]);
+        assert_eq!(
+            choose_hosts(
+                &f,
+                exists.path(),
+                true,
+                Some("x".into()),
+                Some("qemu:///system")
+            ),
+            vec![HostSpec::Libvirt("qemu+ssh://a/system".into())]
+        );
+        let f = flags(Some("/d"), &["u"]);
+        assert_eq!(
+            choose_hosts(&f, Path::new("/d"), false, None, None),
+            vec![sockets(Path::new("/d")), HostSpec::Libvirt("u".into())]
+        );
+        // Then the environment.
+        let none = flags(None, &[]);
+        assert_eq!(
+            choose_hosts(
+                &none,
+                &missing,
+                false,
+                Some("qemu:///x".into()),
+                Some("qemu:///system")
+            ),
+            vec![HostSpec::Libvirt("qemu:///x".into())]
+        );
+        // Then this machine: a libvirt host with no socket directory is just libvirt.
+        assert_eq!(
+            choose_hosts(&none, &missing, false, None, Some("qemu:///system")),
+            vec![sys()]
+        );
+        assert_eq!(
+            choose_hosts(&none, exists.path(), false, None, Some("qemu:///system")),
+            vec![sockets(exists.path()), sys()]
+        );
+        // Nothing here: the socket directory, so its absence is what gets reported.
+        assert_eq!(
+            choose_hosts(&none, &missing, false, None, None),
+            vec![sockets(&missing)]
+        );
     }
 }

@@ -812,8 +812,12 @@ impl Operation<'_> {
         let iso = self.report.iso.clone().unwrap_or_default();
         let drive = self.report.drive.clone().unwrap_or_default();
         let c = self.report.components.as_ref();
+        let after = match (&self.report.borrowed_media, self.report.media_restored) {
+            (Some(user), Some(true)) => format!("drive {drive} holds {} again", user.file),
+            _ => format!("drive {drive} is empty again"),
+        };
         format!(
-            "installed {} {} from {iso}; drive {drive} is empty again",
+            "installed {} {} from {iso}; {after}",
             c.map(|c| c.name.as_str()).unwrap_or("components"),
             c.map(|c| c.version.as_str()).unwrap_or("")
         )

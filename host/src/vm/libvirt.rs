@@ -32,9 +32,8 @@ use virt::sys;
 use super::channel::decode_response;
 use super::qemu::QemuAgent;
 use super::qga::AgentTransport;
-use super::{CallError, DvdDrive, GuestAgent, Hypervisor, Media, VmControl};
+use super::{CallError, DvdDrive, GuestAgent, Hypervisor, Media, Timeouts, VmControl};
 use crate::hresult::{Failure, HResult, Outcome};
-use crate::inventory::Timeouts;
 
 /// The agent channel's name in the domain XML; without it libvirt says "QEMU guest agent
 /// is not configured", and vmguest falls back to autorun.

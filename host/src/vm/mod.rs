@@ -8,11 +8,31 @@ pub mod qemu;
 pub mod qga;
 pub mod qmp;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::hresult::Outcome;
 
 pub use channel::CallError;
+
+/// Timeouts for talking to VMs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Any single QMP or agent call.
+    pub call: Duration,
+    /// How long a guest agent may take to answer its first sync.
+    pub agent_ready: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            call: Duration::from_secs(10),
+            agent_ready: Duration::from_secs(5),
+        }
+    }
+}
 
 /// A removable CD/DVD drive, addressed by its qdev id.
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -204,7 +204,7 @@ pub struct GetIsoArgs {
 #[derive(Args, Debug)]
 pub struct InstallArgs {
     /// VM names; read from stdin (names or JSON objects with name/VMName) when omitted
-    #[arg(long = "vm-name", value_name = "NAME")]
+    #[arg(long = "vm-name", value_name = "NAME", value_delimiter = ',')]
     pub vm_name: Vec<String>,
     #[arg(value_name = "VMNAME", hide = true)]
     pub positional: Vec<String>,
@@ -234,7 +234,7 @@ pub const DEFAULT_THROTTLE: u16 = 5;
 #[derive(Args, Debug)]
 pub struct RepairArgs {
     /// VM names (default: every VM with a pending restore in the journal)
-    #[arg(long = "vm-name", value_name = "NAME")]
+    #[arg(long = "vm-name", value_name = "NAME", value_delimiter = ',')]
     pub vm_name: Vec<String>,
     #[arg(value_name = "VMNAME", hide = true)]
     pub positional: Vec<String>,
@@ -246,7 +246,7 @@ pub struct RepairArgs {
 #[derive(Args, Debug)]
 pub struct GetVmArgs {
     /// VM names (default: all)
-    #[arg(long = "name", value_name = "NAME")]
+    #[arg(long = "name", value_name = "NAME", value_delimiter = ',')]
     pub name: Vec<String>,
     #[arg(value_name = "NAME", hide = true)]
     pub positional: Vec<String>,
