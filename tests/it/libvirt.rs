@@ -157,8 +157,70 @@ fn every_outcome_through_libvirt() {
     let (r, out) = install(&uri, "guest", &["-Path", good_s, "-ReplaceMedia"]);
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
     assert_eq!(r["media_restored"], true, "{}", describe(&out));
-    assert!(r["message"].as_str().unwrap().contains("holds"), "{}", describe(&out));
+    assert!(
+        r["message"].as_str().unwrap().contains("holds"),
+        "{}",
+        describe(&out)
+    );
     assert_eq!(host.media("guest").as_deref(), user.to_str());
+
+    // vmguest killed mid-install: the journal (domains keyed by UUID) lets the next run
+    // stop the installer, take the IC media out and put the user's disc back.
+    let state = tempfile::tempdir().unwrap();
+    let env = [("VMGUEST_STATE_DIR", state.path().to_str().unwrap())];
+    let slow = ic_iso(
+        isos.path(),
+        "slow.iso",
+        "2.0.0",
+        "echo LV-SLOW-STARTED > /dev/ttyS0\nsleep 61\n",
+    );
+    let running = crate::fixtures::spawn_vmguest(
+        &[
+            "Install-IntegrationComponents",
+            "guest",
+            "-c",
+            &uri,
+            "-Path",
+            slow.to_str().unwrap(),
+            "-ReplaceMedia",
+        ],
+        &env,
+    );
+    host.wait_for_console("guest", "LV-SLOW-STARTED");
+    running.signal(libc::SIGKILL);
+    let out = running.finish();
+    assert_eq!(out.status.code(), None, "killed: {}", describe(&out));
+    assert_eq!(
+        host.media("guest").as_deref(),
+        slow.to_str(),
+        "the IC media is still in"
+    );
+    let out = vmguest_with(
+        &[
+            "Repair-VMMedia",
+            "guest",
+            "-c",
+            &uri,
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &env,
+    );
+    let r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    assert_eq!(r[0]["result"], "S_OK", "{}", describe(&out));
+    assert_eq!(
+        r[0]["recovered"]["user_media"]["file"],
+        user.to_str().unwrap(),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        host.media("guest").as_deref(),
+        user.to_str(),
+        "the user's disc is back"
+    );
 
     // The guest mounts the user's disc, so its tray is locked: libvirt gives up after
     // about 5 s, and the disc stays where it is.

@@ -189,6 +189,22 @@ impl Libvirtd {
         std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 
+    /// Wait until a domain's serial console (a file) shows `marker`.
+    pub fn wait_for_console(&self, name: &str, marker: &str) {
+        let path = self.dir.path().join(format!("{name}.console"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains(marker)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{marker:?} never appeared on {name}'s console"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn domain_xml(&self, name: &str, spec: &DomainSpec) -> String {
         let d = self.dir.path().display();
         let os = if spec.boot {
