@@ -400,4 +400,39 @@ fn fleet_over_two_hosts_one_by_ssh() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(rows.len(), 1, "{}", describe(&out));
     assert_eq!(rows[0]["name"], "web1");
+
+    // No flags and no environment on a libvirt host: inside daemon A's mount namespace
+    // its socket is /run/libvirt/libvirt-sock, as on a host where libvirt runs.
+    eject(&a, "web1");
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", a.pid()))
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_vmguest"),
+            "Install-IntegrationComponents",
+            "web1",
+        ])
+        .args([
+            "-Path",
+            iso_s,
+            "-NoWait",
+            "-ReplaceMedia",
+            "-OutputFormat",
+            "Json",
+        ])
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .env_remove("VMGUEST_VM_DIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("VMGUEST_STATE_DIR", state.path())
+        .output()
+        .expect("nsenter");
+    let r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    assert_eq!(
+        (r[0]["result"].as_str(), r[0]["host"].as_str()),
+        (Some("S_OK"), Some("qemu:///system")),
+        "{}",
+        describe(&out)
+    );
 }

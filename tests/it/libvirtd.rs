@@ -138,6 +138,12 @@ impl Libvirtd {
         daemon
     }
 
+    /// The daemon's pid: its mount namespace is where `/run/libvirt/libvirt-sock` is
+    /// this daemon's, as on a libvirt host.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("run/libvirt-sock")
     }

@@ -377,6 +377,33 @@ mod tests {
     }
 
     #[test]
+    fn hosts_by_uri_and_by_computer_name() {
+        let cli = Cli::try_parse_from(normalize(words(
+            "vmguest Get-VM -ConnectionUri qemu:///system,qemu+tcp://h/system -c qemu+ssh://x/system -ComputerName kvm1,kvm2",
+        )))
+        .unwrap();
+        assert_eq!(
+            cli.common.connection_uris(),
+            vec![
+                "qemu:///system",
+                "qemu+tcp://h/system",
+                "qemu+ssh://x/system",
+                "qemu+ssh://kvm1/system",
+                "qemu+ssh://kvm2/system"
+            ]
+        );
+        let cli = Cli::try_parse_from(normalize(words(
+            "vmguest Install-IntegrationComponents --connect qemu:///system -VMName web1,db1",
+        )))
+        .unwrap();
+        assert_eq!(cli.common.connection_uris(), vec!["qemu:///system"]);
+        match cli.cmdlet {
+            Cmdlet::InstallIntegrationComponents(a) => assert_eq!(a.vm_name, vec!["web1", "db1"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn double_dash_ends_the_options() {
         let words = words("vmguest Install-IntegrationComponents -WhatIf -- -VMName -x");
         let cli = Cli::try_parse_from(normalize(words.clone())).unwrap();

@@ -78,6 +78,7 @@ pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
         "Components",
         "Seconds",
         "Message",
+        "ComputerName",
     ];
     emit(format, reports, &headers, |r| {
         vec![
@@ -94,6 +95,7 @@ pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
                 .unwrap_or_default(),
             format!("{:.1}", r.total_ms as f64 / 1000.0),
             r.message.clone(),
+            r.host.clone().unwrap_or_default(),
         ]
     });
 }
@@ -106,6 +108,7 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
         "GuestOS",
         "Components",
         "PendingRestore",
+        "ComputerName",
     ];
     emit(format, vms, &headers, |v| {
         let drives: Vec<String> = v
@@ -135,6 +138,7 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
                     format!("{}={back} (Repair-VMMedia)", e.drive)
                 })
                 .unwrap_or_default(),
+            v.host.clone(),
         ]
     });
 }
