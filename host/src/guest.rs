@@ -59,6 +59,32 @@ pub fn find_device(
     }
 }
 
+/// The first line a version command prints, or `None` when it fails or prints nothing
+/// (the family is not installed).
+pub fn installed_version(
+    agent: &mut dyn GuestAgent,
+    command: &str,
+) -> anyhow::Result<Option<String>> {
+    let env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+    let pid = agent.exec("/bin/sh", &["-c".to_owned(), command.to_owned()], &env)?;
+    let st = wait(agent, pid, HELPER_TIMEOUT, &mut |_| {}, &mut || Ok(()))?;
+    let first = st.stdout.lines().map(str::trim).find(|l| !l.is_empty());
+    Ok(first.filter(|_| st.succeeded()).map(str::to_owned))
+}
+
+/// Does what a family's tool printed ("7.0.12r159484", "12.3.5.46049 (build-…)", "1.2.0")
+/// name `version`? The version must be followed by nothing, or by something that is
+/// not part of a longer version (so 7.0.12 is not 7.0.120).
+pub fn same_version(printed: &str, version: &str) -> bool {
+    let printed = printed.trim().trim_start_matches(['v', 'V']);
+    match printed.strip_prefix(version) {
+        Some(rest) => {
+            !rest.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
+        }
+        None => false,
+    }
+}
+
 /// Kill a process and all its descendants, children first. Walks /proc rather than
 /// using pgrep, which minimal guests (busybox) lack. The comm field may hold spaces, so
 /// the parent pid is read after the last ") ".

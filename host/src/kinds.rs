@@ -15,6 +15,9 @@ pub enum Family {
     Virtualbox,
     VmwareTools,
     HyperV,
+    /// A readable ISO 9660 image of no known family, named explicitly (`-Path`): it goes
+    /// in for the guest's autorun, or for `-InstallCommand`. The policy never picks one.
+    Other,
 }
 
 impl Family {
@@ -33,6 +36,7 @@ impl Family {
             Family::Virtualbox => "virtualbox",
             Family::VmwareTools => "vmware-tools",
             Family::HyperV => "hyper-v",
+            Family::Other => "other",
         }
     }
 
@@ -43,6 +47,7 @@ impl Family {
             Family::Virtualbox => "VirtualBox Guest Additions",
             Family::VmwareTools => "VMware Tools",
             Family::HyperV => "Hyper-V Integration Services",
+            Family::Other => "media of no known IC family",
         }
     }
 

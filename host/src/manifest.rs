@@ -10,6 +10,11 @@
 //! # Run by /bin/sh with the media's mount point as working directory and in
 //! # $VMGUEST_IC_MEDIA. Exit 0 means installed.
 //! command = "sh ./install.sh"
+//!
+//! [verify.linux]
+//! # Optional. Run by /bin/sh in the guest before and after the install; prints the
+//! # installed version on its first line, or fails when nothing is installed.
+//! command = "cat /opt/example/VERSION"
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +27,16 @@ pub struct Manifest {
     pub components: Components,
     #[serde(default)]
     pub install: Install,
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Commands that print the installed version, per guest OS.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    pub linux: Option<Installer>,
+    pub windows: Option<Installer>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

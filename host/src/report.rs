@@ -79,6 +79,12 @@ pub struct InstallReport {
     pub guest_os: Option<GuestOsInfo>,
     pub components: Option<Components>,
     pub installer: Option<InstallerRun>,
+    /// The family's version in the guest before and after, where the guest can tell it
+    /// (`[verify]` in the manifest, `VBoxControl --version`, `vmware-toolbox-cmd -v`).
+    pub version_before: Option<String>,
+    pub version_after: Option<String>,
+    /// The guest runs the media's version (after the install, or already before it).
+    pub verified: Option<bool>,
     pub phases: Vec<PhaseTiming>,
     pub total_ms: u64,
     pub notes: Vec<String>,
@@ -114,6 +120,9 @@ impl InstallReport {
             guest_os: None,
             components: None,
             installer: None,
+            version_before: None,
+            version_after: None,
+            verified: None,
             phases: Vec::new(),
             total_ms: 0,
             notes: Vec::new(),

@@ -4,6 +4,7 @@ mod cli;
 mod crash;
 mod fake;
 mod fixtures;
+mod guests;
 mod layout;
 mod libvirt;
 mod libvirtd;

@@ -24,6 +24,9 @@ use crate::manifest::Manifest;
 pub struct Recipe {
     pub linux: Option<String>,
     pub windows: Option<String>,
+    /// Prints the family's installed version in a Linux guest (first line of stdout);
+    /// fails or prints nothing when the family is not installed.
+    pub verify_linux: Option<String>,
 }
 
 impl Recipe {
@@ -47,10 +50,20 @@ impl Recipe {
                 Some("{setup} /S /v \"/qn REBOOT=R\""),
             ),
             Family::HyperV => (None, Some("support\\{arch}\\setup.exe /quiet /norestart")),
+            Family::Other => (None, None),
+        };
+        // The families' own tools, as VBox `--verify` and PowerCLI read them:
+        // `VBoxControl --version` prints "7.0.12r159484", `vmware-toolbox-cmd -v` prints
+        // "12.3.5.46049 (build-…)"; the version is the leading dotted part.
+        let verify_linux = match family {
+            Family::Virtualbox => Some("VBoxControl --version"),
+            Family::VmwareTools => Some("vmware-toolbox-cmd -v"),
+            _ => None,
         };
         Recipe {
             linux: linux.map(str::to_owned),
             windows: windows.map(str::to_owned),
+            verify_linux: verify_linux.map(str::to_owned),
         }
     }
 
@@ -58,6 +71,7 @@ impl Recipe {
         Recipe {
             linux: m.install.linux.as_ref().map(|i| i.command.clone()),
             windows: m.install.windows.as_ref().map(|i| i.command.clone()),
+            verify_linux: m.verify.linux.as_ref().map(|v| v.command.clone()),
         }
     }
 

@@ -184,8 +184,29 @@ pub fn choose(gathered: Gathered, guest: GuestKind, families: Vec<Family>) -> Se
     let pinned = sel.candidates.iter().position(|c| c.named.pinned);
     if let Some(i) = pinned {
         let c = &mut sel.candidates[i];
+        // The user chose this file: a readable image of no known family still goes in,
+        // as the original API mounts whatever it is given, for the guest's autorun.
+        if let Err(Unusable::NoFamily { volume_id }) = &c.identity {
+            c.identity = Ok(Identity {
+                family: Family::Other,
+                name: if volume_id.is_empty() {
+                    "unnamed volume".into()
+                } else {
+                    volume_id.clone()
+                },
+                version: None,
+                evidence: format!("volume id {volume_id:?}, no known IC family"),
+                recipe: super::Recipe::default(),
+            });
+        }
         if c.identity.is_ok() {
-            c.reason = format!("pinned by {}", c.named.source);
+            c.reason = match c.family() {
+                Some(Family::Other) => format!(
+                    "pinned by {}: ISO 9660 of no known IC family, inserted as it is",
+                    c.named.source
+                ),
+                _ => format!("pinned by {}", c.named.source),
+            };
             sel.chosen = Some(i);
         }
         mark(&mut sel);

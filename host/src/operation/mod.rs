@@ -40,7 +40,7 @@ use crate::guest::{self, InstalledComponents};
 use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::{self, IcIso};
 use crate::journal::{self, Journal};
-use crate::kinds::GuestKind;
+use crate::kinds::{Family, GuestKind};
 use crate::manifest::Components;
 use crate::plugin::{context, PluginSet};
 use crate::progress::Progress;
@@ -65,6 +65,11 @@ pub struct InstallOptions {
     pub plugins: Option<Arc<PluginSet>>,
     /// Stop early when asked (the CLI's signal handlers); clean-up still runs.
     pub cancel: Cancel,
+    /// Run this in the guest on the mounted media instead of the family's installer
+    /// (`-InstallCommand`); with it, media of no known family is installed too.
+    pub install_command: Option<String>,
+    /// Install even when the guest already runs the media's version (`-Force`).
+    pub force: bool,
 }
 
 impl Default for InstallOptions {
@@ -77,6 +82,8 @@ impl Default for InstallOptions {
             what_if: false,
             plugins: None,
             cancel: Cancel::new(),
+            install_command: None,
+            force: false,
         }
     }
 }
@@ -90,6 +97,7 @@ pub enum Step {
     CheckRunning,
     ConnectAgent,
     LocateIso,
+    CheckVersion,
     ChooseDrive,
     PreInstall,
     IsoDigest,
@@ -102,6 +110,7 @@ pub enum Step {
     UnmountInGuest,
     EjectIc,
     RestoreMedia,
+    VerifyVersion,
 }
 
 impl Step {
@@ -121,6 +130,7 @@ impl Step {
             Step::CheckRunning => "check-running",
             Step::ConnectAgent => "connect-agent",
             Step::LocateIso => "locate-iso",
+            Step::CheckVersion => "check-version",
             Step::ChooseDrive => "choose-drive",
             Step::PreInstall => "pre-install",
             Step::IsoDigest => "iso-digest",
@@ -133,6 +143,7 @@ impl Step {
             Step::UnmountInGuest => "unmount-in-guest",
             Step::EjectIc => "eject-ic",
             Step::RestoreMedia => "restore-media",
+            Step::VerifyVersion => "verify-version",
         }
     }
 }
@@ -297,6 +308,12 @@ impl Operation<'_> {
         self.run(Step::CheckRunning, |op| op.check_running(vm))?;
         let agent = self.run(Step::ConnectAgent, |op| Ok(op.connect_agent(hv)))?;
         let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
+        let mut agent = self.agent_for_media(agent, &iso);
+        if let Some(a) = agent.as_deref_mut() {
+            if let Some(current) = self.run(Step::CheckVersion, |op| op.check_version(a, &iso))? {
+                return Some(current);
+            }
+        }
         let plan = self.run(Step::ChooseDrive, |op| op.choose_drive(vm, agent.is_some()))?;
         self.run(Step::PreInstall, |op| op.pre_install(&iso))?;
         let sha256 = self.run(Step::IsoDigest, |_| iso.sha256.wait())?;
@@ -305,9 +322,9 @@ impl Operation<'_> {
             return Some(self.what_if_message(&plan));
         }
         let mounted = self.mount(vm, plan, &iso)?;
-        let installed = match agent {
+        let installed = match agent.as_deref_mut() {
             None => self.autorun(vm),
-            Some(mut agent) => self.install_in_guest(vm, agent.as_mut(), &iso),
+            Some(agent) => self.install_in_guest(vm, agent, &iso),
         };
         if installed
             .as_ref()
@@ -316,7 +333,91 @@ impl Operation<'_> {
             return Some(self.autorun_message(&mounted));
         }
         self.unmount(vm, mounted, installed.is_some())?;
-        installed.map(|_| self.installed_message())
+        installed?;
+        if let Some(a) = agent.as_deref_mut() {
+            self.run(Step::VerifyVersion, |op| op.verify_version(a, &iso))?;
+        }
+        Some(self.installed_message())
+    }
+
+    /// Media of no known family has no installer: it goes in for the guest's autorun,
+    /// unless `-InstallCommand` says what to run on it.
+    fn agent_for_media(
+        &mut self,
+        agent: Option<Box<dyn GuestAgent>>,
+        iso: &IcIso,
+    ) -> Option<Box<dyn GuestAgent>> {
+        if iso.family != Family::Other || self.options.install_command.is_some() {
+            return agent;
+        }
+        self.report.note(format!(
+            "{} is ISO 9660 of no known IC family: inserted for the guest's autorun \
+             (-InstallCommand runs a command on it instead)",
+            iso.path.display()
+        ));
+        self.autorun_mode()
+    }
+
+    /// The family's installed version, where the guest can tell it. The guest already
+    /// running the media's version is left alone (unless -Force): `Some(message)`.
+    fn check_version(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Outcome<Option<String>> {
+        let (Some(cmd), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+            return Ok(None);
+        };
+        let before =
+            guest::installed_version(agent, &cmd).context("reading the installed version")?;
+        self.report.version_before = before.clone();
+        match before {
+            Some(v) if guest::same_version(&v, &want) && !self.options.force => {
+                self.report.verified = Some(true);
+                Ok(Some(format!(
+                    "already up to date: the guest runs {} {v}; nothing was mounted (-Force reinstalls)",
+                    iso.name
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// After an installer that reported success: does the guest now run the media's
+    /// version? A readable, different version is a failed install.
+    fn verify_version(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) -> Outcome<()> {
+        let (Some(cmd), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+            return Ok(());
+        };
+        let after =
+            guest::installed_version(agent, &cmd).context("reading the installed version")?;
+        self.report.version_after = after.clone();
+        match after {
+            Some(v) if !guest::same_version(&v, &want) => {
+                self.report.verified = Some(false);
+                Err(Failure::msg(
+                    HResult::DispException,
+                    format!("installer reported success but the guest still runs {} {v} (expected {want})", iso.name),
+                ))
+            }
+            Some(_) => {
+                self.report.verified = Some(true);
+                Ok(())
+            }
+            None => {
+                self.report.note(format!("the installed version cannot be read after the install (`{cmd}` printed nothing)"));
+                Ok(())
+            }
+        }
+    }
+
+    /// The command that prints the installed version; `-InstallCommand` installs
+    /// something else, so nothing is verified then.
+    fn verify_command(&self, iso: &IcIso) -> Option<String> {
+        if self.options.install_command.is_some() {
+            return None;
+        }
+        iso.recipe.verify_linux.clone()
     }
 
     /// Run one step: progress, timing, and its failure into the report. After a cancel
@@ -610,7 +711,12 @@ impl Operation<'_> {
         iso: &IcIso,
         check: guest::Check<'_>,
     ) -> Outcome<Installed> {
-        let Some(command) = iso.recipe.linux.clone() else {
+        let command = self
+            .options
+            .install_command
+            .clone()
+            .or_else(|| iso.recipe.linux.clone());
+        let Some(command) = command else {
             return Err(Failure::msg(
                 HResult::DispException,
                 format!(

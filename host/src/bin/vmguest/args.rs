@@ -223,6 +223,13 @@ pub struct InstallArgs {
     /// Show the plan; change nothing
     #[arg(long)]
     pub what_if: bool,
+    /// Run this shell command in the guest on the mounted media instead of the
+    /// family's installer (also for media of no known family)
+    #[arg(long, value_name = "COMMAND")]
+    pub install_command: Option<String>,
+    /// Install even when the guest already runs the media's version
+    #[arg(long)]
+    pub force: bool,
     /// How many VMs to install into at once (-ErrorAction Stop runs one at a time)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_THROTTLE, value_parser = clap::value_parser!(u16).range(1..))]
     pub throttle_limit: u16,

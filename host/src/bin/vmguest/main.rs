@@ -200,6 +200,8 @@ fn install(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
         plugins: (!common.no_plugins)
             .then(|| std::sync::Arc::new(PluginSet::discover(host.settings()))),
         cancel: vmguest::cancel::Cancel::new(),
+        install_command: a.install_command,
+        force: a.force,
     };
     signals::stop_on_signals(&options.cancel);
     pipeline(

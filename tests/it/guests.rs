@@ -1,0 +1,183 @@
+//! What the guest runs, checked in the real test guest: the version before and after,
+//! an installer that lies, a guest already up to date, `-Force`, media of no known
+//! family named with `-Path`, and `-InstallCommand`.
+
+use std::path::{Path, PathBuf};
+
+use vmguest::vm::VmControl;
+
+use crate::fixtures::*;
+
+/// An own-format ISO whose `[verify.linux]` reads `/opt/vmguest-ic/VERSION`; its installer
+/// counts its runs in `/var/lib/vmguest-runs` and, unless `lies`, writes the version.
+fn versioned_iso(dir: &Path, version: &str, lies: bool) -> PathBuf {
+    let src = dir.join(format!("{version}.d"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        format!(
+            "[components]\nfamily = \"vmguest\"\nname = \"verified tools\"\nversion = \"{version}\"\n\n\
+             [install.linux]\ncommand = \"sh ./install.sh\"\n\n\
+             [verify.linux]\ncommand = \"cat /opt/vmguest-ic/VERSION\"\n"
+        ),
+    )
+    .unwrap();
+    let write = if lies {
+        String::new()
+    } else {
+        format!("mkdir -p /opt/vmguest-ic && echo {version} > /opt/vmguest-ic/VERSION\n")
+    };
+    std::fs::write(
+        src.join("install.sh"),
+        format!("echo run >> /var/lib/vmguest-runs\n{write}exit 0\n"),
+    )
+    .unwrap();
+    mkisofs(
+        &src,
+        &dir.join(format!("v{version}.iso")),
+        &format!("VERIFIED_{}", version.replace('.', "_")),
+    )
+}
+
+fn runs(vm: &TestVm) -> usize {
+    let st = vm.guest_sh("cat /var/lib/vmguest-runs 2>/dev/null | wc -l");
+    st.stdout.trim().parse().unwrap()
+}
+
+#[test]
+fn versions_before_and_after_a_lying_installer_up_to_date_and_force() {
+    let vm = TestVm::booted("verify");
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = versioned_iso(dir.path(), "1.0.0", false);
+    let v2_lies = versioned_iso(dir.path(), "2.0.0", true);
+
+    let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap()]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(
+        r["version_before"],
+        serde_json::Value::Null,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(r["version_after"], "1.0.0", "{}", describe(&out));
+    assert_eq!(r["verified"], true);
+    assert_eq!(runs(&vm), 1);
+
+    // Up to date: nothing is mounted and the installer does not run.
+    let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap()]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("already up to date"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(r["version_before"], "1.0.0");
+    assert_eq!(
+        r["drive"],
+        serde_json::Value::Null,
+        "no drive was touched: {r}"
+    );
+    assert!(r["installer"].is_null());
+    assert_eq!(runs(&vm), 1, "the installer did not run again");
+    assert!(vm.media_file().is_none());
+
+    // -Force installs anyway.
+    let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap(), "-Force"]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(runs(&vm), 2, "-Force ran the installer: {}", describe(&out));
+    assert_eq!(r["verified"], true);
+
+    // The installer says it worked, and the guest still runs 1.0.0.
+    let (r, out) = install_json(&vm, &["-Path", v2_lies.to_str().unwrap()]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("installer reported success but the guest still runs verified tools 1.0.0"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        (r["version_before"].as_str(), r["version_after"].as_str()),
+        (Some("1.0.0"), Some("1.0.0"))
+    );
+    assert_eq!(r["verified"], false);
+    assert_eq!(runs(&vm), 3);
+    assert!(
+        vm.media_file().is_none(),
+        "the media came out after the failure"
+    );
+}
+
+#[test]
+fn an_explicit_iso_of_no_known_family_goes_in_and_install_command_runs_on_it() {
+    let vm = TestVm::booted("anyiso");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("data.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("setup.sh"),
+        "echo \"setup ran from $PWD\" > /var/lib/setup-ran\n",
+    )
+    .unwrap();
+    let data = mkisofs(&src, &dir.path().join("data.iso"), "SOME_VENDOR_TOOLS");
+
+    // Without -InstallCommand: in for the guest's autorun.
+    let (r, out) = install_json(&vm, &["-Path", data.to_str().unwrap()]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "autorun", "{}", describe(&out));
+    assert_eq!(r["iso_family"], "other");
+    assert!(
+        r["notes"].to_string().contains("no known IC family"),
+        "the note says why: {}",
+        describe(&out)
+    );
+    assert_eq!(vm.media_file().as_deref(), data.to_str());
+
+    // With it, the command runs in the guest on the mounted media. The drive must be
+    // empty again first.
+    vm.control().eject_media("cd0").unwrap();
+    let (r, out) = install_json(
+        &vm,
+        &[
+            "-Path",
+            data.to_str().unwrap(),
+            "-InstallCommand",
+            "sh ./setup.sh",
+        ],
+    );
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "agent", "{}", describe(&out));
+    assert_eq!(r["installer"]["command"], "sh ./setup.sh");
+    let st = vm.guest_sh("cat /var/lib/setup-ran");
+    assert_eq!(st.stdout.trim(), "setup ran from /run/vmguest-ic");
+    assert!(vm.media_file().is_none());
+
+    // The location policy still ignores such media, and a non-ISO -Path is not found.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not an image").unwrap();
+    let (r, out) = install_json(&vm, &["-Path", text.to_str().unwrap()]);
+    assert_outcome(
+        &r,
+        &out,
+        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+        "0x80070002",
+        15,
+    );
+    let (r, out) = install_json_with(
+        &vm,
+        &[],
+        &[("VMGUEST_IC_PATH", dir.path().to_str().unwrap())],
+    );
+    assert_outcome(
+        &r,
+        &out,
+        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+        "0x80070002",
+        15,
+    );
+}
