@@ -85,6 +85,10 @@ pub struct InstallReport {
     pub version_after: Option<String>,
     /// The guest runs the media's version (after the install, or already before it).
     pub verified: Option<bool>,
+    /// The installer asked for a restart (Windows exit codes 3010 and 1641).
+    pub reboot_required: bool,
+    /// With -Restart: the guest was restarted and its agent came back.
+    pub restarted: Option<bool>,
     pub phases: Vec<PhaseTiming>,
     pub total_ms: u64,
     pub notes: Vec<String>,
@@ -123,6 +127,8 @@ impl InstallReport {
             version_before: None,
             version_after: None,
             verified: None,
+            reboot_required: false,
+            restarted: None,
             phases: Vec::new(),
             total_ms: 0,
             notes: Vec::new(),

@@ -416,4 +416,13 @@ impl GuestAgent for FakeAgent {
         self.world().calls.push(format!("write {path}"));
         Ok(())
     }
+
+    fn fs_info(&mut self) -> Result<Vec<vmguest::vm::FsInfo>, CallError> {
+        Ok(Vec::new())
+    }
+
+    fn reboot(&mut self) -> Result<(), CallError> {
+        self.world().calls.push("reboot".into());
+        Ok(())
+    }
 }

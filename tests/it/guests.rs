@@ -181,3 +181,91 @@ fn an_explicit_iso_of_no_known_family_goes_in_and_install_command_runs_on_it() {
         15,
     );
 }
+
+/// An own-format ISO with a Windows installer, `setup.exe /S`.
+fn windows_iso(dir: &Path) -> PathBuf {
+    let src = dir.join("win.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        "[components]\nfamily = \"vmguest\"\nname = \"windows tools\"\nversion = \"3.0.0\"\n\n\
+         [install.windows]\ncommand = \"setup.exe /S\"\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("setup.exe"), b"MZ").unwrap();
+    mkisofs(&src, &dir.join("win.iso"), "WINDOWS_TOOLS_3_0_0")
+}
+
+/// Windows guests through the agent DOUBLE of `winagent.rs` (no Windows guest can be had
+/// here), on a real QEMU VM: the drive letter found from the media's bytes, the
+/// installer started by its full path, exit codes mapped, the reboot flag, -Restart.
+#[test]
+fn windows_guest_through_the_agent_double() {
+    let vm = TestVm::start("win", Spec::default());
+    let agent = crate::winagent::WinAgent::start(&vm, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let iso = windows_iso(dir.path());
+    let path = iso.to_str().unwrap();
+
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["mode"], "agent", "{}", describe(&out));
+    assert_eq!(r["guest_os"]["id"], "mswindows");
+    assert_eq!(r["installer"]["command"], "D:\\setup.exe /S");
+    assert_eq!(r["reboot_required"], false);
+    assert_eq!(
+        agent.execs(),
+        vec![("D:\\setup.exe".to_owned(), vec!["/S".to_owned()])]
+    );
+    assert!(vm.media_file().is_none(), "the IC media came out");
+
+    // 3010: installed, the guest must restart; without -Restart it is never restarted.
+    agent.set_exit_code(3010);
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["reboot_required"], true, "{}", describe(&out));
+    assert!(r["notes"].to_string().contains("-Restart"), "{r}");
+    assert_eq!(agent.reboots(), 0);
+
+    let (r, out) = install_json(&vm, &["-Path", path, "-Restart", "-TimeoutSec", "60"]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["restarted"], true, "{}", describe(&out));
+    assert_eq!(agent.reboots(), 1);
+
+    // 1603 and 1602: failures with their meaning; the media still comes out.
+    agent.set_exit_code(1603);
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("1603 ERROR_INSTALL_FAILURE"),
+        "{}",
+        describe(&out)
+    );
+    assert!(vm.media_file().is_none());
+    agent.set_exit_code(1602);
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(r["message"].as_str().unwrap().contains("cancelled"), "{r}");
+
+    // -InstallCommand runs through cmd.exe from the media's root.
+    agent.set_exit_code(0);
+    let (r, out) = install_json(
+        &vm,
+        &["-Path", path, "-InstallCommand", "tools\\run.cmd /y"],
+    );
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    let last = agent.execs().pop().unwrap();
+    assert_eq!(
+        last,
+        (
+            "C:\\Windows\\System32\\cmd.exe".to_owned(),
+            vec![
+                "/c".to_owned(),
+                "cd /d D:\\ && tools\\run.cmd /y".to_owned()
+            ]
+        )
+    );
+}

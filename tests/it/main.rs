@@ -12,3 +12,4 @@ mod locate;
 mod operation;
 mod outcomes;
 mod plugins;
+mod winagent;

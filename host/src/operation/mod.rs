@@ -70,6 +70,9 @@ pub struct InstallOptions {
     pub install_command: Option<String>,
     /// Install even when the guest already runs the media's version (`-Force`).
     pub force: bool,
+    /// Reboot the guest through its agent when the installer asks for it, and wait for
+    /// the agent to come back (`-Restart`); without it the guest is never rebooted.
+    pub restart: bool,
 }
 
 impl Default for InstallOptions {
@@ -84,6 +87,7 @@ impl Default for InstallOptions {
             cancel: Cancel::new(),
             install_command: None,
             force: false,
+            restart: false,
         }
     }
 }
@@ -111,6 +115,7 @@ pub enum Step {
     EjectIc,
     RestoreMedia,
     VerifyVersion,
+    RestartGuest,
 }
 
 impl Step {
@@ -144,6 +149,7 @@ impl Step {
             Step::EjectIc => "eject-ic",
             Step::RestoreMedia => "restore-media",
             Step::VerifyVersion => "verify-version",
+            Step::RestartGuest => "restart-guest",
         }
     }
 }
@@ -322,8 +328,10 @@ impl Operation<'_> {
             return Some(self.what_if_message(&plan));
         }
         let mounted = self.mount(vm, plan, &iso)?;
+        let windows = self.guest_is_windows();
         let installed = match agent.as_deref_mut() {
             None => self.autorun(vm),
+            Some(agent) if windows => self.install_in_windows(vm, agent, &iso),
             Some(agent) => self.install_in_guest(vm, agent, &iso),
         };
         if installed
@@ -337,7 +345,169 @@ impl Operation<'_> {
         if let Some(a) = agent.as_deref_mut() {
             self.run(Step::VerifyVersion, |op| op.verify_version(a, &iso))?;
         }
+        if self.report.reboot_required {
+            match agent {
+                Some(a) if self.options.restart => {
+                    self.run(Step::RestartGuest, |op| op.restart_guest(hv, a))?
+                }
+                _ => self
+                    .report
+                    .note("the installer asks for a restart of the guest (-Restart does it)"),
+            }
+        }
         Some(self.installed_message())
+    }
+
+    fn guest_is_windows(&self) -> bool {
+        self.report
+            .guest_os
+            .as_ref()
+            .is_some_and(|o| o.is_windows())
+    }
+
+    /// Windows: find the media's drive letter and run the family's silent installer from
+    /// it. Windows does not lock the tray for a mounted CD, so there is nothing to
+    /// unmount, and no guest process is journaled (the recovery ends Linux processes).
+    fn install_in_windows(
+        &mut self,
+        vm: &mut dyn VmControl,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Option<Installed> {
+        let cancel = self.options.cancel.clone();
+        let mut check = || -> anyhow::Result<()> {
+            cancel.check()?;
+            match vm.run_state() {
+                Ok(state) if state == "running" => Ok(()),
+                Ok(state) => Err(guest::VmStopped(state).into()),
+                Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
+            }
+        };
+        let letter = self.run(Step::PrepareGuest, |op| {
+            Ok(
+                guest::windows::find_letter(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
+                    .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?,
+            )
+        })?;
+        self.run(Step::RunInstaller, |op| {
+            op.run_windows_installer(agent, &letter, iso, &mut check)
+        })
+    }
+
+    fn run_windows_installer(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        letter: &str,
+        iso: &IcIso,
+        check: guest::Check<'_>,
+    ) -> Outcome<Installed> {
+        use guest::windows::{exit_meaning, Exit};
+        let custom = self.options.install_command.clone();
+        let machine = self
+            .report
+            .guest_os
+            .as_ref()
+            .and_then(|o| o.machine.clone());
+        let command = custom.clone().or_else(|| {
+            iso.recipe
+                .windows_for(machine.as_deref().unwrap_or("x86_64"))
+        });
+        let Some(command) = command else {
+            return Err(Failure::msg(
+                HResult::DispException,
+                format!(
+                    "{} {} has no unattended installer for Windows guests",
+                    iso.name,
+                    iso.version.as_deref().unwrap_or("")
+                ),
+            ));
+        };
+        let t = Instant::now();
+        let (shown, status) = guest::windows::run_installer(
+            agent,
+            letter,
+            &command,
+            custom.is_some(),
+            self.options.timeout,
+            &self.report.vm,
+            self.progress,
+            check,
+        )
+        .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
+        self.report.installer = Some(InstallerRun {
+            command: shown,
+            exit_code: status.exit_code,
+            signal: status.signal,
+            stdout: status.stdout.clone(),
+            stderr: status.stderr.clone(),
+            ms: t.elapsed().as_millis() as u64,
+        });
+        match exit_meaning(status.exit_code) {
+            Exit::Installed => Ok(Installed::ByAgent),
+            Exit::RebootRequired => {
+                self.report.reboot_required = true;
+                Ok(Installed::ByAgent)
+            }
+            Exit::Failed(why) => Err(Failure::msg(
+                HResult::DispException,
+                format!(
+                    "the installer failed (exit code {why}): {}",
+                    status.stderr.trim().lines().last().unwrap_or("no output")
+                ),
+            )),
+        }
+    }
+
+    /// Reboot through the agent, then wait until the agent has gone and come back with
+    /// the guest, within -TimeoutSec.
+    fn restart_guest(
+        &mut self,
+        hv: &dyn Hypervisor,
+        mut agent: Box<dyn GuestAgent>,
+    ) -> Outcome<()> {
+        agent
+            .reboot()
+            .context("asking the guest to restart (guest-shutdown)")?;
+        let deadline = Instant::now() + self.options.timeout;
+        let gave_up = |op: &mut Self, what: &str| {
+            op.report.restarted = Some(false);
+            Failure::msg(
+                HResult::DispException,
+                format!(
+                    "the guest {what} within {}s of the restart request",
+                    op.options.timeout.as_secs()
+                ),
+            )
+        };
+        // The old connection answers until the agent stops with the guest.
+        while agent.os_info().is_ok() {
+            self.options
+                .cancel
+                .check()
+                .or_hresult(HResult::DispException)?;
+            if Instant::now() >= deadline {
+                return Err(gave_up(self, "did not go down"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        drop(agent);
+        loop {
+            self.options
+                .cancel
+                .check()
+                .or_hresult(HResult::DispException)?;
+            if let Ok(Some(mut a)) = hv.agent(&self.report.vm) {
+                if let Ok(info) = a.os_info() {
+                    self.report.guest_os = Some(info);
+                    self.report.restarted = Some(true);
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(gave_up(self, "agent did not come back"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Media of no known family has no installer: it goes in for the guest's autorun,
@@ -478,18 +648,6 @@ impl Operation<'_> {
                 .note(format!("guest-get-osinfo failed: {}", chain(&e))),
         }
         if self.options.no_wait {
-            return self.autorun_mode();
-        }
-        if self
-            .report
-            .guest_os
-            .as_ref()
-            .is_some_and(|o| o.is_windows())
-        {
-            self.report.note(
-                "unattended install is implemented for Linux guests only; \
-                 inserting the media for the guest's autorun",
-            );
             return self.autorun_mode();
         }
         self.report.mode = Some(Mode::Agent);

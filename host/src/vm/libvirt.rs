@@ -499,6 +499,16 @@ impl AgentTransport for AgentCommand {
             .map_err(|e| CallError::Decode(format!("{e} in agent reply")))?;
         decode_response(value)
     }
+
+    /// `VIR_DOMAIN_QEMU_AGENT_COMMAND_NOWAIT` (0): libvirt sends and does not wait.
+    fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
+        let json = serde_json::to_string(&qapi_spec::Execute::<C>::with_command(cmd))
+            .map_err(|e| CallError::Decode(e.to_string()))?;
+        match self.domain.qemu_agent_command(&json, 0, 0) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(agent_error(e, self.timeout)),
+        }
+    }
 }
 
 /// libvirt turns the agent's own error answers into an internal error ("unable to

@@ -83,6 +83,14 @@ impl GuestOsInfo {
     }
 }
 
+/// One mounted file system as the agent lists it (`guest-get-fsinfo`). On Windows the
+/// mount point is a drive letter (`D:\`) and the type `CDFS` or `UDF` for optical media.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FsInfo {
+    pub mountpoint: String,
+    pub fs_type: String,
+}
+
 /// State of a process started with `guest-exec`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ExecStatus {
@@ -119,6 +127,11 @@ pub trait GuestAgent {
     /// Up to `max` bytes from `offset`; fewer at end of file.
     fn read_file(&mut self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, CallError>;
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError>;
+    /// Mounted file systems; how a Windows guest's drive letters are found.
+    fn fs_info(&mut self) -> Result<Vec<FsInfo>, CallError>;
+    /// Ask the guest to reboot (`guest-shutdown` mode `reboot`). The agent sends no
+    /// answer on success; it goes away and comes back with the guest.
+    fn reboot(&mut self) -> Result<(), CallError>;
 }
 
 /// Where VMs are found by name: the socket directory today (`crate::inventory`), and any

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::qga::{AgentTransport, Qga};
 use super::qmp::Qmp;
-use super::{CallError, DvdDrive, ExecStatus, GuestAgent, GuestOsInfo, Media, VmControl};
+use super::{CallError, DvdDrive, ExecStatus, FsInfo, GuestAgent, GuestOsInfo, Media, VmControl};
 
 pub struct QemuVm {
     qmp: Qmp,
@@ -237,6 +237,23 @@ impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
             }
         }
         Ok(out)
+    }
+
+    fn fs_info(&mut self) -> Result<Vec<FsInfo>, CallError> {
+        let list = self.qga.execute(qapi_qga::guest_get_fsinfo {})?;
+        Ok(list
+            .into_iter()
+            .map(|f| FsInfo {
+                mountpoint: f.mountpoint,
+                fs_type: f.type_,
+            })
+            .collect())
+    }
+
+    fn reboot(&mut self) -> Result<(), CallError> {
+        self.qga.send_only(qapi_qga::guest_shutdown {
+            mode: Some(qapi_qga::GuestShutdownMode::Reboot),
+        })
     }
 
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError> {

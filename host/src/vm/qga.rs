@@ -59,6 +59,8 @@ impl Qga {
 /// How agent commands reach the guest: one command, one answer.
 pub trait AgentTransport {
     fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError>;
+    /// For the commands that answer nothing on success (`guest-shutdown`).
+    fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError>;
 }
 
 impl AgentTransport for Qga {
@@ -66,6 +68,10 @@ impl AgentTransport for Qga {
         self.ch.send(cmd)?;
         let v = self.ch.read_value(self.ch.deadline())?;
         decode_response(v)
+    }
+
+    fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
+        self.ch.send(cmd)
     }
 }
 

@@ -230,6 +230,10 @@ pub struct InstallArgs {
     /// Install even when the guest already runs the media's version
     #[arg(long)]
     pub force: bool,
+    /// Restart the guest through its agent when the installer asks for it (Windows
+    /// exit codes 3010 and 1641), and wait for the agent to come back
+    #[arg(long)]
+    pub restart: bool,
     /// How many VMs to install into at once (-ErrorAction Stop runs one at a time)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_THROTTLE, value_parser = clap::value_parser!(u16).range(1..))]
     pub throttle_limit: u16,

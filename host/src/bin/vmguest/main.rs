@@ -202,6 +202,7 @@ fn install(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
         cancel: vmguest::cancel::Cancel::new(),
         install_command: a.install_command,
         force: a.force,
+        restart: a.restart,
     };
     signals::stop_on_signals(&options.cancel);
     pipeline(

@@ -4,6 +4,8 @@
 //! Only Linux guests are driven unattended today. The steps use POSIX `sh`, `mount` and
 //! `umount`, which every Linux guest with an agent has.
 
+pub mod windows;
+
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 

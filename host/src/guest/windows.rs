@@ -1,0 +1,211 @@
+//! Steps inside a Windows guest, through qemu-ga for Windows (as virtio-win ships it):
+//! find the IC media's drive letter, run the family's silent installer, read its exit
+//! code by MSI and Burn conventions.
+//!
+//! What Windows' qemu-ga answers, from QEMU's `qga/commands-win32.c`:
+//! - `guest-get-fsinfo` lists volumes (`FindFirstVolume`) that have a file system:
+//!   `mountpoint` is the first path `GetVolumePathNamesForVolumeName` gives (`D:\`),
+//!   `type` the file system name from `GetVolumeInformationByHandleW` (`CDFS` or `UDF`
+//!   for optical media); a drive without media fails with ERROR_NOT_READY and is left
+//!   out. There is no volume label, so the media is recognised by its bytes.
+//! - `guest-file-open` passes the path to `CreateFileW`, so the raw volume `\\.\D:` can
+//!   be read: its sector 16 is the primary volume descriptor, compared byte for byte
+//!   with the ISO's, as on Linux.
+//! - `guest-exec` starts `path` with `arg` (`g_spawn_async_with_pipes`); there is no
+//!   working directory, so the installer is named by its full path on the media.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::{wait, Check};
+use crate::iso::{PVD_OFFSET, SECTOR};
+use crate::progress::Progress;
+use crate::vm::{ExecStatus, GuestAgent};
+
+/// `D:\` → `\\.\D:`, the raw volume.
+fn raw_volume(letter: &str) -> String {
+    format!("\\\\.\\{}", letter.trim_end_matches('\\'))
+}
+
+/// The drive letter (`D:\`) whose media is the IC ISO, by its primary volume
+/// descriptor. Freshly inserted media take a moment to appear.
+pub fn find_letter(
+    agent: &mut dyn GuestAgent,
+    pvd: &[u8],
+    within: Duration,
+    check: Check<'_>,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = String::from("no optical volume");
+    loop {
+        check()?;
+        let volumes = agent.fs_info().context("guest-get-fsinfo")?;
+        for v in volumes.iter().filter(|v| is_optical(&v.fs_type)) {
+            match agent.read_file(&raw_volume(&v.mountpoint), PVD_OFFSET, SECTOR) {
+                Ok(bytes) if bytes == pvd => return Ok(v.mountpoint.clone()),
+                Ok(_) => seen = format!("{} holds other media", v.mountpoint),
+                Err(e) if e.is_disconnect() => return Err(e.into()),
+                Err(e) => seen = format!("{}: {}", v.mountpoint, crate::hresult::chain(&e)),
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the IC media did not appear as a drive letter in the guest within {}s ({seen})",
+                within.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+}
+
+fn is_optical(fs_type: &str) -> bool {
+    fs_type.eq_ignore_ascii_case("CDFS") || fs_type.eq_ignore_ascii_case("UDF")
+}
+
+/// A command line as the recipes write it, split into program and arguments:
+/// whitespace separates, double quotes group (`/v "/qn REBOOT=R"`).
+pub fn split_command(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in command.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+/// How the installer is started: the family's program by its full path on the media,
+/// or `-InstallCommand` through `cmd.exe` from the media's root.
+pub fn argv(letter: &str, command: &str, custom: bool) -> anyhow::Result<(String, Vec<String>)> {
+    if custom {
+        let line = format!("cd /d {letter} && {command}");
+        return Ok((
+            "C:\\Windows\\System32\\cmd.exe".to_owned(),
+            vec!["/c".to_owned(), line],
+        ));
+    }
+    let mut words = split_command(command).into_iter();
+    let Some(program) = words.next() else {
+        bail!("empty install command");
+    };
+    Ok((format!("{letter}{program}"), words.collect()))
+}
+
+/// Start the installer and wait for it.
+#[allow(clippy::too_many_arguments)]
+pub fn run_installer(
+    agent: &mut dyn GuestAgent,
+    letter: &str,
+    command: &str,
+    custom: bool,
+    timeout: Duration,
+    vm: &str,
+    progress: &dyn Progress,
+    check: Check<'_>,
+) -> anyhow::Result<(String, ExecStatus)> {
+    let (path, args) = argv(letter, command, custom)?;
+    let shown = std::iter::once(path.as_str())
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let pid = agent
+        .exec(&path, &args, &[])
+        .with_context(|| format!("starting {shown} in the guest"))?;
+    let status = wait(
+        agent,
+        pid,
+        timeout,
+        &mut |elapsed| progress.waiting(vm, "installer", elapsed, timeout),
+        check,
+    )
+    .context("waiting for the installer")?;
+    Ok((shown, status))
+}
+
+/// What a Windows installer's exit code means, by Windows Installer (MSI) and WiX Burn
+/// conventions (winerror.h).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Installed,
+    /// 3010 ERROR_SUCCESS_REBOOT_REQUIRED, 1641 ERROR_SUCCESS_REBOOT_INITIATED.
+    RebootRequired,
+    Failed(String),
+}
+
+pub fn exit_meaning(code: Option<i64>) -> Exit {
+    match code {
+        Some(0) => Exit::Installed,
+        Some(3010) | Some(1641) => Exit::RebootRequired,
+        Some(c) => Exit::Failed(match c {
+            1602 => "1602 ERROR_INSTALL_USEREXIT: the user cancelled the installation".into(),
+            1603 => "1603 ERROR_INSTALL_FAILURE: a fatal error occurred during installation".into(),
+            1618 => {
+                "1618 ERROR_INSTALL_ALREADY_RUNNING: another installation is in progress".into()
+            }
+            1619 => {
+                "1619 ERROR_INSTALL_PACKAGE_OPEN_FAILED: the package could not be opened".into()
+            }
+            1638 => {
+                "1638 ERROR_PRODUCT_VERSION: another version of this product is already installed"
+                    .into()
+            }
+            c => format!("{c}"),
+        }),
+        None => Exit::Failed("no exit code".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_like_the_recipes_write_them() {
+        assert_eq!(
+            split_command("setup64.exe /S /v \"/qn REBOOT=R\""),
+            vec!["setup64.exe", "/S", "/v", "/qn REBOOT=R"]
+        );
+        assert_eq!(
+            argv("D:\\", "support\\amd64\\setup.exe /quiet /norestart", false).unwrap(),
+            (
+                "D:\\support\\amd64\\setup.exe".to_owned(),
+                vec!["/quiet".to_owned(), "/norestart".to_owned()]
+            )
+        );
+        assert_eq!(raw_volume("D:\\"), "\\\\.\\D:");
+        assert_eq!(
+            argv("E:\\", "tools\\x.cmd /y", true).unwrap().1,
+            vec!["/c", "cd /d E:\\ && tools\\x.cmd /y"]
+        );
+    }
+
+    #[test]
+    fn exit_codes_follow_msi_and_burn() {
+        assert_eq!(exit_meaning(Some(0)), Exit::Installed);
+        assert_eq!(exit_meaning(Some(3010)), Exit::RebootRequired);
+        assert_eq!(exit_meaning(Some(1641)), Exit::RebootRequired);
+        assert!(matches!(exit_meaning(Some(1602)), Exit::Failed(m) if m.contains("cancelled")));
+        assert!(matches!(exit_meaning(Some(1603)), Exit::Failed(m) if m.contains("fatal error")));
+        assert!(matches!(exit_meaning(Some(5)), Exit::Failed(m) if m == "5"));
+    }
+}
