@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -165,7 +165,7 @@ fn error(desc: impl Into<String>) -> Value {
 }
 
 /// What the real agent would send: `None` for no answer at all.
-fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &PathBuf) -> Option<(bool, Value)> {
+fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, Value)> {
     let args = &req["arguments"];
     let ok = |v: Value| Some((false, json!({ "return": v })));
     match req["execute"].as_str().unwrap_or("") {
@@ -283,7 +283,7 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &PathBuf) -> Option<(bool
 }
 
 /// The file QEMU has in the VM's CD drive, through the test's own QMP monitor.
-fn media(ctl: &PathBuf) -> Option<PathBuf> {
+fn media(ctl: &Path) -> Option<PathBuf> {
     let mut vm = QemuVm::connect(ctl, Duration::from_secs(5)).ok()?;
     vm.dvd_drives()
         .ok()?
