@@ -195,7 +195,37 @@ pub struct VmSummary {
     pub integration_components: Option<InstalledComponents>,
     /// Media an earlier run borrowed and has not yet put back (`Repair-VMMedia`).
     pub pending_restore: Option<journal::Entry>,
+    /// The version the guest runs of the family an install would choose, where it can
+    /// be read (the family's own tool, else vmguest's record).
+    pub installed_version: Option<String>,
+    /// The newest version in the IC store for this guest's OS.
+    pub latest_version: Option<String>,
+    /// PowerCLI's ToolsVersionStatus: `current`, `upgrade available`, `not installed`
+    /// or `unknown`.
+    pub version_status: VersionStatus,
     pub notes: Vec<String>,
+}
+
+/// How the guest's components compare with the newest in the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionStatus {
+    Current,
+    UpgradeAvailable,
+    NotInstalled,
+    #[default]
+    Unknown,
+}
+
+impl VersionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Current => "current",
+            VersionStatus::UpgradeAvailable => "upgrade available",
+            VersionStatus::NotInstalled => "not installed",
+            VersionStatus::Unknown => "unknown",
+        }
+    }
 }
 
 /// Run `f`, turning a panic (a bug) into DISP_E_EXCEPTION instead of unwinding.
@@ -262,6 +292,9 @@ impl<'a> VirtualMachine<'a> {
                 guest_os: None,
                 integration_components: None,
                 pending_restore: self.pending_restore(),
+                installed_version: None,
+                latest_version: None,
+                version_status: VersionStatus::Unknown,
                 notes: Vec::new(),
             };
             let running = self.control().and_then(|mut vm| {
@@ -301,8 +334,57 @@ impl<'a> VirtualMachine<'a> {
                 Ok(ic) => s.integration_components = ic,
                 Err(e) => s.notes.push(format!("guest agent: {e:#}")),
             }
+            self.version_status(&mut s, agent.as_mut());
             Ok(s)
         })
+    }
+}
+
+impl VirtualMachine<'_> {
+    /// The newest IC version in the store for this guest, against what the guest runs:
+    /// the family's own version tool where it has one, else vmguest's record of its
+    /// last install of that family.
+    fn version_status(&self, s: &mut VmSummary, agent: &mut dyn GuestAgent) {
+        let kind = kinds::GuestKind::of(s.guest_os.as_ref());
+        let selection = iso::survey(&self.host.settings, None, kind);
+        let Some(latest) = selection.chosen().and_then(|c| c.identity.as_ref().ok()) else {
+            return;
+        };
+        let Some(latest_version) = latest.version.clone() else {
+            return;
+        };
+        s.latest_version = Some(latest_version.to_string());
+        let tool = match kind {
+            kinds::GuestKind::Linux => latest.recipe.verify_linux.clone(),
+            _ => None,
+        };
+        let installed = match tool {
+            Some(cmd) => match guest::installed_version(agent, &cmd) {
+                Ok(v) => v,
+                Err(e) => {
+                    s.notes
+                        .push(format!("reading the installed version: {e:#}"));
+                    return;
+                }
+            },
+            None => s
+                .integration_components
+                .as_ref()
+                .filter(|ic| ic.components.family == latest.family.as_str())
+                .map(|ic| ic.components.version.clone()),
+        };
+        s.version_status = match &installed {
+            None => VersionStatus::NotInstalled,
+            Some(v) => match iso::Version::parse(v) {
+                Some(have) if have >= latest_version => VersionStatus::Current,
+                Some(_) => VersionStatus::UpgradeAvailable,
+                None if guest::same_version(v, &latest_version.to_string()) => {
+                    VersionStatus::Current
+                }
+                None => VersionStatus::Unknown,
+            },
+        };
+        s.installed_version = installed;
     }
 }
 

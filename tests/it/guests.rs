@@ -39,6 +39,30 @@ fn versioned_iso(dir: &Path, version: &str, lies: bool) -> PathBuf {
     )
 }
 
+/// `Get-VM`'s version columns, with the store holding the test's ISOs.
+fn status(vm: &TestVm, store: &Path) -> (String, Option<String>, Option<String>) {
+    let out = vmguest_with(
+        &[
+            "Get-VM",
+            &vm.name,
+            "-VMDir",
+            vm.dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        &[("VMGUEST_IC_PATH", store.to_str().unwrap())],
+    );
+    let r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    let s = |k: &str| r[0][k].as_str().map(str::to_owned);
+    (
+        s("version_status").unwrap(),
+        s("installed_version"),
+        s("latest_version"),
+    )
+}
+
 fn runs(vm: &TestVm) -> usize {
     let st = vm.guest_sh("cat /var/lib/vmguest-runs 2>/dev/null | wc -l");
     st.stdout.trim().parse().unwrap()
@@ -50,6 +74,10 @@ fn versions_before_and_after_a_lying_installer_up_to_date_and_force() {
     let dir = tempfile::tempdir().unwrap();
     let v1 = versioned_iso(dir.path(), "1.0.0", false);
     let v2_lies = versioned_iso(dir.path(), "2.0.0", true);
+    assert_eq!(
+        status(&vm, dir.path()),
+        ("not-installed".to_owned(), None, Some("2.0.0".to_owned()))
+    );
 
     let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap()]);
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
@@ -62,6 +90,14 @@ fn versions_before_and_after_a_lying_installer_up_to_date_and_force() {
     assert_eq!(r["version_after"], "1.0.0", "{}", describe(&out));
     assert_eq!(r["verified"], true);
     assert_eq!(runs(&vm), 1);
+    assert_eq!(
+        status(&vm, dir.path()),
+        (
+            "upgrade-available".to_owned(),
+            Some("1.0.0".to_owned()),
+            Some("2.0.0".to_owned())
+        )
+    );
 
     // Up to date: nothing is mounted and the installer does not run.
     let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap()]);

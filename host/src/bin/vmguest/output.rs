@@ -107,6 +107,7 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
         "DvdDrives",
         "GuestOS",
         "Components",
+        "ToolsVersionStatus",
         "PendingRestore",
         "ComputerName",
     ];
@@ -131,6 +132,12 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
                 .as_ref()
                 .map(|c| format!("{} {}", c.components.family, c.components.version))
                 .unwrap_or_default(),
+            match &v.latest_version {
+                Some(latest) if v.version_status == vmguest::VersionStatus::UpgradeAvailable => {
+                    format!("upgrade available ({latest})")
+                }
+                _ => v.version_status.as_str().to_owned(),
+            },
             v.pending_restore
                 .as_ref()
                 .map(|e| {
