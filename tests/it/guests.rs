@@ -286,6 +286,24 @@ fn windows_guest_through_the_agent_double() {
     assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
     assert!(r["message"].as_str().unwrap().contains("cancelled"), "{r}");
 
+    // An installer that never ends is stopped at -TimeoutSec with taskkill, its tree
+    // included.
+    agent.set_exit_code(crate::winagent::HANGS);
+    let (r, out) = install_json(&vm, &["-Path", path, "-TimeoutSec", "2"]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    let (program, args) = agent.execs().pop().unwrap();
+    assert_eq!(
+        program,
+        "C:\\Windows\\System32\\taskkill.exe",
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        (args[0].as_str(), &args[2..]),
+        ("/PID", &["/T".to_owned(), "/F".to_owned()][..])
+    );
+    assert!(vm.media_file().is_none());
+
     // -InstallCommand runs through cmd.exe from the media's root.
     agent.set_exit_code(0);
     let (r, out) = install_json(

@@ -36,6 +36,9 @@ use vmguest::vm::VmControl;
 
 use crate::fixtures::TestVm;
 
+/// An exit code that makes the double's installer run forever.
+pub const HANGS: i64 = i64::MIN;
+
 /// How long the double's "Windows" takes to restart.
 const RESTART: Duration = Duration::from_millis(1500);
 
@@ -263,7 +266,23 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, V
             ok(json!({"pid": pid}))
         }
         "guest-exec-status" => {
-            let code = state.lock().unwrap().exit_code;
+            let s = state.lock().unwrap();
+            let pid = args["pid"].as_i64().unwrap_or(0);
+            let program = usize::try_from(pid - 4001)
+                .ok()
+                .and_then(|i| s.execs.get(i))
+                .map(|(p, _)| p.to_ascii_lowercase())
+                .unwrap_or_default();
+            // Only the installer hangs; taskkill finishes.
+            let code = if program.starts_with("c:\\windows\\") {
+                0
+            } else {
+                s.exit_code
+            };
+            drop(s);
+            if code == HANGS {
+                return ok(json!({"exited": false}));
+            }
             use base64::Engine;
             let out = base64::engine::general_purpose::STANDARD
                 .encode(format!("installer finished with {code}\r\n"));

@@ -158,6 +158,24 @@ fn wait(
     tick: &mut dyn FnMut(Duration),
     check: Check<'_>,
 ) -> anyhow::Result<ExecStatus> {
+    wait_on(Os::Linux, agent, pid, timeout, tick, check)
+}
+
+/// Whose tools end a process tree.
+#[derive(Clone, Copy)]
+enum Os {
+    Linux,
+    Windows,
+}
+
+fn wait_on(
+    os: Os,
+    agent: &mut dyn GuestAgent,
+    pid: i64,
+    timeout: Duration,
+    tick: &mut dyn FnMut(Duration),
+    check: Check<'_>,
+) -> anyhow::Result<ExecStatus> {
     let stopped = match poll(agent, pid, timeout, tick, check) {
         Ok(Some(status)) => return Ok(status),
         Ok(None) => anyhow::anyhow!(
@@ -168,9 +186,16 @@ fn wait(
         Err(e) if agent_gone(&e) => return Err(e),
         Err(e) => e.context(format!("guest process {pid} was killed")),
     };
-    // The agent has no kill: ask the guest's shell, or the children keep the media busy.
-    let killer = sh_argv(KILL_TREE, &[&pid.to_string()]);
-    if let Ok(k) = agent.exec("/bin/sh", &killer, &[]) {
+    // The agent has no kill: ask the guest's own tools, or the children keep the media
+    // busy.
+    let (program, args) = match os {
+        Os::Linux => ("/bin/sh", sh_argv(KILL_TREE, &[&pid.to_string()])),
+        Os::Windows => (
+            "C:\\Windows\\System32\\taskkill.exe",
+            vec!["/PID".into(), pid.to_string(), "/T".into(), "/F".into()],
+        ),
+    };
+    if let Ok(k) = agent.exec(program, &args, &[]) {
         let _ = poll(agent, k, HELPER_TIMEOUT, &mut |_| {}, &mut || Ok(()));
     }
     Err(stopped)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{wait, Check};
+use super::{wait_on, Check, Os};
 use crate::iso::{PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
 use crate::vm::{ExecStatus, GuestAgent};
@@ -131,7 +131,8 @@ pub fn run_installer(
     let pid = agent
         .exec(&path, &args, &[])
         .with_context(|| format!("starting {shown} in the guest"))?;
-    let status = wait(
+    let status = wait_on(
+        Os::Windows,
         agent,
         pid,
         timeout,

@@ -328,10 +328,8 @@ impl Operation<'_> {
             return Some(self.what_if_message(&plan));
         }
         let mounted = self.mount(vm, plan, &iso)?;
-        let windows = self.guest_is_windows();
         let installed = match agent.as_deref_mut() {
             None => self.autorun(vm),
-            Some(agent) if windows => self.install_in_windows(vm, agent, &iso),
             Some(agent) => self.install_in_guest(vm, agent, &iso),
         };
         if installed
@@ -370,27 +368,18 @@ impl Operation<'_> {
     /// unmount, and no guest process is journaled (the recovery ends Linux processes).
     fn install_in_windows(
         &mut self,
-        vm: &mut dyn VmControl,
         agent: &mut dyn GuestAgent,
         iso: &IcIso,
+        check: guest::Check<'_>,
     ) -> Option<Installed> {
-        let cancel = self.options.cancel.clone();
-        let mut check = || -> anyhow::Result<()> {
-            cancel.check()?;
-            match vm.run_state() {
-                Ok(state) if state == "running" => Ok(()),
-                Ok(state) => Err(guest::VmStopped(state).into()),
-                Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
-            }
-        };
         let letter = self.run(Step::PrepareGuest, |op| {
             Ok(
-                guest::windows::find_letter(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
+                guest::windows::find_letter(agent, &iso.pvd, MEDIA_APPEAR, check)
                     .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?,
             )
         })?;
         self.run(Step::RunInstaller, |op| {
-            op.run_windows_installer(agent, &letter, iso, &mut check)
+            op.run_windows_installer(agent, &letter, iso, check)
         })
     }
 
@@ -840,6 +829,9 @@ impl Operation<'_> {
                 Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
             }
         };
+        if self.guest_is_windows() {
+            return self.install_in_windows(agent, iso, &mut check);
+        }
         let mount_point = self.run(Step::PrepareGuest, |op| {
             let dev = guest::find_device(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
                 .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?;
