@@ -274,7 +274,7 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, V
                 .map(|(p, _)| p.to_ascii_lowercase())
                 .unwrap_or_default();
             // Only the installer hangs; taskkill finishes.
-            let code = if program.starts_with("c:\\windows\\") {
+            let code = if program.ends_with("\\taskkill.exe") {
                 0
             } else {
                 s.exit_code
