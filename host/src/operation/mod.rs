@@ -315,7 +315,8 @@ impl Operation<'_> {
         let agent = self.run(Step::ConnectAgent, |op| Ok(op.connect_agent(hv)))?;
         let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
         let mut agent = self.agent_for_media(agent, &iso);
-        if let Some(a) = agent.as_deref_mut() {
+        let verifies = self.verify_command(&iso).is_some() && iso.version.is_some();
+        if let Some(a) = agent.as_deref_mut().filter(|_| verifies) {
             if let Some(current) = self.run(Step::CheckVersion, |op| op.check_version(a, &iso))? {
                 return Some(current);
             }
@@ -340,7 +341,7 @@ impl Operation<'_> {
         }
         self.unmount(vm, mounted, installed.is_some())?;
         installed?;
-        if let Some(a) = agent.as_deref_mut() {
+        if let Some(a) = agent.as_deref_mut().filter(|_| verifies) {
             self.run(Step::VerifyVersion, |op| op.verify_version(a, &iso))?;
         }
         if self.report.reboot_required {
