@@ -354,12 +354,12 @@ impl VirtualMachine<'_> {
             return;
         };
         s.latest_version = Some(latest_version.to_string());
-        let tool = match kind {
-            kinds::GuestKind::Linux => latest.recipe.verify_linux.clone(),
-            _ => None,
+        let probe = match kind {
+            kinds::GuestKind::Unknown => None,
+            k => latest.recipe.version_probe(k == kinds::GuestKind::Windows),
         };
-        let installed = match tool {
-            Some(cmd) => match guest::installed_version(agent, &cmd) {
+        let installed = match probe {
+            Some(probe) => match guest::read_version(agent, &probe) {
                 Ok(v) => v,
                 Err(e) => {
                     s.notes

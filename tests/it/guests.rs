@@ -323,3 +323,69 @@ fn windows_guest_through_the_agent_double() {
         )
     );
 }
+
+/// Windows versions from the uninstall entry virtio-win's installer registers, through
+/// the DOUBLE's reg.exe: before and after, up to date, and an installer that lies.
+#[test]
+fn windows_versions_from_the_uninstall_entry() {
+    let vm = TestVm::start("winver", Spec::default());
+    let agent = crate::winagent::WinAgent::start(&vm, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = vmguest::iso::fake_exe([0, 1, 266, 0]);
+    let iso = layout_iso(
+        dir.path(),
+        "virtio-win-0.1.266.iso",
+        "virtio-win-0.1.266",
+        &[("virtio-win-guest-tools.exe", &exe)],
+    );
+    let path = iso.to_str().unwrap();
+    agent.registers(Some(("Virtio-win-guest-tools", "0.1.266")));
+
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso_family"], "virtio-win");
+    assert_eq!(
+        r["installer"]["command"],
+        "D:\\virtio-win-guest-tools.exe /install /quiet /norestart"
+    );
+    assert_eq!(
+        r["version_before"],
+        serde_json::Value::Null,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(r["version_after"], "0.1.266", "{}", describe(&out));
+    assert_eq!(r["verified"], true);
+    assert_eq!(agent.installers().len(), 1);
+
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("already up to date"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(agent.installers().len(), 1, "nothing ran");
+
+    // An older version is installed and the installer does not change it.
+    agent.set_installed("Virtio-win-guest-tools", "0.1.240");
+    agent.registers(None);
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("installer reported success but the guest still runs"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        (r["version_before"].as_str(), r["version_after"].as_str()),
+        (Some("0.1.240"), Some("0.1.240"))
+    );
+    assert!(vm.media_file().is_none());
+}

@@ -18,6 +18,10 @@
 //! - `guest-exec` runs nothing: it records the program and arguments and finishes with
 //!   the exit code the test set (0, 3010, 1603, ...); a program that is not on the
 //!   media's drive letter or under `C:\Windows` fails as `g_spawn` does;
+//! - `reg.exe query` answers from the double's uninstall entries, in reg.exe's own
+//!   output format (the key on a line of its own, `    NAME    REG_SZ    VALUE`, exit
+//!   1 and "End of search: 0 match(es) found." when nothing matches); an installer that
+//!   succeeds registers the entry the test said it would;
 //! - `guest-shutdown` answers nothing, as the real agent, and the agent is then down
 //!   for a moment (no answers at all), as while Windows restarts.
 
@@ -50,6 +54,35 @@ struct State {
     down_until: Option<Instant>,
     files: HashMap<i64, (PathBuf, u64)>,
     next: i64,
+    /// Uninstall entries: DisplayName → DisplayVersion.
+    registry: HashMap<String, String>,
+    /// What a successful installer registers.
+    registers: Option<(String, String)>,
+    /// Answers of the programs that are not the installer, by pid.
+    results: HashMap<i64, (i64, String)>,
+}
+
+const UNINSTALL_KEY: &str = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\{4B2A1C3D-0000-4000-8000-00000000C0DE}";
+
+/// reg.exe's answer: exit code and output.
+fn reg(args: &[String], registry: &HashMap<String, String>) -> (i64, String) {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["query", _, "/s", "/f", name, "/d", "/e"] => match registry.get(*name) {
+            Some(_) => (
+                0,
+                format!("\r\n{UNINSTALL_KEY}\r\n    DisplayName    REG_SZ    {name}\r\n\r\nEnd of search: 1 match(es) found.\r\n"),
+            ),
+            None => (1, "End of search: 0 match(es) found.\r\n".into()),
+        },
+        ["query", key, "/v", "DisplayVersion"] if *key == UNINSTALL_KEY => {
+            match registry.values().next() {
+                Some(v) => (0, format!("\r\n{key}\r\n    DisplayVersion    REG_SZ    {v}\r\n\r\n")),
+                None => (1, String::new()),
+            }
+        }
+        _ => (1, String::new()),
+    }
 }
 
 pub struct WinAgent {
@@ -98,6 +131,29 @@ impl WinAgent {
     /// Every program the double was asked to start, with its arguments.
     pub fn execs(&self) -> Vec<(String, Vec<String>)> {
         self.state.lock().unwrap().execs.clone()
+    }
+
+    /// What the installer registers when it succeeds (DisplayName, DisplayVersion).
+    pub fn registers(&self, entry: Option<(&str, &str)>) {
+        self.state.lock().unwrap().registers = entry.map(|(n, v)| (n.to_owned(), v.to_owned()));
+    }
+
+    /// Set an uninstall entry directly, as an earlier install would have.
+    pub fn set_installed(&self, name: &str, version: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .registry
+            .insert(name.to_owned(), version.to_owned());
+    }
+
+    /// Every program started that was not reg.exe or taskkill.
+    pub fn installers(&self) -> Vec<String> {
+        self.execs()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| !p.ends_with("\\reg.exe") && !p.ends_with("\\taskkill.exe"))
+            .collect()
     }
 
     pub fn reboots(&self) -> u32 {
@@ -261,31 +317,39 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, V
                 return Some((false, error(format!("Failed to execute child process \u{201c}{path}\u{201d} (No such file or directory)"))));
             }
             let mut s = state.lock().unwrap();
-            s.execs.push((path, argv));
+            s.execs.push((path.clone(), argv.clone()));
             let pid = 4000 + s.execs.len() as i64;
+            let lower = path.to_ascii_lowercase();
+            if lower.ends_with("\\reg.exe") {
+                let answer = reg(&argv, &s.registry);
+                s.results.insert(pid, answer);
+            } else if lower.ends_with("\\taskkill.exe") {
+                s.results
+                    .insert(pid, (0, "SUCCESS: sent termination signal.\r\n".into()));
+            } else if matches!(s.exit_code, 0 | 3010 | 1641) {
+                if let Some((name, version)) = s.registers.clone() {
+                    s.registry.insert(name, version);
+                }
+            }
             ok(json!({"pid": pid}))
         }
         "guest-exec-status" => {
             let s = state.lock().unwrap();
             let pid = args["pid"].as_i64().unwrap_or(0);
-            let program = usize::try_from(pid - 4001)
-                .ok()
-                .and_then(|i| s.execs.get(i))
-                .map(|(p, _)| p.to_ascii_lowercase())
-                .unwrap_or_default();
-            // Only the installer hangs; taskkill finishes.
-            let code = if program.ends_with("\\taskkill.exe") {
-                0
-            } else {
-                s.exit_code
+            // reg.exe and taskkill answer what they were given; only the installer hangs.
+            let (code, text) = match s.results.get(&pid) {
+                Some((code, text)) => (*code, text.clone()),
+                None => (
+                    s.exit_code,
+                    format!("installer finished with {}\r\n", s.exit_code),
+                ),
             };
             drop(s);
             if code == HANGS {
                 return ok(json!({"exited": false}));
             }
             use base64::Engine;
-            let out = base64::engine::general_purpose::STANDARD
-                .encode(format!("installer finished with {code}\r\n"));
+            let out = base64::engine::general_purpose::STANDARD.encode(text);
             ok(json!({"exited": true, "exitcode": code, "out-data": out}))
         }
         "guest-shutdown" => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::iso::{PVD_OFFSET, SECTOR};
+use crate::iso::{Probe, PVD_OFFSET, SECTOR};
 use crate::manifest::Components;
 use crate::progress::Progress;
 use crate::vm::{CallError, ExecStatus, GuestAgent};
@@ -58,6 +58,14 @@ pub fn find_device(
             );
         }
         sleep(Duration::from_millis(500));
+    }
+}
+
+/// The installed version a probe reads, or `None` when the family is not installed.
+pub fn read_version(agent: &mut dyn GuestAgent, probe: &Probe) -> anyhow::Result<Option<String>> {
+    match probe {
+        Probe::Shell(command) => installed_version(agent, command),
+        Probe::Cmd(_) | Probe::Uninstall(_) => windows::installed_version(agent, probe),
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::{wait_on, Check, Os};
-use crate::iso::{PVD_OFFSET, SECTOR};
+use crate::iso::{Probe, PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
 use crate::vm::{ExecStatus, GuestAgent};
 
@@ -99,10 +99,7 @@ pub fn split_command(command: &str) -> Vec<String> {
 pub fn argv(letter: &str, command: &str, custom: bool) -> anyhow::Result<(String, Vec<String>)> {
     if custom {
         let line = format!("cd /d {letter} && {command}");
-        return Ok((
-            "C:\\Windows\\System32\\cmd.exe".to_owned(),
-            vec!["/c".to_owned(), line],
-        ));
+        return Ok((CMD.to_owned(), vec!["/c".to_owned(), line]));
     }
     let mut words = split_command(command).into_iter();
     let Some(program) = words.next() else {
@@ -141,6 +138,69 @@ pub fn run_installer(
     )
     .context("waiting for the installer")?;
     Ok((shown, status))
+}
+
+const CMD: &str = "C:\\Windows\\System32\\cmd.exe";
+const REG: &str = "C:\\Windows\\System32\\reg.exe";
+const UNINSTALL: &str = "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall";
+/// reg.exe and cmd.exe answer in well under this.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn run(agent: &mut dyn GuestAgent, program: &str, args: &[&str]) -> anyhow::Result<ExecStatus> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let pid = agent.exec(program, &args, &[])?;
+    wait_on(
+        Os::Windows,
+        agent,
+        pid,
+        HELPER_TIMEOUT,
+        &mut |_| {},
+        &mut || Ok(()),
+    )
+}
+
+/// The installed version in a Windows guest. An uninstall entry is found by its exact
+/// `DisplayName` (`reg query … /s /f NAME /d /e`, whose output names the key on a line
+/// of its own), then its `DisplayVersion` is read (`reg query KEY /v DisplayVersion`:
+/// `    DisplayVersion    REG_SZ    0.1.266`). reg.exe exits 1 when nothing matches.
+pub fn installed_version(
+    agent: &mut dyn GuestAgent,
+    probe: &Probe,
+) -> anyhow::Result<Option<String>> {
+    match probe {
+        Probe::Cmd(command) => {
+            let st = run(agent, CMD, &["/c", command])?;
+            let first = st.stdout.lines().map(str::trim).find(|l| !l.is_empty());
+            Ok(first.filter(|_| st.succeeded()).map(str::to_owned))
+        }
+        Probe::Uninstall(name) => {
+            let st = run(
+                agent,
+                REG,
+                &["query", UNINSTALL, "/s", "/f", name, "/d", "/e"],
+            )?;
+            let key = st
+                .stdout
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("HKEY_"))
+                .filter(|_| st.succeeded());
+            let Some(key) = key else {
+                return Ok(None);
+            };
+            let st = run(agent, REG, &["query", key, "/v", "DisplayVersion"])?;
+            Ok(st
+                .stdout
+                .lines()
+                .find_map(|l| {
+                    let mut words = l.split_whitespace();
+                    (words.next() == Some("DisplayVersion") && words.next()?.starts_with("REG_"))
+                        .then(|| words.collect::<Vec<_>>().join(" "))
+                })
+                .filter(|v| !v.is_empty() && st.succeeded()))
+        }
+        Probe::Shell(_) => Ok(None),
+    }
 }
 
 /// What a Windows installer's exit code means, by Windows Installer (MSI) and WiX Burn

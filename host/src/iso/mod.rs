@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 pub use digest::sha256_file;
 pub use family::{identify, Identity};
 pub use pe::fake_exe;
-pub use recipe::Recipe;
+pub use recipe::{Probe, Recipe};
 pub use select::{choose, choose_by, inspect, Candidate, CandidateView, Selection, Unusable};
 pub use sources::{gather, Gathered, Named, WELL_KNOWN};
 pub use version::Version;

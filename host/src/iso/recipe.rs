@@ -27,6 +27,28 @@ pub struct Recipe {
     /// Prints the family's installed version in a Linux guest (first line of stdout);
     /// fails or prints nothing when the family is not installed.
     pub verify_linux: Option<String>,
+    /// Where a Windows guest tells the family's installed version.
+    pub verify_windows: Option<Probe>,
+}
+
+/// How a guest is asked for an installed version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Probe {
+    /// `sh -c COMMAND` in a Linux guest: the first line it prints.
+    Shell(String),
+    /// `cmd.exe /c COMMAND` in a Windows guest: the first line it prints.
+    Cmd(String),
+    /// The `DisplayVersion` of the Windows uninstall entry with this `DisplayName`.
+    Uninstall(String),
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Shell(c) | Probe::Cmd(c) => write!(f, "`{c}`"),
+            Probe::Uninstall(name) => write!(f, "the uninstall entry {name:?}"),
+        }
+    }
 }
 
 impl Recipe {
@@ -60,10 +82,27 @@ impl Recipe {
             Family::VmwareTools => Some("vmware-toolbox-cmd -v"),
             _ => None,
         };
+        // The uninstall entries the families' Windows installers register: the WiX
+        // bundle "Virtio-win-guest-tools", and VMware Tools' MSI "VMware Tools".
+        let verify_windows = match family {
+            Family::VirtioWin => Some("Virtio-win-guest-tools"),
+            Family::VmwareTools => Some("VMware Tools"),
+            _ => None,
+        };
         Recipe {
             linux: linux.map(str::to_owned),
             windows: windows.map(str::to_owned),
             verify_linux: verify_linux.map(str::to_owned),
+            verify_windows: verify_windows.map(|n| Probe::Uninstall(n.to_owned())),
+        }
+    }
+
+    /// How to read the installed version in this guest, if the family has a way.
+    pub fn version_probe(&self, windows: bool) -> Option<Probe> {
+        if windows {
+            self.verify_windows.clone()
+        } else {
+            self.verify_linux.clone().map(Probe::Shell)
         }
     }
 
@@ -72,6 +111,11 @@ impl Recipe {
             linux: m.install.linux.as_ref().map(|i| i.command.clone()),
             windows: m.install.windows.as_ref().map(|i| i.command.clone()),
             verify_linux: m.verify.linux.as_ref().map(|v| v.command.clone()),
+            verify_windows: m
+                .verify
+                .windows
+                .as_ref()
+                .map(|v| Probe::Cmd(v.command.clone())),
         }
     }
 

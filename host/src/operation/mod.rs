@@ -38,7 +38,7 @@ use anyhow::Context;
 use crate::cancel::Cancel;
 use crate::guest::{self, InstalledComponents};
 use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
-use crate::iso::{self, IcIso};
+use crate::iso::{self, IcIso, Probe};
 use crate::journal::{self, Journal};
 use crate::kinds::{Family, GuestKind};
 use crate::manifest::Components;
@@ -525,11 +525,10 @@ impl Operation<'_> {
         agent: &mut dyn GuestAgent,
         iso: &IcIso,
     ) -> Outcome<Option<String>> {
-        let (Some(cmd), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+        let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
             return Ok(None);
         };
-        let before =
-            guest::installed_version(agent, &cmd).context("reading the installed version")?;
+        let before = guest::read_version(agent, &probe).context("reading the installed version")?;
         self.report.version_before = before.clone();
         match before {
             Some(v) if guest::same_version(&v, &want) && !self.options.force => {
@@ -546,11 +545,10 @@ impl Operation<'_> {
     /// After an installer that reported success: does the guest now run the media's
     /// version? A readable, different version is a failed install.
     fn verify_version(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) -> Outcome<()> {
-        let (Some(cmd), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+        let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
             return Ok(());
         };
-        let after =
-            guest::installed_version(agent, &cmd).context("reading the installed version")?;
+        let after = guest::read_version(agent, &probe).context("reading the installed version")?;
         self.report.version_after = after.clone();
         match after {
             Some(v) if !guest::same_version(&v, &want) => {
@@ -565,7 +563,9 @@ impl Operation<'_> {
                 Ok(())
             }
             None => {
-                self.report.note(format!("the installed version cannot be read after the install (`{cmd}` printed nothing)"));
+                self.report.note(format!(
+                    "the installed version cannot be read after the install ({probe} tells nothing)"
+                ));
                 Ok(())
             }
         }
@@ -573,11 +573,11 @@ impl Operation<'_> {
 
     /// The command that prints the installed version; `-InstallCommand` installs
     /// something else, so nothing is verified then.
-    fn verify_command(&self, iso: &IcIso) -> Option<String> {
+    fn verify_command(&self, iso: &IcIso) -> Option<Probe> {
         if self.options.install_command.is_some() {
             return None;
         }
-        iso.recipe.verify_linux.clone()
+        iso.recipe.version_probe(self.guest_is_windows())
     }
 
     /// Run one step: progress, timing, and its failure into the report. After a cancel
