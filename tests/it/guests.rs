@@ -63,6 +63,22 @@ fn status(vm: &TestVm, store: &Path) -> (String, Option<String>, Option<String>)
     )
 }
 
+/// The record's versions: before, after, and whether the guest runs the media's.
+fn assert_versions(
+    r: &serde_json::Value,
+    out: &std::process::Output,
+    before: Option<&str>,
+    after: Option<&str>,
+    verified: bool,
+) {
+    let got = (
+        r["version_before"].as_str(),
+        r["version_after"].as_str(),
+        r["verified"].as_bool(),
+    );
+    assert_eq!(got, (before, after, Some(verified)), "{}", describe(out));
+}
+
 fn runs(vm: &TestVm) -> usize {
     let st = vm.guest_sh("cat /var/lib/vmguest-runs 2>/dev/null | wc -l");
     st.stdout.trim().parse().unwrap()
@@ -81,14 +97,7 @@ fn versions_before_and_after_a_lying_installer_up_to_date_and_force() {
 
     let (r, out) = install_json(&vm, &["-Path", v1.to_str().unwrap()]);
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
-    assert_eq!(
-        r["version_before"],
-        serde_json::Value::Null,
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(r["version_after"], "1.0.0", "{}", describe(&out));
-    assert_eq!(r["verified"], true);
+    assert_versions(&r, &out, None, Some("1.0.0"), true);
     assert_eq!(runs(&vm), 1);
     assert_eq!(
         status(&vm, dir.path()),
@@ -137,11 +146,7 @@ fn versions_before_and_after_a_lying_installer_up_to_date_and_force() {
         "{}",
         describe(&out)
     );
-    assert_eq!(
-        (r["version_before"].as_str(), r["version_after"].as_str()),
-        (Some("1.0.0"), Some("1.0.0"))
-    );
-    assert_eq!(r["verified"], false);
+    assert_versions(&r, &out, Some("1.0.0"), Some("1.0.0"), false);
     assert_eq!(runs(&vm), 3);
     assert!(
         vm.media_file().is_none(),
@@ -348,14 +353,7 @@ fn windows_versions_from_the_uninstall_entry() {
         r["installer"]["command"],
         "D:\\virtio-win-guest-tools.exe /install /quiet /norestart"
     );
-    assert_eq!(
-        r["version_before"],
-        serde_json::Value::Null,
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(r["version_after"], "0.1.266", "{}", describe(&out));
-    assert_eq!(r["verified"], true);
+    assert_versions(&r, &out, None, Some("0.1.266"), true);
     assert_eq!(agent.installers().len(), 1);
 
     let (r, out) = install_json(&vm, &["-Path", path]);
@@ -383,9 +381,6 @@ fn windows_versions_from_the_uninstall_entry() {
         "{}",
         describe(&out)
     );
-    assert_eq!(
-        (r["version_before"].as_str(), r["version_after"].as_str()),
-        (Some("0.1.240"), Some("0.1.240"))
-    );
+    assert_versions(&r, &out, Some("0.1.240"), Some("0.1.240"), false);
     assert!(vm.media_file().is_none());
 }
