@@ -221,7 +221,11 @@ impl Builder {
         for (name, extent, size, is_dir) in entries {
             let (raw, su) = if joliet {
                 let mut raw = Vec::new();
-                let shown = if is_dir { name.clone() } else { format!("{name};1") };
+                let shown = if is_dir {
+                    name.clone()
+                } else {
+                    format!("{name};1")
+                };
                 for u in shown.encode_utf16() {
                     raw.extend(u.to_be_bytes());
                 }
@@ -297,11 +301,19 @@ fn build(spec: &Spec) -> (Vec<u8>, String, Vec<(String, Node)>) {
     };
     let mut tree = Vec::new();
     if let Some(m) = &spec.manifest {
-        insert(&mut tree, &["vmguest-ic.toml"], Node::File(manifest_text(m).into_bytes()));
+        insert(
+            &mut tree,
+            &["vmguest-ic.toml"],
+            Node::File(manifest_text(m).into_bytes()),
+        );
     }
     if let Some((amd64, version)) = spec.hyperv {
         let arch = if amd64 { "amd64" } else { "x86" };
-        insert(&mut tree, &["support", arch, "setup.exe"], Node::File(fake_exe(version)));
+        insert(
+            &mut tree,
+            &["support", arch, "setup.exe"],
+            Node::File(fake_exe(version)),
+        );
     }
     for f in spec.files.iter().take(8) {
         let name = safe_name(&f.name);
@@ -336,12 +348,27 @@ fn build(spec: &Spec) -> (Vec<u8>, String, Vec<(String, Node)>) {
     (b.sectors.concat(), volume_id, tree)
 }
 
+/// Why the reference expects a refusal.
+#[derive(Debug)]
+enum Refusal {
+    Manifest,
+    /// Over family.rs's 64 KiB manifest limit.
+    TooLarge,
+}
+
 /// The reference: what the built content says, by the documented rules.
-fn reference(spec: &Spec, volume_id: &str) -> Result<Option<(Family, Option<Version>)>, ()> {
+fn reference(spec: &Spec, volume_id: &str) -> Result<Option<(Family, Option<Version>)>, Refusal> {
     if let Some(m) = &spec.manifest {
-        return match Manifest::parse(&manifest_text(m)) {
-            Ok(m) => Ok(Some((Family::Vmguest, Version::parse(&m.components.version)))),
-            Err(_) => Err(()),
+        let text = manifest_text(m);
+        if text.len() > 64 * 1024 {
+            return Err(Refusal::TooLarge);
+        }
+        return match Manifest::parse(&text) {
+            Ok(m) => Ok(Some((
+                Family::Vmguest,
+                Version::parse(&m.components.version),
+            ))),
+            Err(_) => Err(Refusal::Manifest),
         };
     }
     // A family's volume id prefix names it only when something follows.
@@ -368,7 +395,11 @@ fn total_order(a: &Option<Version>, b: &Option<Version>, c: &Option<Version>) {
         assert!(a <= c, "transitivity: {a:?} {b:?} {c:?}");
     }
     if a.cmp(b) == Ordering::Equal {
-        assert_eq!(a.cmp(c), b.cmp(c), "equal versions compare alike: {a:?} {b:?} {c:?}");
+        assert_eq!(
+            a.cmp(c),
+            b.cmp(c),
+            "equal versions compare alike: {a:?} {b:?} {c:?}"
+        );
     }
 }
 
@@ -391,7 +422,8 @@ fuzz_target!(|spec: Spec| {
             assert_eq!(&id.version, version, "{spec:?}");
         }
         (Ok(None), Ok(None)) => {}
-        (Err(IsoError::Manifest(_)), Err(())) => {}
+        (Err(IsoError::Manifest(_)), Err(Refusal::Manifest)) => {}
+        (Err(IsoError::TooLarge(_)), Err(Refusal::TooLarge)) => {}
         _ => panic!("reader {found:?} but reference {expected:?} for {spec:?}"),
     }
     let (a, b, c) = &spec.versions;
