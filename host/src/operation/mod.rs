@@ -384,6 +384,35 @@ impl Operation<'_> {
         })
     }
 
+    /// `-InstallCommand`, else the family's unattended command for this guest's OS.
+    fn installer_command(&self, iso: &IcIso, windows: bool) -> Outcome<String> {
+        let machine = self
+            .report
+            .guest_os
+            .as_ref()
+            .and_then(|o| o.machine.as_deref());
+        let family = if windows {
+            iso.recipe.windows_for(machine.unwrap_or("x86_64"))
+        } else {
+            iso.recipe.linux.clone()
+        };
+        self.options
+            .install_command
+            .clone()
+            .or(family)
+            .ok_or_else(|| {
+                Failure::msg(
+                    HResult::DispException,
+                    format!(
+                        "{} {} has no unattended installer for {} guests",
+                        iso.name,
+                        iso.version.as_deref().unwrap_or(""),
+                        if windows { "Windows" } else { "Linux" }
+                    ),
+                )
+            })
+    }
+
     fn run_windows_installer(
         &mut self,
         agent: &mut dyn GuestAgent,
@@ -392,32 +421,14 @@ impl Operation<'_> {
         check: guest::Check<'_>,
     ) -> Outcome<Installed> {
         use guest::windows::{exit_meaning, Exit};
-        let custom = self.options.install_command.clone();
-        let machine = self
-            .report
-            .guest_os
-            .as_ref()
-            .and_then(|o| o.machine.clone());
-        let command = custom.clone().or_else(|| {
-            iso.recipe
-                .windows_for(machine.as_deref().unwrap_or("x86_64"))
-        });
-        let Some(command) = command else {
-            return Err(Failure::msg(
-                HResult::DispException,
-                format!(
-                    "{} {} has no unattended installer for Windows guests",
-                    iso.name,
-                    iso.version.as_deref().unwrap_or("")
-                ),
-            ));
-        };
+        let custom = self.options.install_command.is_some();
+        let command = self.installer_command(iso, true)?;
         let t = Instant::now();
         let (shown, status) = guest::windows::run_installer(
             agent,
             letter,
             &command,
-            custom.is_some(),
+            custom,
             self.options.timeout,
             &self.report.vm,
             self.progress,
@@ -862,21 +873,7 @@ impl Operation<'_> {
         iso: &IcIso,
         check: guest::Check<'_>,
     ) -> Outcome<Installed> {
-        let command = self
-            .options
-            .install_command
-            .clone()
-            .or_else(|| iso.recipe.linux.clone());
-        let Some(command) = command else {
-            return Err(Failure::msg(
-                HResult::DispException,
-                format!(
-                    "{} {} has no unattended installer for Linux guests",
-                    iso.name,
-                    iso.version.as_deref().unwrap_or("")
-                ),
-            ));
-        };
+        let command = self.installer_command(iso, false)?;
         let (timeout, t) = (self.options.timeout, Instant::now());
         let (journal, entry) = (self.journal.clone(), &mut self.journaled);
         let mut started = |pid: i64| {
