@@ -33,8 +33,12 @@ pub struct Entry {
     /// Whether the tray was open before vmguest touched it.
     #[serde(default)]
     pub tray_open: bool,
-    /// The IC ISO vmguest inserted (the path QEMU was given).
+    /// The IC media vmguest inserted, as the hypervisor names it: the ISO's path, or
+    /// QEMU's `/dev/fdset/N` for the descriptor vmguest handed over.
     pub ic_media: String,
+    /// The IC ISO's path, where `ic_media` is not it.
+    #[serde(default)]
+    pub ic_iso: Option<String>,
     /// Where the guest mounted it and the installer's pid there, once known: a later
     /// run ends that installer and unmounts, so the guest lets go of the tray.
     #[serde(default)]
@@ -60,6 +64,7 @@ impl Entry {
             user_media,
             tray_open: false,
             ic_media: ic.to_owned(),
+            ic_iso: None,
             guest_mount: None,
             guest_pid: None,
             pid: std::process::id(),
@@ -67,6 +72,16 @@ impl Entry {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+        }
+    }
+}
+
+impl Entry {
+    /// "PATH (/dev/fdset/N)", or the one name there is.
+    pub fn ic_name(&self) -> String {
+        match &self.ic_iso {
+            Some(iso) if *iso != self.ic_media => format!("{iso} ({})", self.ic_media),
+            _ => self.ic_media.clone(),
         }
     }
 }

@@ -403,11 +403,41 @@ impl TestVm {
         self.control().dvd_drives().expect("query-block")
     }
 
+    /// The file in cd0, as QEMU itself has it open. vmguest hands QEMU its IC ISO as a
+    /// descriptor (`add-fd`), which `query-block` names `/dev/fdset/N`; the file behind
+    /// it is read from QEMU's own `/proc/PID/fd`, never from what vmguest says.
     pub fn media_file(&self) -> Option<String> {
-        self.drives()
+        let file = self
+            .drives()
             .into_iter()
             .find(|d| d.id == "cd0")
-            .and_then(|d| d.media.map(|m| m.file))
+            .and_then(|d| d.media.map(|m| m.file))?;
+        let Some(id) = vmguest::vm::qemu::fdset_id(&file) else {
+            return Some(file);
+        };
+        let sets = self
+            .control()
+            .qmp()
+            .execute(qapi_qmp::query_fdsets {})
+            .expect("query-fdsets");
+        let fd = sets
+            .iter()
+            .find(|s| s.fdset_id == id)
+            .and_then(|s| s.fds.first())
+            .unwrap_or_else(|| panic!("{file} is in cd0, but QEMU has no such fd set: {sets:?}"))
+            .fd;
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.child.id()))
+            .expect("QEMU's /proc/PID/fd");
+        Some(target.display().to_string())
+    }
+
+    /// Every file QEMU has open, from its `/proc/PID/fd`.
+    pub fn open_files(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("QEMU's /proc/PID/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// Block until the guest agent answers (the guest takes seconds to boot under TCG).

@@ -432,6 +432,7 @@ fn rock_ridge_names_are_read_when_there_is_no_joliet() {
             source: "test".into(),
             rank: 0,
             pinned: false,
+            within: None,
         });
         assert_eq!(id.version().is_some(), rock_ridge, "{}", id.reason);
     }

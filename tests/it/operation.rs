@@ -84,6 +84,7 @@ fn agent_install_runs_every_step_in_contract_order_and_empties_the_drive() {
             "choose-drive",
             "pre-install",
             "iso-digest",
+            "stage-iso",
             "journal",
             "insert-ic",
             "prepare-guest",

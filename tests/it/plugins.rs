@@ -361,6 +361,113 @@ fn a_plugin_that_floods_its_output_still_answers() {
     assert_eq!(chosen.len(), 1, "{}", describe(&out));
 }
 
+/// Issue 12, defect 1 (TOCTOU): a policy plugin provides a granted ISO; its own
+/// pre-install hook then swaps that path for a symlink to a file outside every grant.
+/// QEMU must get the file that was checked, as its own open files show, and the record
+/// must carry that file's SHA-256. Before the fix QEMU opened the outside file.
+#[test]
+fn a_provided_iso_swapped_after_the_check_never_reaches_qemu() {
+    let vm = TestVm::start("toctou", Spec::default());
+    let store = store();
+    let (grant, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let good = ic_iso(grant.path(), "ic.iso", "2.0.0", &good_installer("2.0.0"));
+    let evil = ic_iso(
+        outside.path(),
+        "evil.iso",
+        "6.6.6",
+        &good_installer("6.6.6"),
+    );
+    std::os::unix::fs::symlink(&evil, grant.path().join("escape.iso")).unwrap();
+    let checked = vmguest::iso::sha256_bytes(&std::fs::read(&good).unwrap());
+    let dir = plugin_dir(&[PluginSpec::new(
+        "hostile",
+        "hostile",
+        format!(
+            "{}[settings]\nattack = \"swap\"\n",
+            grant_toml("grants_rw", "/grant", grant.path())
+        ),
+    )]);
+    let (r, out) = install(&vm, dir.path(), store.path());
+    // No agent: the media stays in for autorun, so QEMU's files can be looked at after.
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["iso"], good.to_str().unwrap(), "{r}");
+    assert_eq!(r["iso_sha256"], checked.as_str(), "{r}");
+    assert!(
+        std::fs::symlink_metadata(&good).unwrap().is_symlink(),
+        "the plugin's swap did not happen: {}",
+        describe(&out)
+    );
+    let open = vm.open_files();
+    let evil = evil.to_str().unwrap();
+    assert!(
+        !open.iter().any(|f| f == evil),
+        "QEMU opened {evil}: {open:?}"
+    );
+    // The checked file lost its name to the swap; QEMU still holds it.
+    assert_eq!(
+        vm.media_file(),
+        Some(format!("{} (deleted)", good.display())),
+        "{open:?}"
+    );
+}
+
+/// Issue 12, defect 5: a call blocked in a host function (a sleep in wasi:io/poll) is
+/// stopped at its deadline, and leaves no thread behind: the old design abandoned one
+/// sleeping thread per blocked call. Threads are counted in a child process of this
+/// test binary, where no other test runs beside it.
+#[test]
+fn a_blocked_call_is_stopped_and_leaves_no_thread() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "plugins::blocked_call_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VMGUEST_BLOCKED_CALL_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = describe(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[test]
+#[ignore = "run by a_blocked_call_is_stopped_and_leaves_no_thread, in its own process"]
+fn blocked_call_child() {
+    use vmguest::kinds::GuestKind;
+    use vmguest::plugin::{context, manifest::discover, probe, PluginSet};
+    if std::env::var_os("VMGUEST_BLOCKED_CALL_CHILD").is_none() {
+        return;
+    }
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let dir = plugin_dir(&[PluginSpec::new(
+        "hostile",
+        "hostile",
+        "[settings]\nattack = \"sleep\"\n[limits]\ntimeout_ms = 300\n",
+    )]);
+    // Loading compiles, starts the engine's clock and runs the admission check.
+    let set = PluginSet::load(&discover(&[dir.path().to_owned()]), None);
+    assert!(set.refused.is_empty(), "{:?}", set.refused);
+    let before = threads();
+    let mut sel = probe::sample_selection(GuestKind::Linux);
+    let err = set
+        .apply_policy_to(
+            &context::vm_info("child"),
+            &context::guest_of_kind(GuestKind::Linux),
+            &mut sel,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("did not return within its 300 ms deadline"),
+        "{err}"
+    );
+    assert_eq!(threads(), before, "the blocked call left a thread behind");
+}
+
 #[test]
 fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untouched() {
     let vm = TestVm::start("hostile", Spec::default());

@@ -33,7 +33,9 @@ pub use select::{choose, choose_by, inspect, Candidate, CandidateView, Selection
 pub use sources::{gather, Gathered, Named, WELL_KNOWN};
 pub use version::Version;
 
-use crate::hresult::{Failure, HResult, Outcome};
+use anyhow::Context;
+
+use crate::hresult::{Failure, HResult, OrHResult, Outcome};
 use crate::kinds::{Family, GuestKind};
 use crate::settings::Settings;
 
@@ -50,6 +52,11 @@ pub struct IcIso {
     pub family: Family,
     pub name: String,
     pub version: Option<String>,
+    /// The file as opened and checked. It is what goes to the hypervisor
+    /// (`VmControl::stage_iso`), so a later change to `path` cannot change what the
+    /// guest gets.
+    #[serde(skip)]
+    pub file: Arc<File>,
     /// SHA-256 of the file as opened: from the digest cache, or being computed.
     #[serde(skip)]
     pub sha256: PendingDigest,
@@ -90,28 +97,73 @@ pub fn finish(selection: &Selection, digest_cache: Option<&Path>) -> Outcome<IcI
         return Err(not_found(selection));
     };
     let path = select::canonical(c);
+    let opening = || format!("opening {}", path.display());
     let file = File::open(&path).map_err(|e| {
         let hresult = match e.kind() {
             std::io::ErrorKind::NotFound => HResult::FileNotFound,
             _ => HResult::DispException,
         };
-        Failure::new(
-            hresult,
-            anyhow::Error::new(e).context(format!("opening {}", path.display())),
-        )
+        Failure::new(hresult, anyhow::Error::new(e).context(opening()))
     })?;
+    check_opened(&file, c).map_err(|e| Failure::new(HResult::DispException, e))?;
+    let hashed = file
+        .try_clone()
+        .with_context(opening)
+        .or_hresult(HResult::DispException)?;
     Ok(IcIso {
         volume_id: c.volume_id.clone().unwrap_or_default(),
         source: c.named.source.clone(),
         family: id.family,
         name: id.name.clone(),
         version: id.version.as_ref().map(|v| v.to_string()),
-        sha256: PendingDigest::start(file, digest_cache.map(Path::to_owned)),
+        sha256: PendingDigest::start(hashed, digest_cache.map(Path::to_owned)),
+        file: Arc::new(file),
         reason: c.reason.clone(),
         recipe: id.recipe.clone(),
         pvd: c.pvd.clone(),
         path,
     })
+}
+
+/// Why an opened ISO is not the one that was chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenedError {
+    #[error("{} now leads to {}, outside {}", .path.display(), .real.display(), .within.display())]
+    Outside {
+        path: PathBuf,
+        real: PathBuf,
+        within: PathBuf,
+    },
+    #[error("{} changed after it was inspected (its volume descriptor differs)", .0.display())]
+    Changed(PathBuf),
+    #[error("reading {} as opened", .0.display())]
+    Io(PathBuf, #[source] std::io::Error),
+}
+
+/// Check the descriptor itself, not the path: where it really is (`/proc/self/fd`),
+/// inside the directory it must stay in, and the same image that was inspected.
+fn check_opened(file: &File, c: &Candidate) -> Result<(), OpenedError> {
+    use std::os::fd::AsRawFd;
+    let path = &c.named.path;
+    let io = |e| OpenedError::Io(path.clone(), e);
+    if let Some(within) = &c.named.within {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(io)?;
+        if !real.starts_with(within) {
+            return Err(OpenedError::Outside {
+                path: path.clone(),
+                real,
+                within: within.clone(),
+            });
+        }
+    }
+    let len = file.metadata().map_err(io)?.len();
+    // The digest reads positionally, so moving this descriptor's offset is harmless.
+    let same = reader::Image::open(file, len, reader::Limits::default())
+        .is_ok_and(|image| image.pvd == c.pvd);
+    if !same {
+        return Err(OpenedError::Changed(path.clone()));
+    }
+    Ok(())
 }
 
 /// A digest that is ready (cached) or being computed on its own thread.

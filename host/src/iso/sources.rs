@@ -57,6 +57,9 @@ pub struct Named {
     /// Position of the source in the precedence order: lower wins ties.
     pub rank: usize,
     pub pinned: bool,
+    /// A directory the file must stay inside, however its path is later resolved: the
+    /// grant of the plugin that provided it.
+    pub within: Option<PathBuf>,
 }
 
 /// Everything gathered: files to inspect, and every place searched with what it gave.
@@ -73,6 +76,7 @@ impl Gathered {
             source: source.to_owned(),
             rank,
             pinned,
+            within: None,
         });
     }
 

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! connect → check-running → connect-agent → locate-iso → choose-drive → pre-install
-//!   → iso-digest → [borrow-media] → insert-ic
+//!   → iso-digest → stage-iso → journal → [borrow-media] → insert-ic
 //!        ├─ autorun: the media stays in for the guest
 //!        └─ agent:   prepare-guest → run-installer → unmount-in-guest
 //!   → eject-ic → [restore-media]
@@ -17,6 +17,9 @@
 //! `locate-iso` opens the chosen ISO and takes its SHA-256 from the digest cache, or starts
 //! hashing it on its own thread; `iso-digest` waits for that hash, so a cold hash runs
 //! beside the drive and hook steps and never after the VM was touched.
+//!
+//! `stage-iso` hands the hypervisor that same opened file (QMP `add-fd`), so what the
+//! guest gets is what was checked and hashed, whatever a plugin did to the path since.
 //!
 //! Once anything in the VM changed, the IC media comes out and borrowed media goes back
 //! on every path. Every failure goes into the report; the first decides the outcome and
@@ -105,6 +108,7 @@ pub enum Step {
     ChooseDrive,
     PreInstall,
     IsoDigest,
+    StageIso,
     Journal,
     BorrowMedia,
     InsertIc,
@@ -139,6 +143,7 @@ impl Step {
             Step::ChooseDrive => "choose-drive",
             Step::PreInstall => "pre-install",
             Step::IsoDigest => "iso-digest",
+            Step::StageIso => "stage-iso",
             Step::Journal => "journal",
             Step::BorrowMedia => "borrow-media",
             Step::InsertIc => "insert-ic",
@@ -166,10 +171,11 @@ pub struct Plan {
     borrow: Option<Media>,
 }
 
-/// The IC media is in `drive`; `borrowed` is the user's media waiting to go back.
+/// The IC media `ic` is in `drive`; `borrowed` is the user's media waiting to go back.
 #[derive(Debug)]
 pub struct Mounted {
     drive: DvdDrive,
+    ic: Media,
     borrowed: Option<Media>,
 }
 
@@ -762,21 +768,36 @@ impl Operation<'_> {
     /// Borrow the user's media if the plan says so, then insert the IC media. If the
     /// insert fails, the borrowed media goes straight back. Both are journaled first.
     fn mount(&mut self, vm: &mut dyn VmControl, plan: Plan, iso: &IcIso) -> Option<Mounted> {
-        self.run(Step::Journal, |op| op.journal(&plan, iso))?;
-        let borrowed = match plan.borrow {
-            Some(media) => Some(self.run(Step::BorrowMedia, |op| {
-                op.borrow_media(vm, &plan.drive, media)
-            })?),
+        let ic = self.run(Step::StageIso, |_| {
+            vm.stage_iso(&iso.file, &iso.path)
+                .with_context(|| format!("handing {} to the hypervisor", iso.path.display()))
+                .or_hresult(HResult::DispException)
+        })?;
+        let borrowed = match self.run(Step::Journal, |op| op.journal(&plan, &ic, iso)) {
             None => None,
+            Some(()) => match plan.borrow {
+                Some(media) => self.run(Step::BorrowMedia, |op| {
+                    op.borrow_media(vm, &plan.drive, media)
+                }),
+                None => Some(None),
+            },
+        };
+        let Some(borrowed) = borrowed else {
+            self.unstage(vm, &ic);
+            return None;
         };
         let mounted = Mounted {
             drive: plan.drive,
+            ic,
             borrowed,
         };
         if self
-            .run(Step::InsertIc, |_| insert_ic(vm, &mounted.drive, iso))
+            .run(Step::InsertIc, |_| {
+                insert_ic(vm, &mounted.drive, &mounted.ic)
+            })
             .is_none()
         {
+            self.unstage(vm, &mounted.ic);
             if mounted.borrowed.is_some() {
                 self.run(Step::RestoreMedia, |op| op.restore_media(vm, &mounted));
             }
@@ -785,18 +806,27 @@ impl Operation<'_> {
         Some(mounted)
     }
 
+    /// The hypervisor may let go of the staged IC ISO: it is out of the drive, or never
+    /// went in. A failure only leaves a descriptor in QEMU, so it is a note.
+    fn unstage(&mut self, vm: &mut dyn VmControl, ic: &Media) {
+        if let Err(e) = vm.unstage_iso(ic) {
+            self.report
+                .note(format!("could not release {}: {}", ic.file, chain(&e)));
+        }
+    }
+
     fn borrow_media(
         &mut self,
         vm: &mut dyn VmControl,
         drive: &DvdDrive,
         media: Media,
-    ) -> Outcome<Media> {
+    ) -> Outcome<Option<Media>> {
         match vm.eject_media(&drive.id) {
             Ok(()) => {
                 self.report
                     .note(format!("borrowed drive {} from {}", drive.id, media.file));
                 self.report.borrowed_media = Some(media.clone());
-                Ok(media)
+                Ok(Some(media))
             }
             Err(e @ CallError::TrayLocked(_)) => Err(Failure::new(
                 HResult::MediaUnmountFail,
@@ -939,6 +969,7 @@ impl Operation<'_> {
     /// components went in, for the message when the media cannot come out.
     fn unmount(&mut self, vm: &mut dyn VmControl, mounted: Mounted, installed: bool) -> Option<()> {
         self.run(Step::EjectIc, |op| op.eject_ic(vm, &mounted, installed))?;
+        self.unstage(vm, &mounted.ic);
         if mounted.borrowed.is_some() {
             return self.run(Step::RestoreMedia, |op| op.restore_media(vm, &mounted));
         }
@@ -1101,13 +1132,8 @@ fn eject_retrying(vm: &mut dyn VmControl, drive: &str, retry: bool) -> Result<()
     }
 }
 
-fn insert_ic(vm: &mut dyn VmControl, drive: &DvdDrive, iso: &IcIso) -> Outcome<()> {
-    let media = Media {
-        file: iso.path.display().to_string(),
-        format: "raw".into(),
-        read_only: true,
-    };
-    vm.insert_media(&drive.id, &media)
-        .with_context(|| format!("inserting {} into drive {}", media.file, drive.id))
+fn insert_ic(vm: &mut dyn VmControl, drive: &DvdDrive, ic: &Media) -> Outcome<()> {
+    vm.insert_media(&drive.id, ic)
+        .with_context(|| format!("inserting {} into drive {}", ic.file, drive.id))
         .or_hresult(HResult::DispException)
 }

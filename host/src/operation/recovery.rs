@@ -11,7 +11,7 @@ use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::IcIso;
 use crate::journal::{self, JournalError};
 use crate::lock::{self, VmLock};
-use crate::vm::{CallError, DvdDrive, Hypervisor, VmControl};
+use crate::vm::{CallError, DvdDrive, Hypervisor, Media, VmControl};
 
 impl Operation<'_> {
     /// One install per VM at a time: wait for another vmguest that holds the VM.
@@ -48,7 +48,9 @@ impl Operation<'_> {
         let user = entry.user_media.as_ref().map(|m| m.file.as_str());
         let earlier = format!(
             "an earlier vmguest run (pid {}) left drive {} with {} in it",
-            entry.pid, entry.drive, entry.ic_media
+            entry.pid,
+            entry.drive,
+            entry.ic_name()
         );
         let drives = vm
             .dvd_drives()
@@ -100,11 +102,16 @@ impl Operation<'_> {
                 }
             }
         }
+        let ic = Media::iso(entry.ic_media.clone());
+        if now.is_some() {
+            self.unstage(vm, &ic);
+        }
         let mounted = Mounted {
             drive: DvdDrive {
                 tray_open: entry.tray_open,
                 ..drive.clone()
             },
+            ic,
             borrowed: entry.user_media.clone(),
         };
         match &mounted.borrowed {
@@ -145,7 +152,7 @@ impl Operation<'_> {
     /// Record the media change about to be made, durably, before making it. Autorun
     /// needs no entry: it never borrows, and its IC media stays in on purpose, so a crash
     /// leaves the drive exactly as success would.
-    pub(super) fn journal(&mut self, plan: &Plan, iso: &IcIso) -> Outcome<()> {
+    pub(super) fn journal(&mut self, plan: &Plan, ic: &Media, iso: &IcIso) -> Outcome<()> {
         let Some(journal) = &self.journal else {
             return Ok(());
         };
@@ -157,9 +164,10 @@ impl Operation<'_> {
             &self.identity,
             &plan.drive.id,
             plan.borrow.clone(),
-            &iso.path.display().to_string(),
+            &ic.file,
         );
         entry.tray_open = plan.drive.tray_open;
+        entry.ic_iso = Some(iso.path.display().to_string());
         journal.record(&entry).map_err(|e| {
             Failure::new(
                 HResult::DispException,

@@ -2,8 +2,10 @@
 //! cache.
 //!
 //! **Deadlines.** The engine uses epoch interruption. One background thread bumps the
-//! epoch every [`TICK`]; a call's deadline is its timeout in ticks, so a plugin that
-//! loops is stopped within one tick of its deadline.
+//! epoch every [`TICK`], and at each tick a call compares the monotonic clock with its
+//! deadline (`sandbox.rs`). Ticks only say when to look, never how much time passed, so
+//! a tick that a busy host delays delays the stop by that much and no more; it never
+//! stretches the deadline itself.
 //!
 //! **Cache.** Compiling a component with Cranelift takes tens of milliseconds;
 //! deserializing a compiled one takes microseconds. Compiled components are kept in

@@ -20,7 +20,7 @@ impl PluginSet {
         for (plugin, export) in self.with(|p| p.hooks.clone()) {
             let ctx = ctx.clone();
             let (result, ms) = plugin.run("pre-install", records, move |store, instance| {
-                export.pre_install(store, instance, &ctx)
+                Box::pin(async move { export.pre_install(store, &instance, &ctx).await })
             })?;
             match result {
                 Ok(()) => records.push(plugin.record("pre-install", "allow".into(), ms)),
@@ -68,7 +68,7 @@ impl PluginSet {
             }
             let (ctx, outcome) = (ctx.clone(), outcome.clone());
             let answer = plugin.run("post-install", records, move |store, instance| {
-                export.post_install(store, instance, &ctx, &outcome)
+                Box::pin(async move { export.post_install(store, &instance, &ctx, &outcome).await })
             });
             let failure = match answer {
                 Ok((Ok(()), ms)) => {

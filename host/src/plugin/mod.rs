@@ -5,6 +5,7 @@
 //! engine.rs    the shared wasmtime engine, its epoch clock, the compiled-component cache
 //! versions.rs  every supported WIT version: bindings, host shims, export dispatch
 //! sandbox.rs   one call: fresh Store, WASI with only the grants, memory cap, deadline
+//! runtime.rs   the per-thread executor that calls run on (wasmtime's async path)
 //! context.rs   vmguest's types to and from the WIT types
 //! policy.rs    iso-policy: defer, choose, provide or refuse, each answer checked
 //! hooks.rs     install-hooks: pre-install veto, post-install with the outcome
@@ -23,6 +24,7 @@ pub mod manifest;
 pub mod output;
 pub mod policy;
 pub mod probe;
+pub mod runtime;
 pub mod sandbox;
 pub mod versions;
 
@@ -421,18 +423,21 @@ impl Plugin {
         let checked = self
             .sandbox
             .call("admission check", move |store, instance| {
-                let mismatch = |iface: &'static str, e: wasmtime::Error| (iface, format!("{e:#}"));
-                if let Some(p) = &policy {
-                    if let Err(e) = p.typecheck(store, instance) {
-                        return Ok(Err(mismatch(ISO_POLICY, e)));
+                Box::pin(async move {
+                    let mismatch =
+                        |iface: &'static str, e: wasmtime::Error| (iface, format!("{e:#}"));
+                    if let Some(p) = &policy {
+                        if let Err(e) = p.typecheck(store, &instance) {
+                            return Ok(Err(mismatch(ISO_POLICY, e)));
+                        }
                     }
-                }
-                if let Some(h) = &hooks {
-                    if let Err(e) = h.typecheck(store, instance) {
-                        return Ok(Err(mismatch(INSTALL_HOOKS, e)));
+                    if let Some(h) = &hooks {
+                        if let Err(e) = h.typecheck(store, &instance) {
+                            return Ok(Err(mismatch(INSTALL_HOOKS, e)));
+                        }
                     }
-                }
-                Ok(Ok(()))
+                    Ok(Ok(()))
+                })
             });
         match checked {
             Ok((Ok(()), _)) => Ok(()),
@@ -460,16 +465,15 @@ impl Plugin {
 
     /// One sandboxed call; a failure is recorded and becomes DISP_E_EXCEPTION naming
     /// the plugin. Returns the answer and the milliseconds it took.
-    fn run<R: Send + 'static>(
+    fn run<R: Send>(
         &self,
         stage: &'static str,
         records: &mut Vec<PluginRecord>,
-        f: impl FnOnce(
-                &mut wasmtime::Store<sandbox::State>,
-                &wasmtime::component::Instance,
-            ) -> wasmtime::Result<R>
-            + Send
-            + 'static,
+        f: impl for<'a> FnOnce(
+                &'a mut wasmtime::Store<sandbox::State>,
+                wasmtime::component::Instance,
+            ) -> sandbox::CallFuture<'a, R>
+            + Send,
     ) -> Result<(R, f64), Failure> {
         match self.sandbox.call(stage, f) {
             Ok((r, took)) => Ok((r, took.as_secs_f64() * 1000.0)),

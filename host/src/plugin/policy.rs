@@ -36,7 +36,7 @@ impl PluginSet {
         for (plugin, export) in self.with(|p| p.policy.clone()) {
             let ctx = context::policy_context(vm, guest, sel);
             let (decision, ms) = plugin.run("iso-policy", records, move |store, instance| {
-                export.choose(store, instance, &ctx)
+                Box::pin(async move { export.choose(store, &instance, &ctx).await })
             })?;
             let applied = apply(plugin, decision, sel);
             let (text, result, stop) = match applied {
@@ -95,12 +95,14 @@ fn apply(
         }
         wit::PolicyDecision::Provide(path) => {
             check_len("path", &path).map_err(|e| Verdict::Bad(e.to_string()))?;
-            let host = resolve_in_grants(plugin, &path).map_err(|e| Verdict::Bad(e.to_string()))?;
+            let (host, grant) =
+                resolve_in_grants(plugin, &path).map_err(|e| Verdict::Bad(e.to_string()))?;
             let c = iso::inspect(Named {
                 path: host.clone(),
                 source: format!("plugin {} ({path})", plugin.name()),
                 rank: 0,
                 pinned: false,
+                within: Some(grant),
             });
             if let Err(why) = &c.identity {
                 return Err(Verdict::Bad(format!(
@@ -132,8 +134,10 @@ fn select(sel: &mut Selection, i: usize, plugin: &Plugin) {
 }
 
 /// Map a path as the plugin sees it to the host, refusing anything outside its grants:
-/// `..` components, paths under no grant, and symlinks that lead out.
-pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, BadAnswer> {
+/// `..` components, paths under no grant, and symlinks that lead out. Returns the real
+/// path and the real grant it lies in; `iso::finish` checks the opened file against the
+/// grant again, since the path may change before then.
+pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<(PathBuf, PathBuf), BadAnswer> {
     let outside = || BadAnswer::OutsideGrants(path.to_owned());
     let p = Path::new(path);
     if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -150,7 +154,7 @@ pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<PathBuf, BadAnsw
         if !real.starts_with(&root) {
             return Err(outside());
         }
-        return Ok(real);
+        return Ok((real, root));
     }
     Err(outside())
 }

@@ -28,6 +28,7 @@ fn sample(path: &str, family: Family, version: &str) -> Candidate {
             source: "sample".into(),
             rank: 0,
             pinned: false,
+            within: None,
         },
         volume_id: None,
         pvd: Vec::new(),

@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Instance, InstancePre, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::engine::{engine, TICK};
+use super::engine::engine;
 use super::manifest::Manifest;
 use super::output::{CappedOutput, OUTPUT_CAP};
+use super::runtime;
 
-/// How long past its deadline a call blocked in the host may take before it is abandoned.
-const BLOCKED_GRACE: Duration = Duration::from_millis(500);
 /// Tables, instances and memories a plugin may create.
 const TABLE_ELEMENTS: usize = 100_000;
 const INSTANCES: usize = 64;
@@ -28,6 +27,10 @@ const MEMORIES: usize = 16;
 /// open file is a descriptor in vmguest's own process, so this bounds what a plugin can
 /// take from the host.
 pub const MAX_HANDLES: usize = 256;
+
+/// What a call does with the fresh instance: a future that borrows the Store.
+pub type CallFuture<'a, R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 /// Per-call state inside the Store.
 pub struct State {
@@ -144,15 +147,17 @@ pub struct Sandbox {
 impl Sandbox {
     /// Instantiate in a fresh Store and run `f`, within the plugin's deadline and caps.
     ///
-    /// The epoch deadline stops a plugin that computes too long, but not one blocked in
-    /// the host, in `wasi:io/poll` (a sleep). So the call runs on its own thread, and a
-    /// call that has not returned shortly after its deadline is abandoned: the plugin is
-    /// poisoned and the thread is left asleep until the process ends.
-    pub fn call<R: Send + 'static>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<R> + Send + 'static,
-    ) -> Result<(R, Duration), CallFailure> {
+    /// The call runs on wasmtime's async path, on this thread. The deadline is an
+    /// [`Instant`], so it holds however late the epoch ticks arrive on a busy host: the
+    /// epoch callback stops computing WebAssembly at the first tick past it, and a call
+    /// blocked in a host function (a sleep in `wasi:io/poll`) is a pending future that
+    /// the timer drops at the deadline. Either way the Store, and every descriptor the
+    /// plugin opened, is gone before the answer is used, and no thread is left behind.
+    pub fn call<R, F>(&self, what: &str, f: F) -> Result<(R, Duration), CallFailure>
+    where
+        F: for<'a> FnOnce(&'a mut Store<State>, Instance) -> CallFuture<'a, R> + Send,
+        R: Send,
+    {
         if !super::engine::clock_runs() {
             return Err(CallFailure(format!(
                 "{what} not run: the plugin clock could not start, so no deadline would hold"
@@ -168,6 +173,7 @@ impl Sandbox {
         let wasi = self.wasi(stdout.clone(), stderr.clone())?;
         let limits = self.manifest.limits.clone();
         let timeout = Duration::from_millis(limits.timeout_ms());
+        let deadline = started + timeout;
         let state = State {
             wasi,
             table: {
@@ -181,37 +187,37 @@ impl Sandbox {
             },
             plugin: self.manifest.clone(),
         };
-        let pre = self.pre.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name(format!("plugin-{}", self.manifest.name))
-            .spawn(move || {
-                let mut store = Store::new(engine(), state);
-                store.limiter(|s| &mut s.limits);
-                let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
-                let result = pre
-                    .instantiate(&mut store)
-                    .and_then(|instance| f(&mut store, &instance));
-                let limit_hit = store.data().limits.hit.clone();
-                // Everything the call opened is closed before its answer is used.
-                drop(store);
-                let _ = tx.send(result.map_err(|e| explain(e, limit_hit, timeout)));
-            });
-        if let Err(e) = worker {
-            return Err(CallFailure(format!("{what} could not start: {e}")));
-        }
-        let answer = rx.recv_timeout(timeout + BLOCKED_GRACE);
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        let pre = &self.pre;
+        let answer = runtime::block_on(async {
+            let run = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                f(&mut store, instance).await
+            };
+            tokio::time::timeout_at(deadline.into(), run).await
+        });
+        let limit_hit = store.data_mut().limits.hit.take();
+        // Everything the call opened is closed before its answer is used.
+        drop(store);
         self.forward_output(&stdout, &stderr);
         let elapsed = started.elapsed();
         let result = match answer {
-            Ok(r) => r,
-            Err(_) => Err(format!(
+            Err(why) => Err(format!("could not run: {why}")),
+            Ok(Err(_elapsed)) => Err(format!(
                 "did not return within its {} ms deadline (blocked outside WebAssembly, \
-                 for example sleeping in wasi:io/poll) and was abandoned",
+                 for example sleeping in wasi:io/poll) and was stopped",
                 timeout.as_millis()
             )),
+            Ok(Ok(r)) => r.map_err(|e| explain(e, limit_hit, timeout)),
         };
         result.map(|r| (r, elapsed)).map_err(|why| {
             self.poisoned.store(true, Ordering::SeqCst);
@@ -224,6 +230,9 @@ impl Sandbox {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout)
             .stderr(stderr)
+            // Grants are local directories: file calls run on this thread instead of a
+            // blocking pool whose threads would outlive the call.
+            .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

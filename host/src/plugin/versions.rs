@@ -21,6 +21,7 @@ pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.2.0",
         world: "plugin",
+        exports: { default: async },
     });
 }
 
@@ -29,6 +30,7 @@ pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.1.0",
         world: "plugin",
+        exports: { default: async },
         with: {
             "vmguest:plugin/types": super::v0_2::vmguest::plugin::types,
         },
@@ -79,7 +81,7 @@ impl WitVersion {
 
     fn build_linker(self) -> anyhow::Result<Linker<State>> {
         let mut linker = Linker::new(engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         type D = HasSelf<State>;
         match self {
             WitVersion::V0_2 => {
@@ -158,15 +160,21 @@ impl PolicyExport {
         }
     }
 
-    pub fn choose(
+    pub async fn choose(
         &self,
         store: &mut Store<State>,
         instance: &Instance,
         ctx: &types::PolicyContext,
     ) -> wasmtime::Result<types::PolicyDecision> {
         match self {
-            PolicyExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_choose(store, ctx),
-            PolicyExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_choose(store, ctx),
+            PolicyExport::V0_2(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_choose(store, ctx).await
+            }
+            PolicyExport::V0_1(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_choose(store, ctx).await
+            }
         }
     }
 }
@@ -187,19 +195,25 @@ impl HooksExport {
         }
     }
 
-    pub fn pre_install(
+    pub async fn pre_install(
         &self,
         store: &mut Store<State>,
         instance: &Instance,
         ctx: &types::InstallContext,
     ) -> wasmtime::Result<Result<(), types::Refusal>> {
         match self {
-            HooksExport::V0_2(ix) => ix.load(&mut *store, instance)?.call_pre_install(store, ctx),
-            HooksExport::V0_1(ix) => ix.load(&mut *store, instance)?.call_pre_install(store, ctx),
+            HooksExport::V0_2(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_pre_install(store, ctx).await
+            }
+            HooksExport::V0_1(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_pre_install(store, ctx).await
+            }
         }
     }
 
-    pub fn post_install(
+    pub async fn post_install(
         &self,
         store: &mut Store<State>,
         instance: &Instance,
@@ -207,12 +221,14 @@ impl HooksExport {
         outcome: &types::InstallOutcome,
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
-            HooksExport::V0_2(ix) => ix
-                .load(&mut *store, instance)?
-                .call_post_install(store, ctx, outcome),
-            HooksExport::V0_1(ix) => ix
-                .load(&mut *store, instance)?
-                .call_post_install(store, ctx, outcome),
+            HooksExport::V0_2(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_post_install(store, ctx, outcome).await
+            }
+            HooksExport::V0_1(ix) => {
+                let f = ix.load(&mut *store, instance)?;
+                f.call_post_install(store, ctx, outcome).await
+            }
         }
     }
 }

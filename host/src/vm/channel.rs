@@ -5,6 +5,7 @@
 //! only speaks plain `guest-sync`; we use its generated command types instead.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +42,10 @@ pub enum CallError {
     /// QEMU or the agent answered with an error object.
     #[error("{class}: {desc}")]
     Qapi { class: String, desc: String },
+    /// The path of an ISO that vmguest checked names another file now (it was replaced
+    /// after the check), and the hypervisor only takes paths.
+    #[error("{} no longer names the file that vmguest opened and checked (replaced since)", .0.display())]
+    Replaced(PathBuf),
     /// The answer did not have the expected shape.
     #[error("unexpected answer: {0}")]
     Decode(String),
@@ -107,11 +112,17 @@ impl Channel {
 
     /// Serialise `{"execute": NAME, "arguments": {...}}` from a qapi command type.
     pub fn send<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
-        let mut line = serde_json::to_vec(&qapi_spec::Execute::<C>::with_command(cmd))
-            .map_err(|e| CallError::Decode(e.to_string()))?;
-        line.push(b'\n');
-        tracing::trace!(command = C::NAME, "->");
+        let line = command_line(cmd)?;
         self.send_raw(&line)
+    }
+
+    /// As [`Channel::send`], with `fd` attached to the line as `SCM_RIGHTS`, the way
+    /// QMP's `add-fd` and `getfd` receive a descriptor.
+    pub fn send_with_fd<C: Command>(&mut self, cmd: C, fd: BorrowedFd) -> Result<(), CallError> {
+        let line = command_line(cmd)?;
+        let sent = send_fd(&self.stream, &line, fd).map_err(|e| map_io(e, self.timeout))?;
+        // The descriptor travels with the first byte; the rest is ordinary data.
+        self.send_raw(&line[sent..])
     }
 
     fn fill(&mut self, deadline: Instant) -> Result<(), CallError> {
@@ -160,6 +171,56 @@ impl Channel {
             }
             self.buf.clear();
             self.fill(deadline)?;
+        }
+    }
+}
+
+fn command_line<C: Command>(cmd: C) -> Result<Vec<u8>, CallError> {
+    let mut line = serde_json::to_vec(&qapi_spec::Execute::<C>::with_command(cmd))
+        .map_err(|e| CallError::Decode(e.to_string()))?;
+    line.push(b'\n');
+    tracing::trace!(command = C::NAME, "->");
+    Ok(line)
+}
+
+/// One `sendmsg` of (the start of) `bytes` with `fd` in an `SCM_RIGHTS` message; returns
+/// how many bytes went. std has no stable API for ancillary data.
+fn send_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd) -> io::Result<usize> {
+    let raw: RawFd = fd.as_raw_fd();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call,
+    // and the control buffer is CMSG_SPACE bytes for one descriptor, as CMSG_FIRSTHDR
+    // and CMSG_DATA expect.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            &raw as *const RawFd as *const u8,
+            libc::CMSG_DATA(cmsg),
+            std::mem::size_of::<RawFd>(),
+        );
+        loop {
+            let n = libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
 }

@@ -8,6 +8,9 @@ pub mod qemu;
 pub mod qga;
 pub mod qmp;
 
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,6 +59,31 @@ pub struct Media {
     pub file: String,
     pub format: String,
     pub read_only: bool,
+}
+
+impl Media {
+    /// A read-only ISO image by name.
+    pub fn iso(file: impl Into<String>) -> Media {
+        Media {
+            file: file.into(),
+            format: "raw".into(),
+            read_only: true,
+        }
+    }
+}
+
+/// For hypervisors that only take paths: does `path` still name the very file `opened`
+/// is? Nothing of vmguest's runs between this check and the hypervisor opening the path,
+/// so a file that a plugin swapped earlier is caught here.
+pub fn same_file(opened: &File, path: &Path) -> Result<(), CallError> {
+    let replaced = || CallError::Replaced(path.to_owned());
+    let (Ok(a), Ok(b)) = (opened.metadata(), std::fs::metadata(path)) else {
+        return Err(replaced());
+    };
+    if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+        return Err(replaced());
+    }
+    Ok(())
 }
 
 /// What the guest agent says about the guest OS (`guest-get-osinfo`).
@@ -113,6 +141,17 @@ pub trait VmControl {
     fn run_state(&mut self) -> Result<String, CallError>;
     fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError>;
     fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError>;
+    /// Hand the hypervisor the IC ISO that vmguest opened and checked, and return the
+    /// media to insert: that very file, whatever happens to `path` afterwards. The
+    /// default, for hypervisors that only take paths, checks that `path` still names it.
+    fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
+        same_file(iso, path)?;
+        Ok(Media::iso(path.display().to_string()))
+    }
+    /// Let go of what [`VmControl::stage_iso`] handed over; the media is out of the drive.
+    fn unstage_iso(&mut self, _media: &Media) -> Result<(), CallError> {
+        Ok(())
+    }
     /// Eject without force: a guest-locked tray fails with [`CallError::TrayLocked`].
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
@@ -151,4 +190,28 @@ pub trait Hypervisor {
     fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>>;
     /// The VM's guest agent; `Ok(None)` when the VM has no agent channel.
     fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path-only hypervisor gets the path; a file renamed over it after the check is
+    /// caught before the path is handed on.
+    #[test]
+    fn a_path_that_names_another_file_since_it_was_opened_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, other) = (dir.path().join("ic.iso"), dir.path().join("other.iso"));
+        std::fs::write(&path, "checked").unwrap();
+        std::fs::write(&other, "swapped in").unwrap();
+        let opened = File::open(&path).unwrap();
+        same_file(&opened, &path).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(matches!(
+            same_file(&opened, &path),
+            Err(CallError::Replaced(p)) if p == path
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(same_file(&opened, &path).is_err());
+    }
 }

@@ -1,5 +1,7 @@
 //! [`VmControl`] over QMP and [`GuestAgent`] over the QEMU guest agent.
 
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -94,6 +96,31 @@ impl VmControl for QemuVm {
         Ok(())
     }
 
+    /// QEMU gets the descriptor itself (`add-fd`) and opens the media as
+    /// `/dev/fdset/N`, a duplicate of that descriptor: no path is looked up again. The
+    /// set's `opaque` names the ISO for `query-fdsets`.
+    fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
+        let info = self.qmp.execute_with_fd(
+            qapi_qmp::add_fd {
+                fdset_id: None,
+                opaque: Some(format!("vmguest: {}", path.display())),
+            },
+            iso.as_fd(),
+        )?;
+        Ok(Media::iso(format!("{FDSET}{}", info.fdset_id)))
+    }
+
+    fn unstage_iso(&mut self, media: &Media) -> Result<(), CallError> {
+        let Some(id) = fdset_id(&media.file) else {
+            return Ok(());
+        };
+        self.qmp.execute(qapi_qmp::remove_fd {
+            fdset_id: id,
+            fd: None,
+        })?;
+        Ok(())
+    }
+
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
         #[allow(deprecated)]
         let result = self.qmp.execute(qapi_qmp::eject {
@@ -115,6 +142,14 @@ impl VmControl for QemuVm {
         })?;
         Ok(())
     }
+}
+
+/// How QEMU names a descriptor set as a file.
+pub const FDSET: &str = "/dev/fdset/";
+
+/// The set's id in a `/dev/fdset/N` name.
+pub fn fdset_id(file: &str) -> Option<i64> {
+    file.strip_prefix(FDSET)?.parse().ok()
 }
 
 /// QEMU refuses to eject a guest-locked tray with a GenericError whose text is the only

@@ -37,11 +37,26 @@ impl Qmp {
         self.execute_as(cmd)
     }
 
+    /// Run a command that takes a descriptor (`add-fd`, `getfd`), passing `fd` with it.
+    pub fn execute_with_fd<C: Command>(
+        &mut self,
+        cmd: C,
+        fd: std::os::fd::BorrowedFd,
+    ) -> Result<C::Ok, CallError> {
+        self.ch.send_with_fd(cmd, fd)?;
+        self.reply()
+    }
+
     /// Run a command and decode the reply into our own view of it. Used where the generated
     /// reply type is stricter than the QEMU versions we support (closed enums, fields that
     /// became mandatory in later schemas).
     pub fn execute_as<C: Command, T: DeserializeOwned>(&mut self, cmd: C) -> Result<T, CallError> {
         self.ch.send(cmd)?;
+        self.reply()
+    }
+
+    /// The next reply, past any events.
+    fn reply<T: DeserializeOwned>(&mut self) -> Result<T, CallError> {
         let deadline = self.ch.deadline();
         loop {
             let v = self.ch.read_value(deadline)?;

@@ -86,6 +86,9 @@ impl iso_policy::Guest for Hostile {
             "index" => PolicyDecision::Choose(ctx.candidates.len() as u32 + 999),
             "outside" => PolicyDecision::Provide("/etc/passwd".into()),
             "symlink" => PolicyDecision::Provide("/grant/escape.iso".into()),
+            // TOCTOU (issue 12): provide a good ISO now, swap it for an escape in
+            // pre-install, after the host checked the path.
+            "swap" => PolicyDecision::Provide("/grant/ic.iso".into()),
             "huge" => PolicyDecision::Refuse(Refusal {
                 error: ContractError::Unexpected,
                 message: "x".repeat(8 << 20),
@@ -97,8 +100,15 @@ impl iso_policy::Guest for Hostile {
 
 impl install_hooks::Guest for Hostile {
     fn pre_install(_ctx: InstallContext) -> Result<(), Refusal> {
-        if let Some(a) = attack().strip_prefix("pre-") {
+        let a = attack();
+        if let Some(a) = a.strip_prefix("pre-") {
             misbehave(a);
+        }
+        if a == "swap" {
+            // A rename moves the symlink itself: /grant/ic.iso now leads outside.
+            if let Err(e) = std::fs::rename("/grant/escape.iso", "/grant/ic.iso") {
+                log(Level::Error, &format!("swap failed: {e}"));
+            }
         }
         Ok(())
     }
