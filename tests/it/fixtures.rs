@@ -403,32 +403,17 @@ impl TestVm {
         self.control().dvd_drives().expect("query-block")
     }
 
-    /// The file in cd0, as QEMU itself has it open. vmguest hands QEMU its IC ISO as a
-    /// descriptor (`add-fd`), which `query-block` names `/dev/fdset/N`; the file behind
-    /// it is read from QEMU's own `/proc/PID/fd`, never from what vmguest says.
+    /// The file in cd0, as QEMU itself has it open (see [`Monitor::cd0`]).
     pub fn media_file(&self) -> Option<String> {
-        let file = self
-            .drives()
-            .into_iter()
-            .find(|d| d.id == "cd0")
-            .and_then(|d| d.media.map(|m| m.file))?;
-        let Some(id) = vmguest::vm::qemu::fdset_id(&file) else {
-            return Some(file);
-        };
-        let sets = self
-            .control()
-            .qmp()
-            .execute(qapi_qmp::query_fdsets {})
-            .expect("query-fdsets");
-        let fd = sets
-            .iter()
-            .find(|s| s.fdset_id == id)
-            .and_then(|s| s.fds.first())
-            .unwrap_or_else(|| panic!("{file} is in cd0, but QEMU has no such fd set: {sets:?}"))
-            .fd;
-        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.child.id()))
-            .expect("QEMU's /proc/PID/fd");
-        Some(target.display().to_string())
+        self.monitor().cd0().map(|(name, _)| name)
+    }
+
+    /// The test's own monitor of this VM, and QEMU's pid.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            socket: self.path("ctl"),
+            qemu_pid: self.child.id(),
+        }
     }
 
     /// Every file QEMU has open, from its `/proc/PID/fd`.
@@ -487,6 +472,45 @@ impl Drop for TestVm {
 
 /// Run the real `vmguest` binary with a clean environment: no user config, no
 /// inherited VM directory.
+/// A VM seen from outside vmguest: the test's own QMP monitor, and QEMU's `/proc`.
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    pub socket: PathBuf,
+    pub qemu_pid: u32,
+}
+
+impl Monitor {
+    /// What is in cd0: the file's name, and a path that opens it. vmguest hands QEMU
+    /// its IC ISO as a descriptor (`add-fd`), which `query-block` names `/dev/fdset/N`;
+    /// the file behind it is QEMU's own, read from `/proc/PID/fd`, never from what
+    /// vmguest says.
+    pub fn cd0(&self) -> Option<(String, PathBuf)> {
+        let mut vm = QemuVm::connect(&self.socket, Duration::from_secs(10)).ok()?;
+        let file = vm
+            .dvd_drives()
+            .ok()?
+            .into_iter()
+            .find(|d| d.id == "cd0")
+            .and_then(|d| d.media.map(|m| m.file))?;
+        let Some(id) = vmguest::vm::qemu::fdset_id(&file) else {
+            return Some((file.clone(), PathBuf::from(file)));
+        };
+        let sets = vm
+            .qmp()
+            .execute(qapi_qmp::query_fdsets {})
+            .expect("query-fdsets");
+        let fd = sets
+            .iter()
+            .find(|s| s.fdset_id == id)
+            .and_then(|s| s.fds.first())
+            .unwrap_or_else(|| panic!("{file} is in cd0, but QEMU has no such fd set: {sets:?}"))
+            .fd;
+        let opens = PathBuf::from(format!("/proc/{}/fd/{fd}", self.qemu_pid));
+        let name = std::fs::read_link(&opens).expect("QEMU's /proc/PID/fd");
+        Some((name.display().to_string(), opens))
+    }
+}
+
 pub fn vmguest(args: &[&str], stdin: Option<&str>) -> Output {
     vmguest_with(args, stdin, &[])
 }

@@ -28,17 +28,15 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vmguest::vm::qemu::QemuVm;
-use vmguest::vm::VmControl;
 
-use crate::fixtures::TestVm;
+use crate::fixtures::{Monitor, TestVm};
 
 /// An exit code that makes the double's installer run forever.
 pub const HANGS: i64 = i64::MIN;
@@ -104,7 +102,7 @@ impl WinAgent {
             ..State::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let ctl = vm.path("ctl");
+        let ctl = vm.monitor();
         let (s, st) = (state.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
@@ -170,7 +168,7 @@ impl Drop for WinAgent {
     }
 }
 
-fn serve(stream: UnixStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>, ctl: PathBuf) {
+fn serve(stream: UnixStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>, ctl: Monitor) {
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -224,7 +222,7 @@ fn error(desc: impl Into<String>) -> Value {
 }
 
 /// What the real agent would send: `None` for no answer at all.
-fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, Value)> {
+fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Monitor) -> Option<(bool, Value)> {
     let args = &req["arguments"];
     let ok = |v: Value| Some((false, json!({ "return": v })));
     match req["execute"].as_str().unwrap_or("") {
@@ -365,13 +363,8 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Path) -> Option<(bool, V
     }
 }
 
-/// The file QEMU has in the VM's CD drive, through the test's own QMP monitor.
-fn media(ctl: &Path) -> Option<PathBuf> {
-    let mut vm = QemuVm::connect(ctl, Duration::from_secs(5)).ok()?;
-    vm.dvd_drives()
-        .ok()?
-        .into_iter()
-        .find(|d| d.id == "cd0")
-        .and_then(|d| d.media)
-        .map(|m| PathBuf::from(m.file))
+/// The file QEMU has in the VM's CD drive, through the test's own QMP monitor: a path
+/// that opens it.
+fn media(ctl: &Monitor) -> Option<PathBuf> {
+    ctl.cd0().map(|(_, opens)| opens)
 }
