@@ -91,12 +91,17 @@ pub enum CacheState {
 
 /// The cache entry for a component: SHA-256 + wasmtime version and engine config.
 pub fn cache_entry(dir: &Path, component_sha256: &str) -> PathBuf {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine().precompile_compatibility_hash().hash(&mut h);
-    // Admission checks run before an entry is kept (`plugin/mod.rs`); a new vmguest checks
-    // again.
-    env!("CARGO_PKG_VERSION").hash(&mut h);
-    dir.join(format!("{component_sha256}-{:016x}.cwasm", h.finish()))
+    // Hashing the engine's configuration costs more than the digest checks: once is enough.
+    static ENGINE_HASH: OnceLock<u64> = OnceLock::new();
+    let engine_hash = ENGINE_HASH.get_or_init(|| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine().precompile_compatibility_hash().hash(&mut h);
+        // Admission checks run before an entry is kept (`plugin/mod.rs`); a new vmguest
+        // checks again.
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        h.finish()
+    });
+    dir.join(format!("{component_sha256}-{engine_hash:016x}.cwasm"))
 }
 
 fn sidecar(entry: &Path) -> PathBuf {
