@@ -74,9 +74,7 @@ impl Entry {
                 .unwrap_or(0),
         }
     }
-}
 
-impl Entry {
     /// "PATH (/dev/fdset/N)", or the one name there is.
     pub fn ic_name(&self) -> String {
         match &self.ic_iso {

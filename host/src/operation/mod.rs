@@ -773,15 +773,14 @@ impl Operation<'_> {
                 .with_context(|| format!("handing {} to the hypervisor", iso.path.display()))
                 .or_hresult(HResult::DispException)
         })?;
-        let borrowed = match self.run(Step::Journal, |op| op.journal(&plan, &ic, iso)) {
-            None => None,
-            Some(()) => match plan.borrow {
+        let borrowed = self
+            .run(Step::Journal, |op| op.journal(&plan, &ic, iso))
+            .and_then(|()| match plan.borrow {
                 Some(media) => self.run(Step::BorrowMedia, |op| {
                     op.borrow_media(vm, &plan.drive, media)
                 }),
                 None => Some(None),
-            },
-        };
+            });
         let Some(borrowed) = borrowed else {
             self.unstage(vm, &ic);
             return None;
