@@ -5,6 +5,7 @@ Media phase: resolve the VM, check it runs, choose the drive, insert the IC medi
 work of `Install-IntegrationComponents -NoWait` (no agent, so no guest steps). Timed as
 one process per run, for each of:
   vmguest                       Install-IntegrationComponents -NoWait -NoPlugins
+                                (it also hands QEMU the opened ISO with add-fd)
   python qemu.qmp               a script with the same QMP calls (qmp_capabilities,
                                 query-status, query-block, blockdev-change-medium)
   socat                         the same four commands written raw to the socket
@@ -98,12 +99,22 @@ def eject(sock):
     p.close()
 
 
-def inserted(sock):
+def inserted(sock, pid):
+    """The files in the drives, as QEMU has them open: vmguest hands QEMU its ISO as a
+    descriptor (add-fd), which query-block names /dev/fdset/N; the file behind it is read
+    from QEMU's own /proc/PID/fd."""
     p = q.qmp(sock)
     try:
-        return [d["inserted"]["file"] for d in p.cmd("query-block") if "inserted" in d]
+        files = [d["inserted"]["file"] for d in p.cmd("query-block") if "inserted" in d]
+        sets = {s["fdset-id"]: s["fds"] for s in p.cmd("query-fdsets")}
     finally:
         p.close()
+    def real(f):
+        if not f.startswith("/dev/fdset/"):
+            return f
+        fd = sets[int(f[len("/dev/fdset/"):])][0]["fd"]
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    return [real(f) for f in files]
 
 
 def timed(cmd, env=None, stdin=None):
@@ -115,7 +126,7 @@ def timed(cmd, env=None, stdin=None):
     return took, out
 
 
-def media_phase(vm_dir, iso, runs, cache, env):
+def media_phase(vm_dir, pid, iso, runs, cache, env):
     sock = f"{vm_dir}/bench.qmp"
     raw = "".join(json.dumps(c) + "\n" for c in [
         {"execute": "qmp_capabilities"},
@@ -143,7 +154,7 @@ def media_phase(vm_dir, iso, runs, cache, env):
             if cmd[0] == VMGUEST:
                 r = json.loads(out.stdout)
                 assert r["result"] == "S_OK", r
-            got = inserted(sock)
+            got = inserted(sock, pid)
             assert got == [iso], f"{label}: drive holds {got}, expected {iso}"
             eject(sock)
             samples.append(took)
@@ -185,8 +196,8 @@ def main():
             rows = []
             for name, iso in [("tiny (%d KB)" % (os.path.getsize(tiny) // 1024), tiny),
                               ("600 MB", big)]:
-                for label, secs in media_phase(vm_dir, iso, a.runs, os.path.join(cache, "vmguest"),
-                                               env).items():
+                for label, secs in media_phase(vm_dir, procs[0].pid, iso, a.runs,
+                                               os.path.join(cache, "vmguest"), env).items():
                     rows.append((name, label, secs))
 
             # Cold hashing speed over the same 600 MB file.

@@ -475,11 +475,15 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
     let grant = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/etc/passwd", grant.path().join("escape.iso")).unwrap();
     std::fs::write(grant.path().join("held.txt"), "a file to hold open\n").unwrap();
+    let fifo = std::ffi::CString::new(grant.path().join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let attacks = [
         ("loop", "ran past its 500 ms deadline"),
         ("memory", "exceeded its memory limit of 32 MiB"),
         ("panic", "trapped"),
         ("sleep", "did not return within its 500 ms deadline"),
+        ("fifo", "did not return within its 500 ms deadline"),
         ("recursion", "iso-policy trapped"),
         ("passwd", "outside its granted directories"),
         ("index", "chose candidate 1001, but there are only 2"),

@@ -3,13 +3,25 @@
 //! for WASI's sleeps; a current-thread runtime spawns no workers, so a call runs on
 //! the thread that made it and leaves nothing running after it returns.
 //!
+//! WASI's file calls run on the runtime's blocking pool, not on the calling thread, so
+//! that the deadline can cancel a call blocked in one (opening a FIFO that nobody
+//! writes). Such a helper thread is stuck in the kernel and cannot be stopped; it is
+//! left to end on its own and never waited for, so neither the call nor the thread that
+//! made it hangs. Idle helpers end after [`KEEP_ALIVE`].
+//!
 //! vmguest's own code is synchronous. A library caller that is itself inside a tokio
 //! runtime cannot block that runtime's thread on another one, so there the call runs on
 //! a scoped thread, which is joined before the answer is returned.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Runtime};
+
+/// How long an idle helper thread for file calls waits for the next one.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(100);
+/// Helper threads per calling thread.
+const MAX_BLOCKING: usize = 8;
 
 /// Why a call could not be run at all.
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +32,25 @@ pub enum RuntimeError {
     Panicked,
 }
 
+/// A runtime that, when its thread ends, does not wait for helper threads stuck in the
+/// kernel (tokio's own drop would wait for them forever).
+struct Executor(Option<Runtime>);
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 thread_local! {
-    static RUNTIME: Result<Runtime, String> = Builder::new_current_thread()
+    static RUNTIME: Result<Executor, String> = Builder::new_current_thread()
         .enable_time()
+        .thread_keep_alive(KEEP_ALIVE)
+        .max_blocking_threads(MAX_BLOCKING)
         .build()
+        .map(|rt| Executor(Some(rt)))
         .map_err(|e| e.to_string());
 }
 
@@ -45,7 +72,8 @@ where
 
 fn on_this_thread<F: Future>(fut: F) -> Result<F::Output, RuntimeError> {
     RUNTIME.with(|rt| match rt {
-        Ok(rt) => Ok(rt.block_on(fut)),
+        Ok(Executor(Some(rt))) => Ok(rt.block_on(fut)),
+        Ok(Executor(None)) => Err(RuntimeError::Start("the runtime has shut down".into())),
         Err(e) => Err(RuntimeError::Start(e.clone())),
     })
 }

@@ -230,9 +230,8 @@ impl Sandbox {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout)
             .stderr(stderr)
-            // Grants are local directories: file calls run on this thread instead of a
-            // blocking pool whose threads would outlive the call.
-            .allow_blocking_current_thread(true)
+            // File calls stay on the runtime's blocking pool (the default), where the
+            // deadline can cancel one that blocks (`runtime.rs`).
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

@@ -32,6 +32,10 @@ fn misbehave(what: &str) {
             }
         }
         "panic" => panic!("hostile plugin panics"),
+        // Blocks in the kernel: opening a FIFO that nobody writes.
+        "fifo" => {
+            black_box(std::fs::read("/grant/fifo").ok());
+        }
         // Blocks in the host (wasi:io/poll), where epochs cannot interrupt it.
         "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
         "recursion" => {
