@@ -178,11 +178,7 @@ mod tests {
     use super::*;
 
     fn media(file: &str) -> Media {
-        Media {
-            file: file.into(),
-            format: "raw".into(),
-            read_only: true,
-        }
+        Media::iso(file)
     }
 
     #[test]

@@ -583,11 +583,7 @@ mod tests {
     fn disk_element_for_change_media() {
         let xml: DomainXml = quick_xml::de::from_str(LIVE).unwrap();
         let disk = &xml.devices.disk[0];
-        let media = Media {
-            file: "/srv/ic <1>.iso".into(),
-            format: "raw".into(),
-            read_only: true,
-        };
+        let media = Media::iso("/srv/ic <1>.iso");
         let insert = disk.with_media(Some(&media)).unwrap();
         assert_eq!(
             insert,
