@@ -10,10 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::libvirt::ffi::{Code, Error as LibvirtError};
 use qapi_spec::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use virt::error::ErrorNumber;
 
 /// How a call over a channel failed. Callers decide on the variant: `Closed` while a VM
 /// was known to run means QEMU went away, `TrayLocked` is the guest holding its tray,
@@ -51,7 +51,7 @@ pub enum CallError {
     Decode(String),
     /// libvirt refused or failed; its message, code and domain are kept.
     #[error("libvirt: {0}")]
-    Libvirt(#[from] virt::error::Error),
+    Libvirt(#[from] LibvirtError),
 }
 
 impl CallError {
@@ -69,12 +69,12 @@ impl CallError {
             // The daemon, the domain or its agent went away.
             CallError::Libvirt(e) => matches!(
                 e.code(),
-                ErrorNumber::NoConnect
-                    | ErrorNumber::SystemError
-                    | ErrorNumber::Rpc
-                    | ErrorNumber::NoDomain
-                    | ErrorNumber::OperationInvalid
-                    | ErrorNumber::AgentUnresponsive
+                Code::NoConnect
+                    | Code::SystemError
+                    | Code::Rpc
+                    | Code::NoDomain
+                    | Code::OperationInvalid
+                    | Code::AgentUnresponsive
             ),
             _ => false,
         }

@@ -2,12 +2,11 @@
 //! [`GuestAgent`], so the operation, the ISO policy and the plugins do not know whether a
 //! VM came from a socket directory or from libvirt.
 //!
-//! Crates: `virt` is the Rust binding to libvirt's own C library (Debian's `libvirt0`),
-//! so every transport libvirt has (`qemu:///system`, `qemu+ssh://`, `qemu+tcp://`, unix
-//! sockets) and its authentication (ssh keys, socket permissions, SASL) come for free,
-//! and no RPC is hand-rolled. Version 0.4.3 is used because 0.5 pins `libc` to one exact
-//! version, which conflicts with wasmtime's. `quick-xml` (serde) reads the live domain
-//! XML and writes the `<disk>` element that changes media.
+//! libvirt's own C library (Debian's `libvirt0`) does the talking, so every transport
+//! libvirt has (`qemu:///system`, `qemu+ssh://`, `qemu+tcp://`, unix sockets) and its
+//! authentication (ssh keys, socket permissions, SASL) come for free, and no RPC is
+//! hand-rolled. It is loaded on first use, not linked ([`ffi`] says why). `quick-xml`
+//! (serde) reads the live domain XML and writes the `<disk>` element that changes media.
 //!
 //! One connection per host is opened on first use and shared by every VM of that host
 //! (libvirt connections are thread-safe), so a fleet pays one ssh handshake per host.
@@ -24,10 +23,9 @@ use std::time::{Duration, Instant};
 
 use qapi_spec::Command;
 use serde::{Deserialize, Serialize};
-use virt::connect::Connect;
-use virt::domain::Domain;
-use virt::error::{Error as VirtError, ErrorNumber};
-use virt::sys;
+pub mod ffi;
+
+use ffi::{Code, Connect, Domain, Error as VirtError};
 
 use super::channel::decode_response;
 use super::qemu::QemuAgent;
@@ -42,12 +40,6 @@ const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 /// An open connection, closed when the last VM of its host lets go of it.
 struct Conn(Connect);
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _ = self.0.close();
-    }
-}
-
 /// One libvirt host, named by its connection URI.
 pub struct LibvirtHost {
     uri: String,
@@ -59,7 +51,6 @@ impl LibvirtHost {
     /// A host to connect to on first use. The URI is passed to libvirt as it is; an empty
     /// URI is libvirt's default (`LIBVIRT_DEFAULT_URI`, then its own probing).
     pub fn new(uri: impl Into<String>, timeouts: Timeouts) -> LibvirtHost {
-        quiet_libvirt();
         LibvirtHost {
             uri: uri.into(),
             timeouts,
@@ -104,7 +95,7 @@ impl LibvirtHost {
         }
         match Domain::lookup_by_name(&conn.0, name) {
             Ok(d) => Ok(d),
-            Err(e) if e.code() == ErrorNumber::NoDomain => Err(self.unknown(name)),
+            Err(e) if e.code() == Code::NoDomain => Err(self.unknown(name)),
             Err(e) => Err(Failure::new(
                 HResult::DispException,
                 anyhow::Error::new(e).context(format!(
@@ -123,22 +114,16 @@ impl LibvirtHost {
     }
 }
 
-/// libvirt prints every error to stderr by default; vmguest reports them itself.
-fn quiet_libvirt() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(virt::error::clear_error_callback);
-}
-
 impl Hypervisor for LibvirtHost {
     fn names(&self) -> Outcome<Vec<String>> {
         let conn = self.conn()?;
-        let domains = conn.0.list_all_domains(0).map_err(|e| {
+        let domains = conn.0.list_all_domains().map_err(|e| {
             Failure::new(
                 HResult::DispException,
                 anyhow::Error::new(e).context(format!("listing domains on {}", self.shown_uri())),
             )
         })?;
-        let mut names: Vec<String> = domains.iter().filter_map(|d| d.get_name().ok()).collect();
+        let mut names: Vec<String> = domains.iter().filter_map(|d| d.name().ok()).collect();
         names.sort();
         Ok(names)
     }
@@ -150,11 +135,7 @@ impl Hypervisor for LibvirtHost {
     /// The domain's UUID: the same domain seen through another URI (ssh or local) is the
     /// same VM for the journal and the lock.
     fn identity(&self, name: &str) -> String {
-        match self
-            .domain(name)
-            .ok()
-            .and_then(|d| d.get_uuid_string().ok())
-        {
+        match self.domain(name).ok().and_then(|d| d.uuid_string().ok()) {
             Some(uuid) => format!("libvirt:{uuid}"),
             None => format!("libvirt:{}/{name}", self.uri),
         }
@@ -200,15 +181,15 @@ impl VmControl for LibvirtVm {
     /// libvirt's state name (`virsh domstate`); "paused" carries its reason, as a paused
     /// domain still accepts media changes and only this check stops the install.
     fn run_state(&mut self) -> Result<String, CallError> {
-        let (state, reason) = self.domain.get_state()?;
+        let (state, reason) = self.domain.state()?;
         Ok(match state {
-            sys::VIR_DOMAIN_RUNNING => "running".into(),
-            sys::VIR_DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
-            sys::VIR_DOMAIN_BLOCKED => "blocked".into(),
-            sys::VIR_DOMAIN_SHUTDOWN => "shutting down".into(),
-            sys::VIR_DOMAIN_SHUTOFF => "shut off".into(),
-            sys::VIR_DOMAIN_CRASHED => "crashed".into(),
-            sys::VIR_DOMAIN_PMSUSPENDED => "pmsuspended".into(),
+            ffi::DOMAIN_RUNNING => "running".into(),
+            ffi::DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
+            ffi::DOMAIN_BLOCKED => "blocked".into(),
+            ffi::DOMAIN_SHUTDOWN => "shutting down".into(),
+            ffi::DOMAIN_SHUTOFF => "shut off".into(),
+            ffi::DOMAIN_CRASHED => "crashed".into(),
+            ffi::DOMAIN_PMSUSPENDED => "pmsuspended".into(),
             _ => "no state".into(),
         })
     }
@@ -250,7 +231,7 @@ impl LibvirtVm {
     fn change(&self, disk_xml: String) -> Result<(), CallError> {
         tracing::debug!(xml = %disk_xml, "virDomainUpdateDeviceFlags");
         self.domain
-            .update_device_flags(&disk_xml, sys::VIR_DOMAIN_AFFECT_LIVE)?;
+            .update_device_flags(&disk_xml, ffi::AFFECT_LIVE)?;
         Ok(())
     }
 }
@@ -261,7 +242,7 @@ impl LibvirtVm {
 fn locked_tray(e: CallError) -> CallError {
     match e {
         CallError::Libvirt(v)
-            if v.code() == ErrorNumber::OperationFailed && v.message().contains("open tray") =>
+            if v.code() == Code::OperationFailed && v.message().contains("open tray") =>
         {
             CallError::TrayLocked(v.to_string())
         }
@@ -269,26 +250,27 @@ fn locked_tray(e: CallError) -> CallError {
     }
 }
 
+/// `virDomainPausedReason`, by number as in `libvirt-domain.h`.
 fn paused_reason(reason: i32) -> &'static str {
     match reason as u32 {
-        sys::VIR_DOMAIN_PAUSED_USER => "user",
-        sys::VIR_DOMAIN_PAUSED_MIGRATION => "migrating",
-        sys::VIR_DOMAIN_PAUSED_SAVE => "saving",
-        sys::VIR_DOMAIN_PAUSED_DUMP => "dumping",
-        sys::VIR_DOMAIN_PAUSED_IOERROR => "I/O error",
-        sys::VIR_DOMAIN_PAUSED_WATCHDOG => "watchdog",
-        sys::VIR_DOMAIN_PAUSED_FROM_SNAPSHOT => "from snapshot",
-        sys::VIR_DOMAIN_PAUSED_SHUTTING_DOWN => "shutting down",
-        sys::VIR_DOMAIN_PAUSED_SNAPSHOT => "snapshot",
-        sys::VIR_DOMAIN_PAUSED_CRASHED => "crashed",
-        sys::VIR_DOMAIN_PAUSED_STARTING_UP => "starting up",
-        sys::VIR_DOMAIN_PAUSED_POSTCOPY => "post-copy",
+        1 => "user",
+        2 => "migrating",
+        3 => "saving",
+        4 => "dumping",
+        5 => "I/O error",
+        6 => "watchdog",
+        7 => "from snapshot",
+        8 => "shutting down",
+        9 => "snapshot",
+        10 => "crashed",
+        11 => "starting up",
+        12 => "post-copy",
         _ => "unknown reason",
     }
 }
 
 fn live_xml(domain: &Domain) -> Result<DomainXml, CallError> {
-    let text = domain.get_xml_desc(0)?;
+    let text = domain.xml_desc(0)?;
     quick_xml::de::from_str(&text).map_err(|e| CallError::Decode(format!("domain XML: {e}")))
 }
 
@@ -476,7 +458,7 @@ impl AgentCommand {
             match self.execute(qapi_qga::guest_ping {}) {
                 Ok(_) => return Ok(()),
                 Err(CallError::Libvirt(e))
-                    if e.code() == ErrorNumber::AgentUnresponsive && Instant::now() < give_up =>
+                    if e.code() == Code::AgentUnresponsive && Instant::now() < give_up =>
                 {
                     std::thread::sleep(Duration::from_millis(250))
                 }
@@ -493,7 +475,7 @@ impl AgentTransport for AgentCommand {
         let secs = i32::try_from(self.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
         let reply = self
             .domain
-            .qemu_agent_command(&json, secs, 0)
+            .qemu_agent_command(&json, secs)
             .map_err(|e| agent_error(e, self.timeout))?;
         let value = serde_json::from_str(&reply)
             .map_err(|e| CallError::Decode(format!("{e} in agent reply")))?;
@@ -504,7 +486,7 @@ impl AgentTransport for AgentCommand {
     fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
         let json = serde_json::to_string(&qapi_spec::Execute::<C>::with_command(cmd))
             .map_err(|e| CallError::Decode(e.to_string()))?;
-        match self.domain.qemu_agent_command(&json, 0, 0) {
+        match self.domain.qemu_agent_command(&json, 0) {
             Ok(_) => Ok(()),
             Err(e) => Err(agent_error(e, self.timeout)),
         }
@@ -516,12 +498,8 @@ impl AgentTransport for AgentCommand {
 /// those are the agent refusing, as [`CallError::Qapi`] is on the socket.
 fn agent_error(e: VirtError, timeout: Duration) -> CallError {
     match e.code() {
-        ErrorNumber::AgentCommandTimeout | ErrorNumber::OperationTimeout => {
-            CallError::Timeout(timeout)
-        }
-        ErrorNumber::InternalError
-            if e.message().contains("unable to execute QEMU agent command") =>
-        {
+        Code::AgentCommandTimeout | Code::OperationTimeout => CallError::Timeout(timeout),
+        Code::InternalError if e.message().contains("unable to execute QEMU agent command") => {
             CallError::Qapi {
                 class: "libvirt".into(),
                 desc: e.message().to_owned(),
