@@ -2,7 +2,7 @@
 # Installs what vmguest's demo and tests need on Debian/Ubuntu. Idempotent.
 set -euo pipefail
 packages=(qemu-system-x86 qemu-guest-agent xorriso busybox-static cpio kmod eject util-linux python3 ca-certificates
-  # libvirt: libvirt-dev to build the virt crate, the daemon and clients for the tests,
+  # libvirt: libvirt-dev for the tests (they drive their daemons with the virt crate), the daemon and clients for the tests,
   # sshd, ssh and nc for the qemu+ssh:// tests.
   libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   openssh-server openssh-client netcat-openbsd)

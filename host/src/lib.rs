@@ -23,6 +23,7 @@
 //! | [`vm`] | VM access behind the [`Hypervisor`], [`vm::VmControl`] and [`vm::GuestAgent`] traits; one module per backend |
 //! | [`inventory`] | the socket-directory backend: names to QMP and agent sockets |
 //! | [`vm::libvirt`] | the libvirt backend: a host's domains, by URI |
+//! | [`vm::virt`] | the libvirt C calls, loaded with `dlopen` on first use |
 //! | [`fleet`] | many hosts in one run |
 //! | [`guest`] | the steps inside the guest, through the agent |
 //! | [`iso`] | locating the latest IC media by content |
@@ -47,8 +48,8 @@
 //! boundary, and epochs and resource limiters bound their time and memory. `etcetera`
 //! finds the XDG base directories as the spec says (ignoring empty and relative values).
 //! `thiserror` derives the typed errors at module boundaries, with their `source()`
-//! chains. `virt` binds libvirt's C library and `quick-xml` reads domain XML (see
-//! [`vm::libvirt`] for why). `proptest` (tests only) drives the ISO reader and version property tests.
+//! chains. `libloading` opens libvirt's C library on the first libvirt URI
+//! (see [`vm::virt`] for why) and `quick-xml` reads domain XML. `proptest` (tests only) drives the ISO reader and version property tests.
 
 pub mod cancel;
 pub mod config;

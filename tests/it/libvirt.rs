@@ -436,3 +436,38 @@ fn fleet_over_two_hosts_one_by_ssh() {
         describe(&out)
     );
 }
+
+/// libvirt is opened only for a libvirt host (`vm::virt`): a socket-directory command
+/// must not pay for loading it and its ~55 libraries at every start. glibc's loader
+/// names each library it initialises under `LD_DEBUG=libs`. libvirt's built-in
+/// `test:///default` driver runs inside the client, so no daemon is needed here.
+#[test]
+fn libvirt_is_loaded_only_for_a_libvirt_host() {
+    let loaded = |args: &[&str]| {
+        let out = vmguest_with(args, None, &[("LD_DEBUG", "libs")]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out,
+            stderr.contains("calling init: ") && stderr.contains("libvirt.so.0"),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, with_dir) = loaded(&["Get-VM", "-VMDir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!with_dir, "a socket-directory Get-VM loaded libvirt");
+
+    let (out, with_uri) = loaded(&[
+        "Get-VM",
+        "-ConnectionUri",
+        "test:///default",
+        "-OutputFormat",
+        "Json",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(with_uri, "a libvirt Get-VM did not load libvirt");
+    let vms = results(&out);
+    assert_eq!(
+        vms[0]["name"], "test",
+        "libvirt's test driver answered: {vms:?}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod libvirt;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
+pub mod virt;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

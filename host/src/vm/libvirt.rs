@@ -5,7 +5,7 @@
 //! libvirt's own C library (Debian's `libvirt0`) does the talking, so every transport
 //! libvirt has (`qemu:///system`, `qemu+ssh://`, `qemu+tcp://`, unix sockets) and its
 //! authentication (ssh keys, socket permissions, SASL) come for free, and no RPC is
-//! hand-rolled. It is loaded on first use, not linked ([`ffi`] says why). `quick-xml`
+//! hand-rolled. It is loaded on first use, not linked ([`virt`] says why). `quick-xml`
 //! (serde) reads the live domain XML and writes the `<disk>` element that changes media.
 //!
 //! One connection per host is opened on first use and shared by every VM of that host
@@ -21,11 +21,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::virt::{self, Code, Connect, Domain, Error as VirtError};
 use qapi_spec::Command;
 use serde::{Deserialize, Serialize};
-pub mod ffi;
-
-use ffi::{Code, Connect, Domain, Error as VirtError};
 
 use super::channel::decode_response;
 use super::qemu::QemuAgent;
@@ -183,13 +181,13 @@ impl VmControl for LibvirtVm {
     fn run_state(&mut self) -> Result<String, CallError> {
         let (state, reason) = self.domain.state()?;
         Ok(match state {
-            ffi::DOMAIN_RUNNING => "running".into(),
-            ffi::DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
-            ffi::DOMAIN_BLOCKED => "blocked".into(),
-            ffi::DOMAIN_SHUTDOWN => "shutting down".into(),
-            ffi::DOMAIN_SHUTOFF => "shut off".into(),
-            ffi::DOMAIN_CRASHED => "crashed".into(),
-            ffi::DOMAIN_PMSUSPENDED => "pmsuspended".into(),
+            virt::DOMAIN_RUNNING => "running".into(),
+            virt::DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
+            virt::DOMAIN_BLOCKED => "blocked".into(),
+            virt::DOMAIN_SHUTDOWN => "shutting down".into(),
+            virt::DOMAIN_SHUTOFF => "shut off".into(),
+            virt::DOMAIN_CRASHED => "crashed".into(),
+            virt::DOMAIN_PMSUSPENDED => "pmsuspended".into(),
             _ => "no state".into(),
         })
     }
@@ -231,7 +229,7 @@ impl LibvirtVm {
     fn change(&self, disk_xml: String) -> Result<(), CallError> {
         tracing::debug!(xml = %disk_xml, "virDomainUpdateDeviceFlags");
         self.domain
-            .update_device_flags(&disk_xml, ffi::AFFECT_LIVE)?;
+            .update_device_flags(&disk_xml, virt::AFFECT_LIVE)?;
         Ok(())
     }
 }
