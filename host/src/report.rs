@@ -58,6 +58,8 @@ pub struct InstallReport {
     pub hresult: String,
     pub message: String,
     pub what_if: bool,
+    /// How the components reach the guest; none when the install was refused before the
+    /// VM was touched (a pre-install veto).
     pub mode: Option<Mode>,
     pub iso: Option<String>,
     pub iso_volume_id: Option<String>,
@@ -77,6 +79,8 @@ pub struct InstallReport {
     /// This run's media change stays in the journal for the next run to finish.
     pub journal_pending: bool,
     pub guest_os: Option<GuestOsInfo>,
+    /// The components this install puts (or tried to put) into the guest; none after a
+    /// pre-install veto, as nothing was going to go in.
     pub components: Option<Components>,
     pub installer: Option<InstallerRun>,
     /// The family's version in the guest before and after, where the guest can tell it

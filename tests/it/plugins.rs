@@ -627,6 +627,12 @@ fn example_plugins_change_installs_on_the_real_guest() {
     );
     assert!(!r["phases"].to_string().contains("insert-ic"), "{r}");
     assert!(vm.drives()[0].media.is_none());
+    // Issue 15: a veto reads as nothing installed, with no mode or components.
+    assert!(r["mode"].is_null() && r["components"].is_null(), "{r}");
+    assert!(
+        r["iso_version"].is_string(),
+        "the choice stays on record: {r}"
+    );
 
     // audit, inside an open window: one JSON line with the VM, the ISO hash and the outcome.
     let log = tempfile::tempdir().unwrap();

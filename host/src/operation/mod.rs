@@ -328,7 +328,15 @@ impl Operation<'_> {
             }
         }
         let plan = self.run(Step::ChooseDrive, |op| op.choose_drive(vm, agent.is_some()))?;
-        self.run(Step::PreInstall, |op| op.pre_install(&iso))?;
+        if self
+            .run(Step::PreInstall, |op| op.pre_install(&iso))
+            .is_none()
+        {
+            // Refused before the VM was touched: nothing went in, nor was going to.
+            self.report.mode = None;
+            self.report.components = None;
+            return None;
+        }
         let sha256 = self.run(Step::IsoDigest, |_| iso.sha256.wait())?;
         self.report.iso_sha256 = Some(sha256);
         if self.options.what_if {
