@@ -122,6 +122,9 @@ pub struct Settings {
     pub user_store: Option<PathBuf>,
     /// Plugin manifest directories, in the documented order.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Which rule chose `plugin_dirs` (`-PluginDir`, `$VMGUEST_PLUGIN_PATH`, a config
+    /// file, the defaults), as `Get-Plugin` shows it.
+    pub plugin_dirs_from: String,
     /// The compiled-component cache; `None` without a home directory.
     pub plugin_cache: Option<PathBuf>,
     /// SHA-256 digests of ISOs (`iso/digest.rs`); `None` without a home directory.
@@ -200,16 +203,20 @@ impl Settings {
             .or_else(|| bases.runtime.as_ref().map(|r| r.join("vmguest")))
             .unwrap_or_else(|| PathBuf::from("/run/vmguest"));
         let hosts = Settings::hosts(&overrides, &vm_dir, bases.runtime.as_deref());
-        let plugin_dirs = match (&overrides.plugin_dir, var(PLUGIN_PATH_ENV)) {
-            (Some(d), _) => vec![d.clone()],
-            (None, Some(v)) => split(&v),
+        // The first that is set wins whole: a site's list is never mixed with another.
+        let (plugin_dirs, plugin_dirs_from) = match (&overrides.plugin_dir, var(PLUGIN_PATH_ENV)) {
+            (Some(d), _) => (vec![d.clone()], "-PluginDir".to_owned()),
+            (None, Some(v)) => (split(&v), format!("${PLUGIN_PATH_ENV}")),
             (None, None) => match config.first(|c| c.plugin_dirs.clone()) {
-                Some((dirs, _)) => dirs,
-                None => user_config_dir
-                    .iter()
-                    .map(|d| d.join("plugins"))
-                    .chain(std::iter::once(PathBuf::from(SYSTEM_PLUGINS)))
-                    .collect(),
+                Some((dirs, file)) => (dirs, format!("plugin_dirs in {}", file.display())),
+                None => (
+                    user_config_dir
+                        .iter()
+                        .map(|d| d.join("plugins"))
+                        .chain(std::iter::once(PathBuf::from(SYSTEM_PLUGINS)))
+                        .collect(),
+                    "the user and system defaults".to_owned(),
+                ),
             },
         };
         Settings {
@@ -218,6 +225,7 @@ impl Settings {
             ic_path: var(IC_PATH_ENV).map(|v| split(&v)),
             user_store: bases.data.map(|d| d.join("vmguest/ic")),
             plugin_dirs,
+            plugin_dirs_from,
             plugin_cache: var(PLUGIN_CACHE_ENV)
                 .map(PathBuf::from)
                 .or_else(|| bases.cache.as_ref().map(|c| c.join("vmguest/plugins"))),
@@ -272,6 +280,7 @@ impl Settings {
             ic_path: None,
             user_store: None,
             plugin_dirs: Vec::new(),
+            plugin_dirs_from: String::new(),
             plugin_cache: None,
             digest_cache: None,
             state_dir: None,

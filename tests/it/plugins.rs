@@ -735,3 +735,59 @@ fn the_docs_template_builds_loads_and_decides() {
         "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs"
     );
 }
+
+/// Issue 15: the first plugin-directory rule that is set wins whole (as the guide says),
+/// and `Get-Plugin` shows each plugin's directory and the rule that chose it.
+#[test]
+fn get_plugin_shows_the_directory_and_the_rule_that_chose_it() {
+    let spec = [PluginSpec::new("pin-versions", "pin_versions", "")];
+    let flag = plugin_dir(&spec);
+    let env_dir = plugin_dir(&spec);
+    let xdg = tempfile::tempdir().unwrap();
+    let user = xdg.path().join("vmguest/plugins");
+    std::fs::create_dir_all(&user).unwrap();
+    for entry in std::fs::read_dir(plugin_dir(&spec).path()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, user.join(p.file_name().unwrap())).unwrap();
+    }
+    let listed = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["Get-Plugin", "-OutputFormat", "Json"];
+        all.extend_from_slice(args);
+        let out = vmguest_with(&all, None, env);
+        assert!(out.status.success(), "{}", describe(&out));
+        let rows = results(&out);
+        let dirs: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                let s = |k: &str| {
+                    r[k].as_str()
+                        .unwrap_or_else(|| panic!("{k}: {r}"))
+                        .to_owned()
+                };
+                (s("directory"), s("directory_from"))
+            })
+            .collect();
+        dirs
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let env_path = s(env_dir.path());
+    let xdg_home = s(xdg.path());
+    let both = [
+        ("VMGUEST_PLUGIN_PATH", env_path.as_str()),
+        ("XDG_CONFIG_HOME", xdg_home.as_str()),
+    ];
+    assert_eq!(
+        listed(&["-PluginDir", flag.path().to_str().unwrap()], &both),
+        vec![(s(flag.path()), "-PluginDir".to_owned())]
+    );
+    assert_eq!(
+        listed(&[], &both),
+        vec![(env_path.clone(), "$VMGUEST_PLUGIN_PATH".to_owned())],
+        "$VMGUEST_PLUGIN_PATH replaces the user's directory"
+    );
+    assert_eq!(
+        listed(&[], &[("XDG_CONFIG_HOME", xdg_home.as_str())]),
+        vec![(s(&user), "the user and system defaults".to_owned())],
+        "$XDG_CONFIG_HOME/vmguest/plugins is the user's directory"
+    );
+}

@@ -82,6 +82,9 @@ pub struct PluginInfo {
     pub sha256: Option<String>,
     pub cache: Option<CacheState>,
     pub manifest: PathBuf,
+    /// The plugin directory it was found in, and the rule that made vmguest look there.
+    pub directory: PathBuf,
+    pub directory_from: String,
     pub component: Option<PathBuf>,
     pub order: i64,
     /// Serialised as "admitted", or "refused: why".
@@ -127,10 +130,15 @@ impl std::fmt::Debug for PluginSet {
 impl PluginSet {
     /// Find and load the plugins of the settings' plugin directories.
     pub fn discover(settings: &Settings) -> PluginSet {
-        PluginSet::load(
+        let mut set = PluginSet::load(
             &manifest::discover(&settings.plugin_dirs),
             settings.plugin_cache(),
-        )
+        );
+        let infos = set.plugins.iter_mut().map(|p| &mut p.info);
+        for info in infos.chain(set.refused.iter_mut()) {
+            info.directory_from = settings.plugin_dirs_from.clone();
+        }
+        set
     }
 
     /// Load plugins, with compiled components cached in `cache` (none: compile each time).
@@ -193,6 +201,13 @@ impl PluginInfo {
     }
 }
 
+fn directory_of(f: &Found) -> PathBuf {
+    f.manifest_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 fn refused(f: &Found, name: String, why: Refused, started: Instant) -> PluginInfo {
     let m = f.manifest.as_ref().ok();
     PluginInfo {
@@ -204,6 +219,8 @@ fn refused(f: &Found, name: String, why: Refused, started: Instant) -> PluginInf
         sha256: None,
         cache: None,
         manifest: f.manifest_path.clone(),
+        directory: directory_of(f),
+        directory_from: String::new(),
         component: None,
         order: m.map_or(0, |m| m.order),
         status: Status::Refused(why),
@@ -388,6 +405,8 @@ pub(crate) fn load_one(
         sha256: Some(sha256.clone()),
         cache: Some(cache),
         manifest: f.manifest_path.clone(),
+        directory: directory_of(f),
+        directory_from: String::new(),
         component: Some(component_path),
         order: manifest.order,
         status: Status::Admitted,

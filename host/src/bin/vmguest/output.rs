@@ -174,6 +174,7 @@ pub fn plugins(format: OutputFormat, plugins: &[PluginInfo]) {
         "Sha256",
         "Cache",
         "Status",
+        "Directory",
     ];
     emit(format, plugins, &headers, |p| {
         let grants: Vec<String> = p
@@ -198,6 +199,7 @@ pub fn plugins(format: OutputFormat, plugins: &[PluginInfo]) {
                 .map(|c| format!("{c:?}").to_lowercase())
                 .unwrap_or_default(),
             p.status.to_string(),
+            format!("{} ({})", p.directory.display(), p.directory_from),
         ]
     });
 }
