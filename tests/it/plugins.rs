@@ -791,3 +791,33 @@ fn get_plugin_shows_the_directory_and_the_rule_that_chose_it() {
         "$XDG_CONFIG_HOME/vmguest/plugins is the user's directory"
     );
 }
+
+/// Issue 15: settings take any TOML value. site-mirror's `require = true`, a TOML
+/// boolean, was a refused manifest ("expected a string"); now it reaches the plugin as
+/// "true", so a missing mirror copy is its documented refusal, HRESULT_FROM_WIN32
+/// (ERROR_FILE_NOT_FOUND).
+#[test]
+fn a_typed_setting_reaches_a_real_plugin() {
+    let store = store();
+    let mirror = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(&[PluginSpec::new(
+        "site-mirror",
+        "site_mirror",
+        format!(
+            "{}[settings]\nrequire = true\n",
+            grant_toml("grants", "/mirror", mirror.path())
+        ),
+    )]);
+    let env = [("VMGUEST_IC_PATH", store.path().to_str().unwrap())];
+    let out = run(
+        &["Get-IntegrationComponentsIso", "-GuestOS", "linux"],
+        dir.path(),
+        &env,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0x80070002") && stderr.contains("is not on the site mirror"),
+        "{}",
+        describe(&out)
+    );
+}

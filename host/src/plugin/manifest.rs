@@ -13,8 +13,9 @@
 //! "/mirror" = "/srv/ic-mirror"
 //! [grants_rw]                        # read-write grants, for audit logs and the like
 //! "/audit" = "/var/log/vmguest"
-//! [settings]                         # strings the plugin reads with host.setting
-//! deny = "virtio-win@0.1.217"
+//! [settings]                         # values the plugin reads with host.setting
+//! deny = "virtio-win@0.1.217"        # a string is passed as it is
+//! mirrors = ["/mirror/a", "/mirror/b"] # any other TOML value as its JSON text
 //! [limits]
 //! timeout_ms = 1000                  # per call (default 1000, at most 60000)
 //! memory_mb = 64                     # linear memory (default 64, at most 1024)
@@ -52,10 +53,59 @@ pub struct Manifest {
     pub grants: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub grants_rw: BTreeMap<String, PathBuf>,
-    #[serde(default)]
+    /// Each value as the plugin receives it from `host.setting`: see [`setting_text`].
+    #[serde(default, deserialize_with = "settings_as_text")]
     pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+fn settings_as_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let values = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    Ok(values
+        .into_iter()
+        .map(|(k, v)| (k, setting_text(v)))
+        .collect())
+}
+
+/// A setting as the WIT's `setting(key) -> option<string>` hands it over, so every WIT
+/// version reads any TOML value: a string as it is, a datetime as TOML writes it, and
+/// anything else (numbers, booleans, arrays, tables) as JSON text, which every plugin
+/// language parses.
+pub fn setting_text(v: toml::Value) -> String {
+    fn json(v: toml::Value) -> serde_json::Value {
+        use serde_json::Value as J;
+        match v {
+            toml::Value::String(s) => J::String(s),
+            toml::Value::Integer(i) => J::from(i),
+            toml::Value::Float(f) => {
+                serde_json::Number::from_f64(f).map_or_else(|| J::String(f.to_string()), J::Number)
+            }
+            toml::Value::Boolean(b) => J::Bool(b),
+            toml::Value::Datetime(d) => J::String(d.to_string()),
+            toml::Value::Array(a) => J::Array(a.into_iter().map(json).collect()),
+            toml::Value::Table(t) => J::Object(t.into_iter().map(|(k, v)| (k, json(v))).collect()),
+        }
+    }
+    match v {
+        toml::Value::String(s) => s,
+        toml::Value::Datetime(d) => d.to_string(),
+        other => json(other).to_string(),
+    }
+}
+
+/// A TOML error with the line it is on, so it names the key that is wrong.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count();
+            let shown = text.lines().nth(line).unwrap_or("").trim();
+            format!("line {} (`{shown}`): {}", line + 1, e.message())
+        }
+        None => e.message().to_owned(),
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -171,7 +221,7 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
             let manifest = std::fs::read_to_string(&manifest_path)
                 .map_err(|e| invalid(e.to_string()))
                 .and_then(|t| {
-                    toml::from_str::<Manifest>(&t).map_err(|e| invalid(e.message().to_owned()))
+                    toml::from_str::<Manifest>(&t).map_err(|e| invalid(toml_error(&t, &e)))
                 });
             found.push(Found {
                 manifest_path,
@@ -252,4 +302,51 @@ pub fn read_unchecked(found: &Found, cache: Option<&Path>) -> Result<Admitted, R
     let manifest = found.manifest.clone()?;
     let sha256 = component_sha256(&manifest.component, cache)?;
     Ok((manifest.clone(), manifest.component.clone(), sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "name = \"p\"\nversion = \"1.0.0\"\nwit = \"0.2.0\"\n\
+                        component = \"p.wasm\"\nsha256 = \"00\"\n";
+
+    /// Issue 15: a TOML list in `[settings]` was refused ("invalid type: sequence,
+    /// expected a string") without naming the key.
+    #[test]
+    fn any_toml_value_is_a_setting_and_non_strings_arrive_as_json() {
+        let text = format!(
+            "{HEAD}[settings]\nplain = \"a b\"\nlist = [\"x\", 2]\nn = 3\nf = 1.5\nyes = true\n\
+             when = 1979-05-27T07:32:00Z\n[settings.table]\nk = \"v\"\n"
+        );
+        let m: Manifest = toml::from_str(&text).unwrap();
+        let got: Vec<(&str, &str)> = m
+            .settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("f", "1.5"),
+                ("list", r#"["x",2]"#),
+                ("n", "3"),
+                ("plain", "a b"),
+                ("table", r#"{"k":"v"}"#),
+                ("when", "1979-05-27T07:32:00Z"),
+                ("yes", "true"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_manifest_error_names_its_line_and_key() {
+        let text = format!("{HEAD}order = \"first\"\n");
+        let e = toml::from_str::<Manifest>(&text).unwrap_err();
+        let shown = toml_error(&text, &e);
+        assert!(
+            shown.starts_with("line 6 (`order = \"first\"`): "),
+            "{shown}"
+        );
+    }
 }
