@@ -49,6 +49,7 @@ fn overshoot(dir: &Path, cache: &Path, timeout: Duration) -> Duration {
         .apply_policy_to(
             &context::vm_info("bench"),
             &context::guest_of_kind(GuestKind::Linux),
+            false,
             &mut sel,
             &mut Vec::new(),
         )

@@ -29,7 +29,7 @@ fn one_install(set: &PluginSet) {
     let mut sel = probe::sample_selection(GuestKind::Windows);
     let vm = context::vm_info("bench");
     let guest = context::guest_of_kind(GuestKind::Windows);
-    set.apply_policy_to(&vm, &guest, &mut sel, &mut records)
+    set.apply_policy_to(&vm, &guest, false, &mut sel, &mut records)
         .expect("policy");
     let ctx = context::install_context("bench", None, None, false);
     set.pre_install(&ctx, &mut records).expect("pre-install");

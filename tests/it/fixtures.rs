@@ -196,6 +196,24 @@ pub fn plugin_dir(plugins: &[PluginSpec]) -> TempDir {
 
 /// An ISO with the given files (paths may have directories), built by xorriso with
 /// Rock Ridge and Joliet like the real families' images.
+/// A virtio-win ISO of the real layout: Windows installers only.
+pub fn virtio_win(dir: &Path, file: &str, version: &str) -> PathBuf {
+    layout_iso(
+        dir,
+        file,
+        &format!("virtio-win-{version}"),
+        &[
+            (
+                "virtio-win-guest-tools.exe",
+                &vmguest::iso::fake_exe([0, 1, 0, 0]),
+            ),
+            ("virtio-win-gt-x64.msi", b"msi"),
+            ("guest-agent/qemu-ga-x86_64.msi", b"msi"),
+            ("viostor/w11/amd64/viostor.inf", b"inf"),
+        ],
+    )
+}
+
 pub fn layout_iso(dir: &Path, file: &str, volid: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let src = dir.join(format!("{file}.d"));
     for (path, bytes) in files {

@@ -15,20 +15,6 @@ fn exe(v: [u16; 4]) -> Vec<u8> {
     fake_exe(v)
 }
 
-fn virtio_win(dir: &Path, file: &str, version: &str) -> PathBuf {
-    layout_iso(
-        dir,
-        file,
-        &format!("virtio-win-{version}"),
-        &[
-            ("virtio-win-guest-tools.exe", &exe([0, 1, 0, 0])),
-            ("virtio-win-gt-x64.msi", b"msi"),
-            ("guest-agent/qemu-ga-x86_64.msi", b"msi"),
-            ("viostor/w11/amd64/viostor.inf", b"inf"),
-        ],
-    )
-}
-
 fn vbox(dir: &Path, file: &str, volid: &str, linux_installer: &str) -> PathBuf {
     layout_iso(
         dir,

@@ -456,6 +456,7 @@ fn blocked_call_child() {
         .apply_policy_to(
             &context::vm_info("child"),
             &context::guest_of_kind(GuestKind::Linux),
+            false,
             &mut sel,
             &mut Vec::new(),
         )
@@ -820,4 +821,44 @@ fn a_typed_setting_reaches_a_real_plugin() {
         "{}",
         describe(&out)
     );
+}
+
+/// Issue 15: a plugin's choice must have an install for the guest's OS. pin-versions
+/// pinning Linux guests to virtio-win (Windows installers only) was accepted and
+/// selected; now it is the plugin's DISP_E_EXCEPTION and nothing is selected.
+#[test]
+fn a_plugins_choice_with_no_install_for_the_guest_is_refused() {
+    let store = store();
+    virtio_win(store.path(), "virtio-win-0.1.240.iso", "0.1.240");
+    let dir = plugin_dir(&[PluginSpec::new(
+        "pin-versions",
+        "pin_versions",
+        "[settings]\n\"pin.linux\" = \"virtio-win@0.1.240\"\n\"pin.windows\" = \"virtio-win@0.1.240\"\n",
+    )]);
+    let env = [("VMGUEST_IC_PATH", store.path().to_str().unwrap())];
+    let locate = |guest: &str| {
+        run(
+            &["Get-IntegrationComponentsIso", "-GuestOS", guest],
+            dir.path(),
+            &env,
+        )
+    };
+    let out = locate("linux");
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pin-versions")
+            && stderr.contains("a virtio-win ISO with no install for a Linux guest"),
+        "{stderr}"
+    );
+    assert!(results(&out).iter().all(|c| c["selected"] == false));
+
+    let out = locate("windows");
+    assert!(out.status.success(), "{}", describe(&out));
+    let chosen: Vec<_> = results(&out)
+        .into_iter()
+        .filter(|c| c["selected"] == true)
+        .collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0]["family"], "virtio-win", "{chosen:?}");
 }

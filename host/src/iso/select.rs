@@ -55,6 +55,11 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// Usable, and its family has an install for this kind of guest.
+    pub fn installs_on(&self, guest: GuestKind) -> bool {
+        self.identity.as_ref().is_ok_and(|id| fits(id, guest))
+    }
+
     pub fn family(&self) -> Option<Family> {
         self.identity.as_ref().ok().map(|i| i.family)
     }

@@ -683,6 +683,7 @@ impl Operation<'_> {
             plugins.apply_policy(
                 &self.report.vm,
                 self.report.guest_os.as_ref(),
+                self.report.mode == Some(Mode::Autorun),
                 &mut selection,
                 &mut self.report.plugins,
             )?;

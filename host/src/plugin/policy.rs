@@ -1,7 +1,8 @@
 //! Running `iso-policy`: plugins in order until one does not defer. Every answer is
 //! checked: a chosen index must name a usable candidate, a provided path must lie inside
-//! one of the plugin's grants (after resolving symlinks) and be an IC ISO, and strings
-//! must be of sane length.
+//! one of the plugin's grants (after resolving symlinks) and be an IC ISO, the choice
+//! must have an install for the guest's OS unless the media is left for autorun, and
+//! strings must be of sane length.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -14,22 +15,28 @@ use crate::vm::GuestOsInfo;
 
 impl PluginSet {
     /// Let the policy plugins confirm, change or refuse the built-in choice.
+    ///
+    /// `autorun`: the media is left for the guest's autorun, so a plugin may choose an
+    /// ISO of any family; otherwise its choice must have an install for the guest's OS
+    /// (`Selection::guest`), as vmguest will run it there.
     pub fn apply_policy(
         &self,
         vm: &str,
         guest: Option<&GuestOsInfo>,
+        autorun: bool,
         sel: &mut Selection,
         records: &mut Vec<PluginRecord>,
     ) -> Result<(), Failure> {
         let vm_info = context::vm_info(vm);
         let guest_os = context::guest_os(guest);
-        self.apply_policy_to(&vm_info, &guest_os, sel, records)
+        self.apply_policy_to(&vm_info, &guest_os, autorun, sel, records)
     }
 
     pub fn apply_policy_to(
         &self,
         vm: &wit::VmInfo,
         guest: &wit::GuestOs,
+        autorun: bool,
         sel: &mut Selection,
         records: &mut Vec<PluginRecord>,
     ) -> Result<(), Failure> {
@@ -38,7 +45,7 @@ impl PluginSet {
             let (decision, ms) = plugin.run("iso-policy", records, move |store, instance| {
                 Box::pin(async move { export.choose(store, &instance, &ctx).await })
             })?;
-            let applied = apply(plugin, decision, sel);
+            let applied = apply(plugin, decision, autorun, sel);
             let (text, result, stop) = match applied {
                 Ok(Some(text)) => (text, Ok(()), true),
                 Ok(None) => ("defer".to_owned(), Ok(()), false),
@@ -69,8 +76,20 @@ enum Verdict {
 fn apply(
     plugin: &Plugin,
     decision: wit::PolicyDecision,
+    autorun: bool,
     sel: &mut Selection,
 ) -> Result<Option<String>, Verdict> {
+    let installs = |c: &iso::Candidate, what: String| {
+        if autorun || c.installs_on(sel.guest) {
+            return Ok(());
+        }
+        let family = c.family().map_or("unknown", |f| f.as_str());
+        Err(Verdict::Bad(format!(
+            "{what}, a {family} ISO with no install for {} guest (only autorun mode takes \
+             any ISO)",
+            sel.guest.with_article()
+        )))
+    };
     match decision {
         wit::PolicyDecision::Defer => Ok(None),
         wit::PolicyDecision::Choose(i) => {
@@ -87,6 +106,10 @@ fn apply(
                     why.reason()
                 )));
             }
+            installs(
+                c,
+                format!("chose candidate {i} ({})", c.named.path.display()),
+            )?;
             select(sel, i as usize, plugin);
             Ok(Some(format!(
                 "choose {i}: {}",
@@ -110,6 +133,7 @@ fn apply(
                     why.reason()
                 )));
             }
+            installs(&c, format!("provided {path}"))?;
             sel.candidates.push(c);
             select(sel, sel.candidates.len() - 1, plugin);
             Ok(Some(format!("provide {path} ({})", host.display())))

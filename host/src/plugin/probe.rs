@@ -126,7 +126,7 @@ pub fn probe(
     let vm = context::vm_info("sample-vm");
     let guest_os = context::guest_of_kind(guest);
     let mut error = set
-        .apply_policy_to(&vm, &guest_os, &mut sel, &mut decisions)
+        .apply_policy_to(&vm, &guest_os, false, &mut sel, &mut decisions)
         .err();
     let mut ctx = context::install_context("sample-vm", None, None, false);
     ctx.guest = guest_os;

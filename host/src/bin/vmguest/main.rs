@@ -421,6 +421,7 @@ fn get_iso(common: &Common, settings: Settings, a: GetIsoArgs) -> i32 {
             set.apply_policy_to(
                 &context::vm_info(&target),
                 &guest,
+                false,
                 &mut selection,
                 &mut decisions,
             )
