@@ -862,3 +862,52 @@ fn a_plugins_choice_with_no_install_for_the_guest_is_refused() {
     assert_eq!(chosen.len(), 1);
     assert_eq!(chosen[0]["family"], "virtio-win", "{chosen:?}");
 }
+
+/// Issue 15: an author sees their plugin's log in `Test-Plugin` without `-Verbose`, and a
+/// trap's error record carries the plugin's last stderr lines (its panic message).
+#[test]
+fn test_plugin_shows_the_plugins_log_and_a_trap_names_its_last_words() {
+    let pin = wasm_dir().join("pin_versions.wasm");
+    let out = vmguest(
+        &[
+            "Test-Plugin",
+            "-Path",
+            pin.to_str().unwrap(),
+            "-GuestOS",
+            "linux",
+            "-Setting",
+            "pin.linux=vmguest@1.9.0",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("INFO") && stderr.contains("linux guests are pinned to vmguest 1.9.0"),
+        "{}",
+        describe(&out)
+    );
+
+    let hostile = wasm_dir().join("hostile.wasm");
+    let out = vmguest(
+        &[
+            "Test-Plugin",
+            "-Path",
+            hostile.to_str().unwrap(),
+            "-Setting",
+            "attack=panic",
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let record = stderr
+        .lines()
+        .find(|l| l.contains("trapped (unreachable"))
+        .unwrap_or_else(|| panic!("no trap record: {stderr}"));
+    assert!(
+        record.contains("its stderr ended with: ") && record.contains("hostile plugin panics"),
+        "{record}"
+    );
+}

@@ -37,7 +37,15 @@ fn sample(path: &str, family: Family, version: &str) -> Candidate {
             name: family.product().into(),
             version: Version::parse(version),
             evidence: "sample".into(),
-            recipe: Recipe::for_family(family),
+            recipe: match family {
+                // The own format brings its commands in its manifest; the samples' do
+                // as a real one would.
+                Family::Vmguest => Recipe {
+                    linux: Some("sh ./install.sh".into()),
+                    ..Recipe::for_family(family)
+                },
+                _ => Recipe::for_family(family),
+            },
         }),
         bytes_read: 0,
         selected: false,

@@ -116,11 +116,11 @@ impl State {
         let plugin = self.plugin.name.as_str();
         let message = crate::vm::channel::truncate(message, 4096);
         match level {
-            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
-            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
-            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
-            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(target: LOG_TARGET, plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: LOG_TARGET, plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(target: LOG_TARGET, plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: LOG_TARGET, plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(target: LOG_TARGET, plugin, "{message}"),
         }
     }
 
@@ -221,7 +221,13 @@ impl Sandbox {
         };
         result.map(|r| (r, elapsed)).map_err(|why| {
             self.poisoned.store(true, Ordering::SeqCst);
-            CallFailure(format!("{what} {why}"))
+            let said = last_lines(&stderr.contents().0);
+            let said = if said.is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr ended with: {said}")
+            };
+            CallFailure(format!("{what} {why}{said}"))
         })
     }
 
@@ -253,10 +259,11 @@ impl Sandbox {
         for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
             let (bytes, dropped) = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
-                tracing::info!(plugin, stream, "{line}");
+                tracing::info!(target: LOG_TARGET, plugin, stream, "{line}");
             }
             if dropped > 0 {
                 tracing::warn!(
+                    target: LOG_TARGET,
                     plugin,
                     stream,
                     "output truncated: {dropped} bytes past the {} KiB cap were dropped",
@@ -265,6 +272,32 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// The `tracing` target of what plugins say (`host.log`, stdout, stderr), so a filter
+/// can show it alone: `Test-Plugin` shows it at INFO, `RUST_LOG=vmguest::plugin::log=info`
+/// does for any cmdlet.
+pub const LOG_TARGET: &str = "vmguest::plugin::log";
+
+/// The last few non-empty lines of a failed call's stderr (a panic message, the end of a
+/// Python traceback), at most 1 KiB, joined with " | " for one error record.
+fn last_lines(bytes: &[u8]) -> String {
+    const LINES: usize = 4;
+    const MAX: usize = 1024;
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(LINES)..].join(" | ");
+    if tail.len() <= MAX {
+        return tail;
+    }
+    let start = (tail.len() - MAX..)
+        .find(|&i| tail.is_char_boundary(i))
+        .unwrap_or(tail.len());
+    format!("…{}", &tail[start..])
 }
 
 /// Turn a failed call into a sentence naming what went wrong.
@@ -300,6 +333,26 @@ fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failures_record_ends_with_the_last_stderr_lines() {
+        let err = b"Traceback (most recent call last):\n  File \"app.py\", line 3\n\n    \
+                    raise ValueError\nValueError: no mirror\n";
+        assert_eq!(
+            last_lines(err),
+            "Traceback (most recent call last): | File \"app.py\", line 3 | raise ValueError \
+             | ValueError: no mirror"
+        );
+        assert_eq!(last_lines(b"1\n2\n3\n4\n5\n6\n"), "3 | 4 | 5 | 6");
+        let long = "é".repeat(2000);
+        let cut = last_lines(long.as_bytes());
+        assert!(
+            cut.starts_with('…') && cut.len() <= 1024 + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(last_lines(b""), "");
+    }
 
     /// Issue 15: "exceeded its memory limit of 1 MiB (asked for 1 MiB)".
     #[test]

@@ -35,7 +35,9 @@ fn main() {
         }
     };
     let cli = Cli::parse_from(args::normalize(args));
-    init_tracing(cli.common.verbose);
+    // Test-Plugin is for authors: what their plugin logs shows without -Verbose.
+    let plugin_log = matches!(cli.cmdlet, Cmdlet::TestPlugin(_));
+    init_tracing(cli.common.verbose, plugin_log);
     // A panic is a bug; it still ends as DISP_E_EXCEPTION, not as a crash trace.
     std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
     // Settings are read once, here, and passed down.
@@ -67,11 +69,15 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_tracing(verbose: bool) {
+fn init_tracing(verbose: bool, plugin_log: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => EnvFilter::new(f),
         _ if verbose => EnvFilter::new("vmguest=debug"),
+        _ if plugin_log => EnvFilter::new(format!(
+            "vmguest=warn,{}=info",
+            vmguest::plugin::sandbox::LOG_TARGET
+        )),
         _ => EnvFilter::new("vmguest=warn"),
     };
     tracing_subscriber::fmt()
