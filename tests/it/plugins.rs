@@ -867,41 +867,29 @@ fn a_plugins_choice_with_no_install_for_the_guest_is_refused() {
 /// trap's error record carries the plugin's last stderr lines (its panic message).
 #[test]
 fn test_plugin_shows_the_plugins_log_and_a_trap_names_its_last_words() {
-    let pin = wasm_dir().join("pin_versions.wasm");
-    let out = vmguest(
-        &[
-            "Test-Plugin",
-            "-Path",
-            pin.to_str().unwrap(),
-            "-GuestOS",
-            "linux",
-            "-Setting",
-            "pin.linux=vmguest@1.9.0",
-        ],
-        None,
+    let test_plugin = |wasm: &str, args: &[&str]| {
+        let path = wasm_dir().join(wasm);
+        let mut all = vec!["Test-Plugin", "-Path", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = vmguest(&all, None);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out, stderr)
+    };
+    let (out, stderr) = test_plugin(
+        "pin_versions.wasm",
+        &["-GuestOS", "linux", "-Setting", "pin.linux=vmguest@1.9.0"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("INFO") && stderr.contains("linux guests are pinned to vmguest 1.9.0"),
         "{}",
         describe(&out)
     );
 
-    let hostile = wasm_dir().join("hostile.wasm");
-    let out = vmguest(
-        &[
-            "Test-Plugin",
-            "-Path",
-            hostile.to_str().unwrap(),
-            "-Setting",
-            "attack=panic",
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
+    let (out, stderr) = test_plugin(
+        "hostile.wasm",
+        &["-Setting", "attack=panic", "-OutputFormat", "Json"],
     );
     assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let record = stderr
         .lines()
         .find(|l| l.contains("trapped (unreachable"))
