@@ -125,6 +125,8 @@ pub struct Settings {
     /// Which rule chose `plugin_dirs` (`-PluginDir`, `$VMGUEST_PLUGIN_PATH`, a config
     /// file, the defaults), as `Get-Plugin` shows it.
     pub plugin_dirs_from: String,
+    /// `$XDG_CONFIG_HOME/vmguest/plugins`: where `Install-Plugin -Scope User` writes.
+    pub user_plugin_dir: Option<PathBuf>,
     /// The compiled-component cache; `None` without a home directory.
     pub plugin_cache: Option<PathBuf>,
     /// SHA-256 digests of ISOs (`iso/digest.rs`); `None` without a home directory.
@@ -226,6 +228,7 @@ impl Settings {
             user_store: bases.data.map(|d| d.join("vmguest/ic")),
             plugin_dirs,
             plugin_dirs_from,
+            user_plugin_dir: user_config_dir.as_ref().map(|d| d.join("plugins")),
             plugin_cache: var(PLUGIN_CACHE_ENV)
                 .map(PathBuf::from)
                 .or_else(|| bases.cache.as_ref().map(|c| c.join("vmguest/plugins"))),
@@ -281,6 +284,7 @@ impl Settings {
             user_store: None,
             plugin_dirs: Vec::new(),
             plugin_dirs_from: String::new(),
+            user_plugin_dir: None,
             plugin_cache: None,
             digest_cache: None,
             state_dir: None,

@@ -899,3 +899,86 @@ fn test_plugin_shows_the_plugins_log_and_a_trap_names_its_last_words() {
         "{record}"
     );
 }
+
+/// Issue 15: `Install-Plugin` checks the world and WIT version, pins the SHA-256, writes
+/// the manifest and precompiles, so the first install finds the cache warm; it replaces
+/// an installed plugin only with -Force, and a component it refuses leaves nothing.
+#[test]
+fn install_plugin_pins_precompiles_and_refuses_without_writing() {
+    let home = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let (config, cache) = (s(home.path()), s(&home.path().join("cache")));
+    let env = [
+        ("XDG_CONFIG_HOME", config.as_str()),
+        ("VMGUEST_PLUGIN_CACHE", cache.as_str()),
+    ];
+    let wasm = wasm_dir().join("pin_versions.wasm");
+    let install = |wasm: &Path, extra: &[&str]| {
+        let mut args = vec!["Install-Plugin", "-Path", wasm.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["-OutputFormat", "Json"]);
+        vmguest_with(&args, None, &env)
+    };
+    let out = install(
+        &wasm,
+        &["-Name", "pins", "-Setting", "deny=virtio-win@0.1.217"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = results(&out).remove(0);
+    assert_eq!(
+        (&r["wit"], &r["implements"], &r["status"], &r["cache"]),
+        (
+            &Value::from("0.2.0"),
+            &serde_json::json!(["iso-policy"]),
+            &Value::from("admitted"),
+            &Value::from("compiled")
+        ),
+        "{r}"
+    );
+    assert_eq!(r["directory_from"], "the user and system defaults");
+    let dir = home.path().join("vmguest/plugins");
+    let manifest = std::fs::read_to_string(dir.join("pins.toml")).unwrap();
+    let sum = vmguest::iso::sha256_file(&wasm).unwrap();
+    assert!(
+        manifest.contains(&format!("sha256 = \"{sum}\"")),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains("deny = \"virtio-win@0.1.217\""),
+        "{manifest}"
+    );
+
+    let out = vmguest_with(&["Get-Plugin", "-OutputFormat", "Json"], None, &env);
+    let listed = results(&out);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0]["cache"], "hit",
+        "compiled at install time: {listed:?}"
+    );
+
+    let out = install(&wasm, &["-Name", "pins"]);
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pins.toml")).unwrap(),
+        manifest
+    );
+    let out = install(&wasm, &["-Name", "pins", "-Force"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!std::fs::read_to_string(dir.join("pins.toml"))
+        .unwrap()
+        .contains("deny"));
+
+    let future = wasm_dir().join("future_wit.wasm");
+    let out = install(&future, &["-Name", "future"]);
+    assert_eq!(out.status.code(), Some(14), "{}", describe(&out));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["pins.toml", "pins.wasm"],
+        "a refused component wrote nothing"
+    );
+}

@@ -49,14 +49,18 @@ pub struct Manifest {
     pub sha256: String,
     #[serde(default)]
     pub order: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grants: BTreeMap<String, PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grants_rw: BTreeMap<String, PathBuf>,
     /// Each value as the plugin receives it from `host.setting`: see [`setting_text`].
-    #[serde(default, deserialize_with = "settings_as_text")]
+    #[serde(
+        default,
+        deserialize_with = "settings_as_text",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub settings: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
 }
 
@@ -116,6 +120,10 @@ pub struct Limits {
 }
 
 impl Limits {
+    fn is_default(&self) -> bool {
+        self.timeout_ms.is_none() && self.memory_mb.is_none()
+    }
+
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_ms
             .unwrap_or(DEFAULT_TIMEOUT_MS)

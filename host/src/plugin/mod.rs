@@ -20,6 +20,7 @@
 pub mod context;
 pub mod engine;
 pub mod hooks;
+pub mod install;
 pub mod manifest;
 pub mod output;
 pub mod policy;

@@ -151,6 +151,10 @@ pub enum Cmdlet {
     /// Load a component in the sandbox and show what it decides on a sample context
     #[command(name = "Test-Plugin", visible_alias = "test-plugin")]
     TestPlugin(TestPluginArgs),
+    /// Install a component: check its world and WIT version, pin its SHA-256, write the
+    /// manifest, precompile
+    #[command(name = "Install-Plugin", visible_alias = "install-plugin")]
+    InstallPlugin(InstallPluginArgs),
     /// Print a completion script: vmguest completions bash > /etc/bash_completion.d/vmguest
     #[command(name = "completions")]
     Completions {
@@ -170,6 +174,37 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
 /// Write the man page: the command, its common parameters, cmdlets and exit codes.
 pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+#[derive(Args, Debug)]
+pub struct InstallPluginArgs {
+    /// The component (.wasm)
+    #[arg(long, value_name = "WASM")]
+    pub path: PathBuf,
+    /// user: $XDG_CONFIG_HOME/vmguest/plugins; system: /etc/vmguest/plugins
+    #[arg(long, default_value = "user", value_parser = ["user", "system"], ignore_case = true)]
+    pub scope: String,
+    /// The plugin's name (default: the component's file name without .wasm)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The plugin's own version, for the manifest
+    #[arg(long, default_value = "0.1.0")]
+    pub version: String,
+    /// Lower runs first
+    #[arg(long, default_value_t = 50)]
+    pub order: i64,
+    /// A setting for the plugin, KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub setting: Vec<String>,
+    /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
+    #[arg(long, value_name = "GUEST=HOST")]
+    pub grant: Vec<String>,
+    /// Replace an installed plugin of the same name
+    #[arg(long)]
+    pub force: bool,
+    /// Show where it would go; write nothing
+    #[arg(long)]
+    pub what_if: bool,
 }
 
 #[derive(Args, Debug)]

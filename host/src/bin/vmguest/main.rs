@@ -21,8 +21,8 @@ use vmguest::{
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use args::{
-    Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, RepairArgs,
-    TestPluginArgs,
+    Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, InstallPluginArgs,
+    RepairArgs, TestPluginArgs,
 };
 use pipeline::Target;
 
@@ -54,6 +54,7 @@ fn main() {
         Cmdlet::RepairVmMedia(a) => repair(c, settings, a),
         Cmdlet::GetPlugin => get_plugin(c, &settings),
         Cmdlet::TestPlugin(a) => test_plugin(c, &settings, a),
+        Cmdlet::InstallPlugin(a) => install_plugin(c, &settings, a),
         Cmdlet::Completions { shell } => {
             args::completions(shell, &mut std::io::stdout());
             0
@@ -480,17 +481,93 @@ fn pairs<T: From<String>>(
         .collect()
 }
 
+type SettingsAndGrants = (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, std::path::PathBuf>,
+);
+
+/// `-Setting KEY=VALUE` and `-Grant GUEST=HOST`; a malformed pair is reported.
+fn settings_and_grants(
+    cmdlet: &str,
+    setting: &[String],
+    grant: &[String],
+) -> Option<SettingsAndGrants> {
+    match (pairs(setting), pairs(grant)) {
+        (Ok(s), Ok(g)) => Some((s, g)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{cmdlet} : {e}");
+            None
+        }
+    }
+}
+
+fn install_plugin(common: &Common, run: &Settings, a: InstallPluginArgs) -> i32 {
+    const CMDLET: &str = "Install-Plugin";
+    let Some((settings, grants)) = settings_and_grants(CMDLET, &a.setting, &a.grant) else {
+        return 2;
+    };
+    let dir = if a.scope.eq_ignore_ascii_case("system") {
+        Some(std::path::PathBuf::from(vmguest::settings::SYSTEM_PLUGINS))
+    } else {
+        run.user_plugin_dir.clone()
+    };
+    let Some(dir) = dir else {
+        eprintln!("{CMDLET} : no user plugin directory (no home directory); use -Scope System");
+        return 2;
+    };
+    let req = vmguest::plugin::install::Request {
+        component: a.path.clone(),
+        dir,
+        name: a.name,
+        version: a.version,
+        order: a.order,
+        settings,
+        grants,
+        force: a.force,
+    };
+    if a.what_if {
+        println!(
+            "What if: installing {} into {}",
+            req.component.display(),
+            req.dir.display()
+        );
+        return 0;
+    }
+    let mut first_error = None;
+    match vmguest::plugin::install::install(&req, run.plugin_cache()) {
+        Ok(mut info) => {
+            if run.plugin_dirs.contains(&req.dir) {
+                info.directory_from = run.plugin_dirs_from.clone();
+            } else {
+                tracing::warn!(
+                    "installed, but plugins are read from {} only ({}): this one will not run",
+                    run.plugin_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    run.plugin_dirs_from
+                );
+            }
+            output::plugins(common.output_format, &[info]);
+        }
+        Err(f) => {
+            first_error_of(
+                common,
+                CMDLET,
+                &a.path.display().to_string(),
+                &f,
+                &mut first_error,
+            );
+        }
+    }
+    first_error.map_or(0, HResult::exit_code)
+}
+
 fn test_plugin(common: &Common, run: &Settings, a: TestPluginArgs) -> i32 {
     const CMDLET: &str = "Test-Plugin";
-    let (settings, grants) = match (
-        pairs::<String>(&a.setting),
-        pairs::<std::path::PathBuf>(&a.grant),
-    ) {
-        (Ok(s), Ok(g)) => (s, g),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("{CMDLET} : {e}");
-            return 2;
-        }
+    let Some((settings, grants)) = settings_and_grants(CMDLET, &a.setting, &a.grant) else {
+        return 2;
     };
     let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
     let mut first_error = None;

@@ -1,0 +1,145 @@
+//! `Install-Plugin`: put a component into a plugin directory with a manifest that pins
+//! its SHA-256, after checking its world and WIT version, and pay the compile now
+//! rather than at the first VM install.
+//!
+//! Nothing half-written is left: the component and the manifest are written to temporary
+//! names and renamed into place, the manifest last, so discovery (which reads manifests)
+//! never sees a manifest without its component. An existing plugin of the same name is
+//! replaced only with `force`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::manifest::{Found, Manifest};
+use super::{load_one, PluginInfo};
+use crate::hresult::{Failure, HResult, OrHResult};
+
+/// What to install, and where.
+pub struct Request {
+    pub component: PathBuf,
+    /// The plugin directory (a scope's: the user's or the system's).
+    pub dir: PathBuf,
+    /// Default: the component's file stem.
+    pub name: Option<String>,
+    pub version: String,
+    pub order: i64,
+    pub settings: BTreeMap<String, String>,
+    pub grants: BTreeMap<String, PathBuf>,
+    pub force: bool,
+}
+
+fn fail(why: String) -> Failure {
+    Failure::msg(HResult::DispException, why)
+}
+
+/// Install the component; the result is the plugin as `Get-Plugin` will show it.
+pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failure> {
+    let name = match &req.name {
+        Some(n) => n.clone(),
+        None => req
+            .component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(plain) {
+        return Err(fail(format!(
+            "{name:?} is not a plugin name (letters, digits, '-', '_' and '.')"
+        )));
+    }
+    // The component's world and WIT version, as its exports say; refused here, not later.
+    let wit = {
+        let probe = Found {
+            manifest_path: req.component.clone(),
+            manifest: Ok(manifest(&name, req, String::new(), req.component.clone())),
+        };
+        let loaded = load_one(&probe, false, None).map_err(|info| {
+            let why = info.refusal().map(ToString::to_string).unwrap_or_default();
+            fail(format!(
+                "{} cannot be installed: {why}",
+                req.component.display()
+            ))
+        })?;
+        loaded.info.wit.clone().unwrap_or_default()
+    };
+    let manifest_path = req.dir.join(format!("{name}.toml"));
+    if manifest_path.exists() && !req.force {
+        return Err(fail(format!(
+            "a plugin named {name:?} is already installed ({}); -Force replaces it",
+            manifest_path.display()
+        )));
+    }
+    let wasm_name = format!("{name}.wasm");
+    let written = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(&req.dir)
+            .with_context(|| format!("creating {}", req.dir.display()))?;
+        let bytes = std::fs::read(&req.component)
+            .with_context(|| format!("reading {}", req.component.display()))?;
+        write_then_rename(&req.dir.join(&wasm_name), &bytes)?;
+        let mut m = manifest(&name, req, wit, PathBuf::from(&wasm_name));
+        m.sha256 = crate::iso::sha256_file(&req.dir.join(&wasm_name))?;
+        let text = toml::to_string(&m).context("writing the manifest")?;
+        write_then_rename(&manifest_path, text.as_bytes())
+    })();
+    written
+        .with_context(|| format!("installing plugin {name:?} into {}", req.dir.display()))
+        .or_hresult(HResult::DispException)?;
+    // Loaded as an install will: admission (permissions, the pin) and the compile cache.
+    let found = Found {
+        manifest_path: manifest_path.clone(),
+        manifest: std::fs::read_to_string(&manifest_path)
+            .ok()
+            .and_then(|t| toml::from_str(&t).ok())
+            .ok_or(super::manifest::Refused::InvalidManifest {
+                path: manifest_path.clone(),
+                why: "cannot be read back".into(),
+            }),
+    };
+    match load_one(&found, true, cache) {
+        Ok(p) => Ok(p.info),
+        Err(info) => {
+            let why = info.refusal().map(ToString::to_string).unwrap_or_default();
+            Err(fail(format!(
+                "plugin {name:?} was written to {} but is refused: {why}",
+                manifest_path.display()
+            )))
+        }
+    }
+}
+
+fn manifest(name: &str, req: &Request, wit: String, component: PathBuf) -> Manifest {
+    Manifest {
+        name: name.to_owned(),
+        version: req.version.clone(),
+        wit,
+        component,
+        sha256: String::new(),
+        order: req.order,
+        grants: req.grants.clone(),
+        grants_rw: BTreeMap::new(),
+        settings: req.settings.clone(),
+        limits: Default::default(),
+    }
+}
+
+/// Write beside the target and rename over it, so a reader sees the old file or the new.
+fn write_then_rename(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // 0644 whatever the umask: a group-writable plugin file is refused at load.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
