@@ -533,35 +533,23 @@ fn install_plugin(common: &Common, run: &Settings, a: InstallPluginArgs) -> i32 
         );
         return 0;
     }
-    let mut first_error = None;
-    match vmguest::plugin::install::install(&req, run.plugin_cache()) {
-        Ok(mut info) => {
-            if run.plugin_dirs.contains(&req.dir) {
-                info.directory_from = run.plugin_dirs_from.clone();
-            } else {
-                tracing::warn!(
-                    "installed, but plugins are read from {} only ({}): this one will not run",
-                    run.plugin_dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                    run.plugin_dirs_from
-                );
-            }
-            output::plugins(common.output_format, &[info]);
-        }
-        Err(f) => {
-            first_error_of(
-                common,
-                CMDLET,
-                &a.path.display().to_string(),
-                &f,
-                &mut first_error,
+    let installed = vmguest::plugin::install::install(&req, run.plugin_cache());
+    one_result(common, CMDLET, &a.path, installed, |mut info| {
+        if run.plugin_dirs.contains(&req.dir) {
+            info.directory_from = run.plugin_dirs_from.clone();
+        } else {
+            tracing::warn!(
+                "installed, but plugins are read from {} only ({}): this one will not run",
+                run.plugin_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                run.plugin_dirs_from
             );
         }
-    }
-    first_error.map_or(0, HResult::exit_code)
+        output::plugins(common.output_format, &[info]);
+    })
 }
 
 fn test_plugin(common: &Common, run: &Settings, a: TestPluginArgs) -> i32 {
@@ -570,19 +558,36 @@ fn test_plugin(common: &Common, run: &Settings, a: TestPluginArgs) -> i32 {
         return 2;
     };
     let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
-    let mut first_error = None;
     let cache = run.plugin_cache();
-    match vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache) {
-        Ok(report) => output::probe(common.output_format, &report),
+    let probed = vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache);
+    one_result(common, CMDLET, &a.path, probed, |report| {
+        output::probe(common.output_format, &report)
+    })
+}
+
+/// A cmdlet of one result: shown, or its error record; the exit code either way.
+fn one_result<T>(
+    common: &Common,
+    cmdlet: &str,
+    target: &std::path::Path,
+    result: Result<T, vmguest::Failure>,
+    show: impl FnOnce(T),
+) -> i32 {
+    match result {
+        Ok(v) => {
+            show(v);
+            0
+        }
         Err(f) => {
+            let mut first_error = None;
             first_error_of(
                 common,
-                CMDLET,
-                &a.path.display().to_string(),
+                cmdlet,
+                &target.display().to_string(),
                 &f,
                 &mut first_error,
             );
+            first_error.map_or(0, HResult::exit_code)
         }
     }
-    first_error.map_or(0, HResult::exit_code)
 }
