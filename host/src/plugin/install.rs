@@ -90,17 +90,7 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
         .with_context(|| format!("installing plugin {name:?} into {}", req.dir.display()))
         .or_hresult(HResult::DispException)?;
     // Loaded as an install will: admission (permissions, the pin) and the compile cache.
-    let found = Found {
-        manifest_path: manifest_path.clone(),
-        manifest: std::fs::read_to_string(&manifest_path)
-            .ok()
-            .and_then(|t| toml::from_str(&t).ok())
-            .ok_or(super::manifest::Refused::InvalidManifest {
-                path: manifest_path.clone(),
-                why: "cannot be read back".into(),
-            }),
-    };
-    match load_one(&found, true, cache) {
+    match load_one(&super::manifest::read(manifest_path.clone()), true, cache) {
         Ok(p) => Ok(p.info),
         Err(info) => {
             let why = info.refusal().map(ToString::to_string).unwrap_or_default();

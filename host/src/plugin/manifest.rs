@@ -221,23 +221,24 @@ pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect();
         paths.sort();
-        for manifest_path in paths {
-            let invalid = |why: String| Refused::InvalidManifest {
-                path: manifest_path.clone(),
-                why,
-            };
-            let manifest = std::fs::read_to_string(&manifest_path)
-                .map_err(|e| invalid(e.to_string()))
-                .and_then(|t| {
-                    toml::from_str::<Manifest>(&t).map_err(|e| invalid(toml_error(&t, &e)))
-                });
-            found.push(Found {
-                manifest_path,
-                manifest,
-            });
-        }
+        found.extend(paths.into_iter().map(read));
     }
     found
+}
+
+/// One manifest file, parsed or refused with the line that is wrong.
+pub fn read(manifest_path: PathBuf) -> Found {
+    let invalid = |why: String| Refused::InvalidManifest {
+        path: manifest_path.clone(),
+        why,
+    };
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| invalid(e.to_string()))
+        .and_then(|t| toml::from_str::<Manifest>(&t).map_err(|e| invalid(toml_error(&t, &e))));
+    Found {
+        manifest_path,
+        manifest,
+    }
 }
 
 /// Refuse paths that someone other than their owner could write (sshd's StrictModes).
