@@ -205,6 +205,7 @@ impl Settings {
             .or_else(|| bases.runtime.as_ref().map(|r| r.join("vmguest")))
             .unwrap_or_else(|| PathBuf::from("/run/vmguest"));
         let hosts = Settings::hosts(&overrides, &vm_dir, bases.runtime.as_deref());
+        let user_plugin_dir = user_config_dir.as_ref().map(|d| d.join("plugins"));
         // The first that is set wins whole: a site's list is never mixed with another.
         let (plugin_dirs, plugin_dirs_from) = match (&overrides.plugin_dir, var(PLUGIN_PATH_ENV)) {
             (Some(d), _) => (vec![d.clone()], "-PluginDir".to_owned()),
@@ -212,9 +213,9 @@ impl Settings {
             (None, None) => match config.first(|c| c.plugin_dirs.clone()) {
                 Some((dirs, file)) => (dirs, format!("plugin_dirs in {}", file.display())),
                 None => (
-                    user_config_dir
+                    user_plugin_dir
                         .iter()
-                        .map(|d| d.join("plugins"))
+                        .cloned()
                         .chain(std::iter::once(PathBuf::from(SYSTEM_PLUGINS)))
                         .collect(),
                     "the user and system defaults".to_owned(),
@@ -228,7 +229,7 @@ impl Settings {
             user_store: bases.data.map(|d| d.join("vmguest/ic")),
             plugin_dirs,
             plugin_dirs_from,
-            user_plugin_dir: user_config_dir.as_ref().map(|d| d.join("plugins")),
+            user_plugin_dir,
             plugin_cache: var(PLUGIN_CACHE_ENV)
                 .map(PathBuf::from)
                 .or_else(|| bases.cache.as_ref().map(|c| c.join("vmguest/plugins"))),
