@@ -25,6 +25,16 @@ fi
 if ! getent passwd libvirt-qemu >/dev/null; then
   $sudo useradd --system --user-group --no-create-home libvirt-qemu
 fi
+# Python and JavaScript plugins: componentize-py runs in a venv, componentize-js on Node.js
+# (scripts/build-plugins.sh installs both at their pinned versions).
+extra=()
+command -v node >/dev/null && command -v npm >/dev/null || extra+=(nodejs npm)
+python3 -c 'import ensurepip, venv' 2>/dev/null || extra+=(python3-venv)
+if [ ${#extra[@]} -gt 0 ]; then
+  echo "deps: installing ${extra[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${extra[@]}" >/dev/null
+fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust 1.95 with rustup first" >&2; exit 1; }
 # Plugins are WebAssembly components built for wasm32-wasip2.
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then

@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use vmguest::vm::qemu::{QemuAgent, QemuVm};
 use vmguest::vm::{DvdDrive, ExecStatus, GuestAgent, VmControl};
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

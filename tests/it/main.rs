@@ -1,5 +1,6 @@
 //! The whole acceptance suite in one binary. Every VM test runs real QEMU processes.
 
+mod authoring;
 mod cli;
 mod crash;
 mod fake;

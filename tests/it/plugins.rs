@@ -253,7 +253,7 @@ fn reasons_follow_the_plugins_choice_and_a_failed_choice_selects_nothing() {
 }
 
 /// A store with two own-format ISOs, 1.9.0 and 1.10.0.
-fn store() -> tempfile::TempDir {
+pub(crate) fn store() -> tempfile::TempDir {
     let s = tempfile::tempdir().unwrap();
     ic_iso(s.path(), "ic-1.9.0.iso", "1.9.0", &good_installer("1.9.0"));
     ic_iso(
@@ -273,7 +273,7 @@ fn install(vm: &TestVm, plugins: &Path, store: &Path) -> (Value, std::process::O
     )
 }
 
-fn status(vm: &TestVm) -> String {
+pub(crate) fn status(vm: &TestVm) -> String {
     vm.guest_sh("cat /opt/vmguest-ic/STATUS")
         .stdout
         .trim()
@@ -604,36 +604,13 @@ fn example_plugins_change_installs_on_the_real_guest() {
     assert_eq!(status(&vm), "installed 1.10.0 from the mirror");
 
     // maintenance-window: closed now, so the install is vetoed before the VM is touched.
-    let now_min = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60)
-        % 1440;
-    let (a, b) = ((now_min + 600) % 1440, (now_min + 660) % 1440);
-    let closed = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
     let window = plugin_dir(&[PluginSpec::new(
         "maintenance-window",
         "maintenance_window",
-        format!("[settings]\nwindow = \"{closed}\"\n"),
+        closed_window(),
     )]);
     let (r, out) = install(&vm, window.path(), store.path());
-    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
-    assert!(
-        r["message"]
-            .as_str()
-            .unwrap()
-            .contains("outside the maintenance window"),
-        "{r}"
-    );
-    assert!(!r["phases"].to_string().contains("insert-ic"), "{r}");
-    assert!(vm.drives()[0].media.is_none());
-    // Issue 15: a veto reads as nothing installed, with no mode or components.
-    assert!(r["mode"].is_null() && r["components"].is_null(), "{r}");
-    assert!(
-        r["iso_version"].is_string(),
-        "the choice stays on record: {r}"
-    );
+    assert_vetoed_by_the_window(&vm, &r, &out);
 
     // audit, inside an open window: one JSON line with the VM, the ISO hash and the outcome.
     let log = tempfile::tempdir().unwrap();
@@ -689,6 +666,110 @@ fn example_plugins_change_installs_on_the_real_guest() {
     assert_eq!(r["installer"]["exit_code"], 0);
     assert_eq!(status(&vm), "installed 1.10.0");
     assert!(vm.drives()[0].media.is_none());
+}
+
+/// maintenance-window settings for a window that opens ten hours from now.
+fn closed_window() -> String {
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % 1440;
+    let (a, b) = ((now_min + 600) % 1440, (now_min + 660) % 1440);
+    let closed = format!("{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60);
+    format!("[settings]\nwindow = \"{closed}\"\n")
+}
+
+/// maintenance-window's veto: before the VM is touched, and it reads as nothing
+/// installed (issue 15: no mode or components), while the choice stays on record.
+fn assert_vetoed_by_the_window(vm: &TestVm, r: &Value, out: &std::process::Output) {
+    assert_outcome(r, out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the maintenance window"),
+        "{r}"
+    );
+    assert!(!r["phases"].to_string().contains("insert-ic"), "{r}");
+    assert!(vm.drives()[0].media.is_none());
+    assert!(r["mode"].is_null() && r["components"].is_null(), "{r}");
+    assert!(
+        r["iso_version"].is_string(),
+        "the choice stays on record: {r}"
+    );
+}
+
+/// Issue 15: the Python (componentize-py) and JavaScript (componentize-js) examples in
+/// plugins/python and plugins/js do on the real guest what their Rust twins do, checked
+/// with the same assertions. One cache serves every run, as on an admin's machine.
+#[test]
+fn python_and_js_examples_change_installs_on_the_real_guest() {
+    let vm = TestVm::booted("polyglot");
+    let store = store();
+    let cache = tempfile::tempdir().unwrap();
+    let env = [
+        ("VMGUEST_IC_PATH", store.path().to_str().unwrap()),
+        ("VMGUEST_PLUGIN_CACHE", cache.path().to_str().unwrap()),
+    ];
+    let install = |dir: &Path| install_json_with(&vm, &["-PluginDir", dir.to_str().unwrap()], &env);
+    for lang in ["py", "js"] {
+        let (pins, window) = (
+            format!("pin_versions_{lang}"),
+            format!("maintenance_window_{lang}"),
+        );
+        // pin-versions: 1.10.0 is denied, so the newest allowed, 1.9.0, is installed.
+        let dir = plugin_dir(&[PluginSpec::new(
+            "pin-versions",
+            &pins,
+            "[settings]\ndeny = \"vmguest@1.10.0\"\n",
+        )]);
+        let (r, out) = install(dir.path());
+        assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+        assert_eq!(r["iso_version"], "1.9.0", "{lang}: {r}");
+        assert!(
+            r["plugins"][0]["decision"]
+                .as_str()
+                .unwrap()
+                .starts_with("choose"),
+            "{lang}: {r}"
+        );
+        assert_eq!(status(&vm), "installed 1.9.0", "{lang}");
+
+        // A pin that is not among the candidates is the plugin's ERROR_FILE_NOT_FOUND.
+        let dir = plugin_dir(&[PluginSpec::new(
+            "pin-versions",
+            &pins,
+            "[settings]\n\"pin.linux\" = \"vmguest@9.9.9\"\n",
+        )]);
+        let (r, out) = install(dir.path());
+        assert_outcome(
+            &r,
+            &out,
+            "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+            "0x80070002",
+            15,
+        );
+        assert!(vm.drives()[0].media.is_none());
+
+        // maintenance-window: closed now, so vetoed; open, so the newest goes in.
+        let dir = plugin_dir(&[PluginSpec::new(
+            "maintenance-window",
+            &window,
+            closed_window(),
+        )]);
+        let (r, out) = install(dir.path());
+        assert_vetoed_by_the_window(&vm, &r, &out);
+        let dir = plugin_dir(&[PluginSpec::new(
+            "maintenance-window",
+            &window,
+            "[settings]\nwindow = \"00:00-24:00\"\n",
+        )]);
+        let (r, out) = install(dir.path());
+        assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+        assert_eq!(status(&vm), "installed 1.10.0", "{lang}");
+    }
 }
 
 /// The text between the first "```lang" fence after `marker` and its closing fence.

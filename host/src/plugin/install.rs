@@ -1,6 +1,6 @@
 //! `Install-Plugin`: put a component into a plugin directory with a manifest that pins
 //! its SHA-256, after checking its world and WIT version, and pay the compile now
-//! rather than at the first VM install.
+//! (once) rather than at the first VM install.
 //!
 //! Nothing half-written is left: the component and the manifest are written to temporary
 //! names and renamed into place, the manifest last, so discovery (which reads manifests)
@@ -53,19 +53,24 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
         )));
     }
     // The component's world and WIT version, as its exports say; refused here, not later.
-    let wit = {
+    // This load compiles into the cache, so the admission below and the first VM install
+    // find it there: a big component compiles once.
+    let (wit, compiled) = {
         let probe = Found {
             manifest_path: req.component.clone(),
             manifest: Ok(manifest(&name, req, String::new(), req.component.clone())),
         };
-        let loaded = load_one(&probe, false, None).map_err(|info| {
+        let loaded = load_one(&probe, false, cache).map_err(|info| {
             let why = info.refusal().map(ToString::to_string).unwrap_or_default();
             fail(format!(
                 "{} cannot be installed: {why}",
                 req.component.display()
             ))
         })?;
-        loaded.info.wit.clone().unwrap_or_default()
+        (
+            loaded.info.wit.clone().unwrap_or_default(),
+            loaded.info.cache,
+        )
     };
     let manifest_path = req.dir.join(format!("{name}.toml"));
     if manifest_path.exists() && !req.force {
@@ -91,7 +96,11 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
         .or_hresult(HResult::DispException)?;
     // Loaded as an install will: admission (permissions, the pin) and the compile cache.
     match load_one(&super::manifest::read(manifest_path.clone()), true, cache) {
-        Ok(p) => Ok(p.info),
+        // Shown as what this install did: compiled, unless it was cached already.
+        Ok(p) => Ok(PluginInfo {
+            cache: compiled,
+            ..p.info
+        }),
         Err(info) => {
             let why = info.refusal().map(ToString::to_string).unwrap_or_default();
             Err(fail(format!(

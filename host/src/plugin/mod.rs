@@ -9,6 +9,9 @@
 //! context.rs   vmguest's types to and from the WIT types
 //! policy.rs    iso-policy: defer, choose, provide or refuse, each answer checked
 //! hooks.rs     install-hooks: pre-install veto, post-install with the outcome
+//! probe.rs     Test-Plugin: a component or manifest on samples, a directory or a live VM
+//! install.rs   Install-Plugin: check, copy, pin, write the manifest, precompile
+//! skeleton.rs  New-Plugin: buildable skeletons in Rust, Python and JavaScript
 //! ```
 //!
 //! Whatever a plugin does (trap, loop, exhaust memory, answer out of range, point
@@ -27,6 +30,7 @@ pub mod policy;
 pub mod probe;
 pub mod runtime;
 pub mod sandbox;
+pub mod skeleton;
 pub mod versions;
 
 use std::path::{Path, PathBuf};

@@ -1,24 +1,149 @@
-//! `Test-Plugin`: load any component in the sandbox, check its world and WIT version,
-//! and show what it decides on a sample context. Nothing outside the sandbox is touched.
+//! `Test-Plugin`: load a component, or an author's manifest, in the sandbox, check its
+//! world and WIT version, and show what it decides: on a sample store, on the ISOs of a
+//! directory, or for a live VM (which it never changes). Nothing outside the sandbox is
+//! touched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::manifest::{Found, Manifest};
+use super::manifest::{self, Found, Manifest, Refused};
+use super::types as wit;
 use super::{context, load_one, PluginInfo, PluginRecord, PluginSet};
 use crate::hresult::{Failure, HResult};
-use crate::iso::{Candidate, Identity, Named, Recipe, Selection, Version};
+use crate::iso::{Candidate, CandidateView, Identity, Named, Recipe, Selection, Version};
 use crate::kinds::{Family, GuestKind};
+
+/// What a plugin is tested as: a bare component, or an author's manifest with its
+/// settings, grants and limits.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Component(PathBuf),
+    Manifest(PathBuf),
+}
+
+/// What the plugin is run against.
+#[derive(Debug)]
+pub struct Target {
+    /// The VM's name as the plugin sees it.
+    pub vm: String,
+    pub guest: wit::GuestOs,
+    /// The candidates and the built-in choice among them.
+    pub selection: Selection,
+    /// Where the candidates came from: "sample", "-IsoPath DIR", "VM x".
+    pub store: String,
+    /// A live VM: `pre-install` runs with `what-if = true` and `post-install` does not
+    /// run, as for `Install-IntegrationComponents -WhatIf`.
+    pub live: bool,
+}
+
+impl Target {
+    /// The sample store and a sample VM of this kind.
+    pub fn sample(guest: GuestKind) -> Target {
+        Target {
+            vm: "sample-vm".into(),
+            guest: context::guest_of_kind(guest),
+            selection: sample_selection(guest),
+            store: "sample".into(),
+            live: false,
+        }
+    }
+}
+
+/// A candidate as Test-Plugin shows it.
+#[derive(Debug, Serialize)]
+pub struct ProbeCandidate {
+    pub index: usize,
+    #[serde(flatten)]
+    pub view: CandidateView,
+    /// Identified as an IC ISO of a known family.
+    pub usable: bool,
+    /// Usable, and its family has an install for the guest's OS.
+    pub installs_on_guest: bool,
+    /// The built-in policy's choice.
+    pub builtin: bool,
+}
 
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     pub plugin: PluginInfo,
+    pub vm: String,
     pub guest: GuestKind,
-    pub candidates: Vec<String>,
+    pub store: String,
+    pub live: bool,
+    pub candidates: Vec<ProbeCandidate>,
+    pub builtin_choice: Option<usize>,
+    /// The choice after the plugin's `choose`; none when it refused or failed.
+    pub choice: Option<usize>,
     pub decisions: Vec<PluginRecord>,
+    /// What an install would do differently, such as a pin that does not match.
+    pub warnings: Vec<String>,
     pub error: Option<String>,
+}
+
+fn failure(why: impl std::fmt::Display) -> Failure {
+    Failure::msg(HResult::DispException, why.to_string())
+}
+
+/// The manifest the plugin is loaded with, and whether it is checked like an install's.
+/// A manifest's pin that does not match is a warning, not a refusal: an author tests
+/// what they just built, and `Install-Plugin` writes the pin.
+fn manifest_for(
+    subject: &Subject,
+    settings: BTreeMap<String, String>,
+    grants: BTreeMap<String, PathBuf>,
+    cache: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> Result<(Found, bool), Failure> {
+    let path = match subject {
+        Subject::Component(component) => {
+            let manifest = Manifest {
+                name: component
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                version: "(test)".into(),
+                wit: String::new(),
+                component: component.to_owned(),
+                sha256: String::new(),
+                order: 0,
+                grants,
+                grants_rw: BTreeMap::new(),
+                settings,
+                limits: Default::default(),
+            };
+            let found = Found {
+                manifest_path: component.to_owned(),
+                manifest: Ok(manifest),
+            };
+            return Ok((found, false));
+        }
+        Subject::Manifest(path) => path,
+    };
+    let mut found = manifest::read(path.clone());
+    let m = found.manifest.as_mut().map_err(|r| failure(&*r))?;
+    m.settings.extend(settings);
+    m.grants.extend(grants);
+    match manifest::admit(&found, cache) {
+        Ok(_) => {}
+        Err(Refused::PinMismatch { actual, pinned, .. }) => {
+            warnings.push(if pinned.is_empty() {
+                format!("the manifest pins no SHA-256, so an install would refuse it; the component's is {actual} (Install-Plugin writes the pin)")
+            } else {
+                format!("the manifest pins SHA-256 {pinned}, but the component's is {actual}: an install would refuse it (Install-Plugin writes the pin)")
+            });
+            if let Ok(m) = found.manifest.as_mut() {
+                m.sha256 = actual;
+            }
+        }
+        Err(why) => {
+            return Err(failure(format!(
+                "an install would refuse this plugin: {why}"
+            )))
+        }
+    }
+    Ok((found, true))
 }
 
 fn sample(path: &str, family: Family, version: &str) -> Candidate {
@@ -85,85 +210,88 @@ pub fn sample_selection(guest: GuestKind) -> Selection {
     sel
 }
 
+/// Load the plugin in the sandbox and run it against `target`: its choice, then its
+/// hooks. A veto or refusal is a decision to show; only a misbehaving plugin is an error.
 pub fn probe(
-    component: &Path,
+    subject: &Subject,
     settings: BTreeMap<String, String>,
     grants: BTreeMap<String, PathBuf>,
-    guest: GuestKind,
+    target: Target,
     cache: Option<&Path>,
 ) -> Result<ProbeReport, Failure> {
-    let manifest = Manifest {
-        name: component
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        version: "(test)".into(),
-        wit: String::new(),
-        component: component.to_owned(),
-        sha256: String::new(),
-        order: 0,
-        grants,
-        grants_rw: BTreeMap::new(),
-        settings,
-        limits: Default::default(),
-    };
-    let found = Found {
-        manifest_path: component.to_owned(),
-        manifest: Ok(manifest),
-    };
-    let plugin = load_one(&found, false, cache).map_err(|info| {
+    let mut warnings = Vec::new();
+    let (found, strict) = manifest_for(subject, settings, grants, cache, &mut warnings)?;
+    let plugin = load_one(&found, strict, cache).map_err(|info| {
         let why = info.refusal().map(ToString::to_string).unwrap_or_default();
-        Failure::msg(
-            HResult::DispException,
-            format!("plugin {:?} cannot be loaded: {why}", info.name),
-        )
+        failure(format!("plugin {:?} cannot be loaded: {why}", info.name))
     })?;
     let info = plugin.info.clone();
     let set = PluginSet {
         plugins: vec![plugin],
         refused: Vec::new(),
     };
-    let mut sel = sample_selection(guest);
-    let candidates = sel
-        .candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{i}: {}", c.named.path.display()))
-        .collect();
+    let Target {
+        vm,
+        guest,
+        mut selection,
+        store,
+        live,
+    } = target;
+    let kind = selection.guest;
+    let builtin_choice = selection.chosen;
     let mut decisions = Vec::new();
-    let vm = context::vm_info("sample-vm");
-    let guest_os = context::guest_of_kind(guest);
+    let vm_info = context::vm_info(&vm);
     let mut error = set
-        .apply_policy_to(&vm, &guest_os, false, &mut sel, &mut decisions)
+        .apply_policy_to(&vm_info, &guest, false, &mut selection, &mut decisions)
         .err();
-    let mut ctx = context::install_context("sample-vm", None, None, false);
-    ctx.guest = guest_os;
+    let choice = error.is_none().then_some(selection.chosen).flatten();
+    let mut ctx = context::install_context(&vm, None, None, live);
+    ctx.guest = guest;
     if error.is_none() {
         error = set.pre_install(&ctx, &mut decisions).err();
     }
-    let outcome = super::types::InstallOutcome {
-        hresult: 0,
-        name: "S_OK".into(),
-        message: "sample install".into(),
-        components: Some("sample 1.0".into()),
-        total_ms: 1,
-        phases: Vec::new(),
-    };
-    if let Some(f) = set.post_install(&ctx, &outcome, &mut decisions) {
-        error.get_or_insert(f);
+    if !live {
+        let outcome = super::types::InstallOutcome {
+            hresult: 0,
+            name: "S_OK".into(),
+            message: "sample install".into(),
+            components: Some("sample 1.0".into()),
+            total_ms: 1,
+            phases: Vec::new(),
+        };
+        if let Some(f) = set.post_install(&ctx, &outcome, &mut decisions) {
+            error.get_or_insert(f);
+        }
     }
+    let candidates = selection
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(index, c)| ProbeCandidate {
+            index,
+            view: CandidateView {
+                selected: Some(index) == choice,
+                ..c.view()
+            },
+            usable: c.identity.is_ok(),
+            installs_on_guest: c.installs_on(kind),
+            builtin: Some(index) == builtin_choice,
+        })
+        .collect();
+    let failed = decisions.iter().any(|d| d.decision.starts_with("failed:"));
     let report = ProbeReport {
         plugin: info,
-        guest,
+        vm,
+        guest: kind,
+        store,
+        live,
         candidates,
+        builtin_choice,
+        choice,
         decisions,
+        warnings,
         error: error.as_ref().map(|f| format!("{:#}", f.error)),
     };
-    // A veto or refusal is a decision to show; only a misbehaving plugin is an error.
-    let failed = report
-        .decisions
-        .iter()
-        .any(|d| d.decision.starts_with("failed:"));
     match error {
         Some(f) if failed => Err(f),
         _ => Ok(report),

@@ -155,6 +155,9 @@ pub enum Cmdlet {
     /// manifest, precompile
     #[command(name = "Install-Plugin", visible_alias = "install-plugin")]
     InstallPlugin(InstallPluginArgs),
+    /// Write a buildable plugin skeleton: WIT, code, build script, manifest, README
+    #[command(name = "New-Plugin", visible_alias = "new-plugin")]
+    NewPlugin(NewPluginArgs),
     /// Print a completion script: vmguest completions bash > /etc/bash_completion.d/vmguest
     #[command(name = "completions")]
     Completions {
@@ -208,17 +211,55 @@ pub struct InstallPluginArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct NewPluginArgs {
+    /// The plugin's name: lowercase letters, digits and dashes
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_parser = ["rust", "python", "js"], ignore_case = true)]
+    pub language: String,
+    /// policy: choose the ISO; hooks: pre- and post-install
+    #[arg(long, value_parser = ["policy", "hooks"], ignore_case = true)]
+    pub world: String,
+    /// The directory to write (default: ./NAME); it must be empty or missing
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// Write into a directory that is not empty
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be written; write nothing
+    #[arg(long)]
+    pub what_if: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct TestPluginArgs {
-    /// The component (.wasm)
-    #[arg(long, value_name = "WASM")]
-    pub path: PathBuf,
+    /// The component (.wasm), with no manifest
+    #[arg(
+        long,
+        value_name = "WASM",
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub path: Option<PathBuf>,
+    /// A plugin manifest: its component, settings, grants and limits, checked as an
+    /// install would (a pin that does not match is a warning)
+    #[arg(long, value_name = "TOML")]
+    pub manifest: Option<PathBuf>,
+    /// Candidates from this directory's ISOs (as VMGUEST_IC_PATH would give) instead
+    /// of the sample store
+    #[arg(long, value_name = "DIR")]
+    pub iso_path: Option<PathBuf>,
+    /// Run for this VM: its guest OS from its agent, and the ISOs an install would
+    /// find (unless -IsoPath); nothing is changed, and post-install does not run
+    #[arg(long = "vm-name", value_name = "NAME")]
+    pub vm_name: Option<String>,
     /// A setting for the plugin, KEY=VALUE (repeatable)
     #[arg(long, value_name = "KEY=VALUE")]
     pub setting: Vec<String>,
     /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
     #[arg(long, value_name = "GUEST=HOST")]
     pub grant: Vec<String>,
-    /// The sample guest
+    /// The guest when no VM is given
     #[arg(long, value_name = "OS", default_value = "windows", value_parser = ["linux", "windows", "unknown"], ignore_case = true)]
     pub guest_os: String,
 }

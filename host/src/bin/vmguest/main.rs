@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use args::{
     Cli, Cmdlet, Common, ErrorAction, GetIsoArgs, GetVmArgs, InstallArgs, InstallPluginArgs,
-    RepairArgs, TestPluginArgs,
+    NewPluginArgs, RepairArgs, TestPluginArgs,
 };
 use pipeline::Target;
 
@@ -53,8 +53,9 @@ fn main() {
         Cmdlet::GetIntegrationComponentsIso(a) => get_iso(c, settings, a),
         Cmdlet::RepairVmMedia(a) => repair(c, settings, a),
         Cmdlet::GetPlugin => get_plugin(c, &settings),
-        Cmdlet::TestPlugin(a) => test_plugin(c, &settings, a),
+        Cmdlet::TestPlugin(a) => test_plugin(c, settings, a),
         Cmdlet::InstallPlugin(a) => install_plugin(c, &settings, a),
+        Cmdlet::NewPlugin(a) => new_plugin(c, a),
         Cmdlet::Completions { shell } => {
             args::completions(shell, &mut std::io::stdout());
             0
@@ -389,21 +390,7 @@ fn get_iso(common: &Common, settings: Settings, a: GetIsoArgs) -> i32 {
     let fleet = Fleet::open(settings, &[]);
     let host = &fleet;
     let info = match (&a.vm_name, explicit) {
-        (Some(name), None) => match fleet
-            .find(name, None)
-            .into_iter()
-            .next()
-            .map_or_else(
-                || {
-                    Err(Failure::msg(
-                        HResult::VmUnknown,
-                        format!("no VM named {name:?}"),
-                    ))
-                },
-                |r| r.map_err(|h| h.failure),
-            )
-            .and_then(|vm| vm.guest_os().os_info())
-        {
+        (Some(name), None) => match guest_info(&fleet, name) {
             Ok(info) => info,
             Err(f) => {
                 first_error_of(common, CMDLET, name, &f, &mut first_error);
@@ -552,15 +539,83 @@ fn install_plugin(common: &Common, run: &Settings, a: InstallPluginArgs) -> i32 
     })
 }
 
-fn test_plugin(common: &Common, run: &Settings, a: TestPluginArgs) -> i32 {
+fn new_plugin(common: &Common, a: NewPluginArgs) -> i32 {
+    use vmguest::plugin::skeleton::{self, Language, World};
+    let (Some(language), Some(world)) = (Language::parse(&a.language), World::parse(&a.world))
+    else {
+        unreachable!("clap checks -Language and -World");
+    };
+    let dir = a.path.unwrap_or_else(|| std::path::PathBuf::from(&a.name));
+    let made = skeleton::create(&a.name, language, world, &dir, a.force, a.what_if);
+    one_result(common, "New-Plugin", &dir, made, |s| {
+        if a.what_if {
+            println!(
+                "What if: writing {} into {}",
+                s.files.join(", "),
+                dir.display()
+            );
+        } else {
+            output::skeleton(common.output_format, &s);
+        }
+    })
+}
+
+/// What the VM's guest agent says about its OS (none without an agent).
+fn guest_info(fleet: &Fleet, name: &str) -> Result<Option<vmguest::GuestOsInfo>, Failure> {
+    fleet
+        .find(name, None)
+        .into_iter()
+        .next()
+        .map_or_else(
+            || {
+                Err(Failure::msg(
+                    HResult::VmUnknown,
+                    format!("no VM named {name:?}"),
+                ))
+            },
+            |r| r.map_err(|h| h.failure),
+        )
+        .and_then(|vm| vm.guest_os().os_info())
+}
+
+fn test_plugin(common: &Common, run: Settings, a: TestPluginArgs) -> i32 {
+    use vmguest::plugin::probe::{self, Subject, Target};
     const CMDLET: &str = "Test-Plugin";
     let Some((settings, grants)) = settings_and_grants(CMDLET, &a.setting, &a.grant) else {
         return 2;
     };
-    let guest = GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown);
-    let cache = run.plugin_cache();
-    let probed = vmguest::plugin::probe::probe(&a.path, settings, grants, guest, cache);
-    one_result(common, CMDLET, &a.path, probed, |report| {
+    let subject = match (a.manifest, a.path) {
+        (Some(m), _) => Subject::Manifest(m),
+        (None, Some(p)) => Subject::Component(p),
+        (None, None) => unreachable!("clap requires -Path or -Manifest"),
+    };
+    let (Subject::Manifest(shown) | Subject::Component(shown)) = subject.clone();
+    let cache = run.plugin_cache().map(std::path::Path::to_owned);
+    let mut target = Target::sample(GuestKind::parse(&a.guest_os).unwrap_or(GuestKind::Unknown));
+    let mut search = run.clone();
+    if let Some(dir) = &a.iso_path {
+        search.ic_path = Some(vec![dir.clone()]);
+        target.store = format!("-IsoPath {}", dir.display());
+    }
+    if let Some(name) = &a.vm_name {
+        let fleet = Fleet::open(run, &[]);
+        let info = match guest_info(&fleet, name) {
+            Ok(info) => info,
+            Err(f) => return one_result(common, CMDLET, &shown, Err::<(), _>(f), |_| ()),
+        };
+        target.vm = name.clone();
+        target.guest = vmguest::plugin::context::guest_os(info.as_ref());
+        target.live = true;
+        if a.iso_path.is_none() {
+            target.store = format!("what an install on {name} finds");
+        }
+        let kind = GuestKind::of(info.as_ref());
+        target.selection = vmguest::iso::survey(&search, None, kind);
+    } else if a.iso_path.is_some() {
+        target.selection = vmguest::iso::survey(&search, None, target.selection.guest);
+    }
+    let probed = probe::probe(&subject, settings, grants, target, cache.as_deref());
+    one_result(common, CMDLET, &shown, probed, |report| {
         output::probe(common.output_format, &report)
     })
 }

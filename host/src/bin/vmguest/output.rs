@@ -214,10 +214,40 @@ pub fn probe(format: OutputFormat, report: &ProbeReport) {
                 report.plugin.wit.as_deref().unwrap_or("?"),
                 report.plugin.implements.join(", ")
             );
-            println!("sample {} guest; candidates:", report.guest.as_str());
-            for c in &report.candidates {
-                println!("  {c}");
-            }
+            let vm = match report.live {
+                true => format!("VM {}", report.vm),
+                false => "a sample VM".into(),
+            };
+            println!(
+                "{vm}, {} guest; candidates from {}:",
+                report.guest.as_str(),
+                report.store
+            );
+            let rows: Vec<Vec<String>> = report
+                .candidates
+                .iter()
+                .map(|c| {
+                    let marks = [(c.builtin, "built-in"), (c.view.selected, "chosen")];
+                    let choice: Vec<&str> = marks.iter().filter(|m| m.0).map(|m| m.1).collect();
+                    vec![
+                        c.index.to_string(),
+                        c.view.family.map_or("-".into(), |f| f.as_str().to_owned()),
+                        c.view.version.clone().unwrap_or_else(|| "-".into()),
+                        match (c.usable, c.installs_on_guest) {
+                            (true, true) => "yes".into(),
+                            (true, false) => "no installer for the guest".into(),
+                            (false, _) => format!("no: {}", c.view.reason),
+                        },
+                        choice.join(", "),
+                        c.view.path.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &["#", "Family", "Version", "Usable", "Choice", "Path"],
+                &rows,
+            );
+            println!();
             let rows: Vec<Vec<String>> = report
                 .decisions
                 .iter()
@@ -230,6 +260,31 @@ pub fn probe(format: OutputFormat, report: &ProbeReport) {
                 })
                 .collect();
             table(&["Stage", "Ms", "Decision"], &rows);
+            for w in &report.warnings {
+                eprintln!("WARNING: {w}");
+            }
+        }
+    }
+}
+
+pub fn skeleton(format: OutputFormat, s: &vmguest::plugin::skeleton::Skeleton) {
+    match format {
+        OutputFormat::Json => json_line(s),
+        OutputFormat::Table => {
+            println!(
+                "{} ({:?}, world {:?}) in {}:",
+                s.name,
+                s.language,
+                s.world,
+                s.path.display()
+            );
+            for f in &s.files {
+                println!("  {f}");
+            }
+            println!(
+                "\nBuild:   {}\nTest:    {}\nInstall: {}",
+                s.build, s.test, s.install
+            );
         }
     }
 }
