@@ -816,6 +816,49 @@ fn the_docs_template_builds_loads_and_decides() {
         r["decisions"][0]["decision"],
         "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs"
     );
+
+    // Issue 15: the guide's Python and JavaScript versions, built with the commands and
+    // tool versions it gives (the tools as scripts/build-plugins.sh installed them).
+    let tools = workspace();
+    let py = tools.join("target/tools/python/bin/componentize-py");
+    let js = tools.join("plugins/js/node_modules/.bin/componentize-js");
+    for (file, lang, tool, args) in [
+        (
+            "app.py",
+            "python",
+            py,
+            "-d wit -w policy componentize app -o protect_vms.wasm",
+        ),
+        (
+            "protect-vms.js",
+            "js",
+            js,
+            "--wit wit -n policy -d http fetch-event -o protect_vms.wasm protect-vms.js",
+        ),
+    ] {
+        let section = if lang == "js" {
+            "## 4. JavaScript"
+        } else {
+            "## 3. Python"
+        };
+        std::fs::write(k.join(file), fenced(&doc, section, lang)).unwrap();
+        let _ = std::fs::remove_file(k.join("protect_vms.wasm"));
+        let built = std::process::Command::new(&tool)
+            .args(args.split(' '))
+            .current_dir(k)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{lang}: {}", describe(&built));
+        let r = test_plugin_json(
+            &k.join("protect_vms.wasm"),
+            &["-Setting", "protect-prefix=sample"],
+        );
+        assert_eq!(
+            r["decisions"][0]["decision"],
+            "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs",
+            "{lang}: {r}"
+        );
+    }
 }
 
 /// Issue 15: the first plugin-directory rule that is set wins whole (as the guide says),
