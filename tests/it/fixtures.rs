@@ -692,6 +692,17 @@ pub fn describe(out: &Output) -> String {
 }
 
 /// Assert the outcome in the result object, the error record and the exit code agree.
+/// The contract's HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND): the IC ISO cannot be found.
+pub fn assert_file_not_found(result: &Value, out: &Output) {
+    assert_outcome(
+        result,
+        out,
+        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
+        "0x80070002",
+        15,
+    );
+}
+
 pub fn assert_outcome(result: &Value, out: &Output, name: &str, hex: &str, exit: i32) {
     assert_eq!(result["result"], name, "{}", describe(out));
     assert_eq!(result["hresult"], hex, "{}", describe(out));

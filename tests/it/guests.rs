@@ -202,25 +202,13 @@ fn an_explicit_iso_of_no_known_family_goes_in_and_install_command_runs_on_it() {
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "not an image").unwrap();
     let (r, out) = install_json(&vm, &["-Path", text.to_str().unwrap()]);
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
-    );
+    assert_file_not_found(&r, &out);
     let (r, out) = install_json_with(
         &vm,
         &[],
         &[("VMGUEST_IC_PATH", dir.path().to_str().unwrap())],
     );
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
-    );
+    assert_file_not_found(&r, &out);
 }
 
 /// An own-format ISO with a Windows installer, `setup.exe /S`.

@@ -5,7 +5,8 @@
 use serde_json::Value;
 
 use crate::fixtures::{
-    assert_outcome, describe, good_installer, ic_iso, results, user_iso, vmguest_with, Cd,
+    assert_file_not_found, assert_outcome, describe, good_installer, ic_iso, results, user_iso,
+    vmguest_with, Cd,
 };
 use crate::libvirtd::{DomainSpec, Libvirtd, Sshd};
 
@@ -117,13 +118,7 @@ fn every_outcome_through_libvirt() {
 
     let missing = isos.path().join("missing.iso");
     let (r, out) = install(&uri, "noagent", &["-Path", missing.to_str().unwrap()]);
-    assert_outcome(
-        &r,
-        &out,
-        "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-        "0x80070002",
-        15,
-    );
+    assert_file_not_found(&r, &out);
 
     // No agent channel: the media stays in for the guest's autorun.
     let (r, out) = install(&uri, "noagent", &["-Path", good_s]);

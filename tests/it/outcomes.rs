@@ -231,13 +231,7 @@ fn file_not_found_for_missing_corrupt_and_unconfigured_isos() {
     let vm = TestVm::start("noiso", Spec::default());
     let expect_not_found = |args: &[&str], reason: &str| {
         let (r, out) = install_json(&vm, args);
-        assert_outcome(
-            &r,
-            &out,
-            "HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)",
-            "0x80070002",
-            15,
-        );
+        assert_file_not_found(&r, &out);
         assert!(r["message"].as_str().unwrap().contains(reason), "{r}");
     };
     let missing = vm.dir.path().join("missing.iso");
