@@ -29,6 +29,14 @@ pub enum World {
 }
 
 impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::Js => "js",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Language> {
         match s.to_ascii_lowercase().as_str() {
             "rust" => Some(Language::Rust),
@@ -48,7 +56,7 @@ impl World {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             World::Policy => "policy",
             World::Hooks => "hooks",

@@ -272,10 +272,10 @@ pub fn skeleton(format: OutputFormat, s: &vmguest::plugin::skeleton::Skeleton) {
         OutputFormat::Json => json_line(s),
         OutputFormat::Table => {
             println!(
-                "{} ({:?}, world {:?}) in {}:",
+                "{} ({}, world {}) in {}:",
                 s.name,
-                s.language,
-                s.world,
+                s.language.as_str(),
+                s.world.as_str(),
                 s.path.display()
             );
             for f in &s.files {
