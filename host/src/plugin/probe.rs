@@ -31,7 +31,8 @@ pub struct Target {
     pub guest: wit::GuestOs,
     /// The candidates and the built-in choice among them.
     pub selection: Selection,
-    /// Where the candidates came from: "sample", "-IsoPath DIR", "VM x".
+    /// Where the candidates came from: "sample", "-IsoPath DIR", or what an install on
+    /// the live VM finds.
     pub store: String,
     /// A live VM: `pre-install` runs with `what-if = true` and `post-install` does not
     /// run, as for `Install-IntegrationComponents -WhatIf`.
