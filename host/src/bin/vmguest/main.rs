@@ -609,9 +609,9 @@ fn test_plugin(common: &Common, run: Settings, a: TestPluginArgs) -> i32 {
         if a.iso_path.is_none() {
             target.store = format!("what an install on {name} finds");
         }
-        let kind = GuestKind::of(info.as_ref());
-        target.selection = vmguest::iso::survey(&search, None, kind);
-    } else if a.iso_path.is_some() {
+        target.selection.guest = GuestKind::of(info.as_ref());
+    }
+    if a.iso_path.is_some() || a.vm_name.is_some() {
         target.selection = vmguest::iso::survey(&search, None, target.selection.guest);
     }
     let probed = probe::probe(&subject, settings, grants, target, cache.as_deref());
