@@ -112,18 +112,16 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
 }
 
 fn manifest(name: &str, req: &Request, wit: String, component: PathBuf) -> Manifest {
-    Manifest {
-        name: name.to_owned(),
-        version: req.version.clone(),
-        wit,
+    let mut m = Manifest::for_component(
+        name.to_owned(),
+        req.version.clone(),
         component,
-        sha256: String::new(),
-        order: req.order,
-        grants: req.grants.clone(),
-        grants_rw: BTreeMap::new(),
-        settings: req.settings.clone(),
-        limits: Default::default(),
-    }
+        req.settings.clone(),
+        req.grants.clone(),
+    );
+    m.wit = wit;
+    m.order = req.order;
+    m
 }
 
 /// Write beside the target and rename over it, so a reader sees the old file or the new.

@@ -64,6 +64,31 @@ pub struct Manifest {
     pub limits: Limits,
 }
 
+impl Manifest {
+    /// A manifest for a component that has none yet (`Install-Plugin` before it writes
+    /// one, `Test-Plugin -Path`): no pin, no read-write grants, default limits.
+    pub fn for_component(
+        name: String,
+        version: String,
+        component: PathBuf,
+        settings: BTreeMap<String, String>,
+        grants: BTreeMap<String, PathBuf>,
+    ) -> Manifest {
+        Manifest {
+            name,
+            version,
+            wit: String::new(),
+            component,
+            sha256: String::new(),
+            order: 0,
+            grants,
+            grants_rw: BTreeMap::new(),
+            settings,
+            limits: Limits::default(),
+        }
+    }
+}
+
 fn settings_as_text<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, String>, D::Error> {

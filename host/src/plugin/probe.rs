@@ -99,21 +99,17 @@ fn manifest_for(
 ) -> Result<(Found, bool), Failure> {
     let path = match subject {
         Subject::Component(component) => {
-            let manifest = Manifest {
-                name: component
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                version: "(test)".into(),
-                wit: String::new(),
-                component: component.to_owned(),
-                sha256: String::new(),
-                order: 0,
-                grants,
-                grants_rw: BTreeMap::new(),
+            let name = component
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let manifest = Manifest::for_component(
+                name,
+                "(test)".into(),
+                component.to_owned(),
                 settings,
-                limits: Default::default(),
-            };
+                grants,
+            );
             let found = Found {
                 manifest_path: component.to_owned(),
                 manifest: Ok(manifest),

@@ -13,15 +13,19 @@ use crate::hresult::{Failure, HResult};
 pub const WIT: &str = include_str!("../../../wit/since_v0.2.0/plugin.wit");
 pub const WIT_VERSION: &str = "0.2.0";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// `clap::ValueEnum` makes these the CLI's `-Language` and `-World` values, so the
+/// accepted spellings live here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Rust,
+    #[value(alias = "py")]
     Python,
+    #[value(alias = "javascript")]
     Js,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum World {
     Policy,
@@ -36,26 +40,9 @@ impl Language {
             Language::Js => "js",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Language> {
-        match s.to_ascii_lowercase().as_str() {
-            "rust" => Some(Language::Rust),
-            "python" | "py" => Some(Language::Python),
-            "js" | "javascript" => Some(Language::Js),
-            _ => None,
-        }
-    }
 }
 
 impl World {
-    pub fn parse(s: &str) -> Option<World> {
-        match s.to_ascii_lowercase().as_str() {
-            "policy" => Some(World::Policy),
-            "hooks" => Some(World::Hooks),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             World::Policy => "policy",

@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use vmguest::plugin::skeleton::{Language, World};
 
 const EXIT_CODES: &str = "\
 Exit codes (one per outcome, stable):
@@ -215,11 +216,11 @@ pub struct NewPluginArgs {
     /// The plugin's name: lowercase letters, digits and dashes
     #[arg(long)]
     pub name: String,
-    #[arg(long, value_parser = ["rust", "python", "js"], ignore_case = true)]
-    pub language: String,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub language: Language,
     /// policy: choose the ISO; hooks: pre- and post-install
-    #[arg(long, value_parser = ["policy", "hooks"], ignore_case = true)]
-    pub world: String,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub world: World,
     /// The directory to write (default: ./NAME); it must be empty or missing
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
