@@ -541,9 +541,8 @@ fn install_plugin(common: &Common, run: &Settings, a: InstallPluginArgs) -> i32 
 
 fn new_plugin(common: &Common, a: NewPluginArgs) -> i32 {
     use vmguest::plugin::skeleton;
-    let (language, world) = (a.language, a.world);
     let dir = a.path.unwrap_or_else(|| std::path::PathBuf::from(&a.name));
-    let made = skeleton::create(&a.name, language, world, &dir, a.force, a.what_if);
+    let made = skeleton::create(&a.name, a.language, a.world, &dir, a.force, a.what_if);
     one_result(common, "New-Plugin", &dir, made, |s| {
         if a.what_if {
             println!(
