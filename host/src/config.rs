@@ -57,14 +57,48 @@ pub struct Effective {
     pub problems: Vec<String>,
 }
 
-fn load(path: &Path) -> Result<Option<Config>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| format!("{}: invalid config: {}", path.display(), e.message())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+/// Why a config file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// It, or a directory above it, fails the ownership rule: whoever could write it
+    /// would choose the ISOs and plugins that root runs.
+    #[error("{}: not used, not trusted", .path.display())]
+    Untrusted {
+        path: PathBuf,
+        #[source]
+        why: crate::trust::Untrusted,
+    },
+    #[error("{}: invalid config: {message}", .path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("{}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn load(path: &Path) -> Result<Option<Config>, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+        Ok(_) => {}
     }
+    crate::trust::check(path).map_err(|why| LoadError::Untrusted {
+        path: path.to_owned(),
+        why,
+    })?;
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| LoadError::Invalid {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
 }
 
 impl Effective {
@@ -78,7 +112,8 @@ impl Effective {
                     config,
                 }),
                 Ok(None) => {}
-                Err(problem) => {
+                Err(e) => {
+                    let problem = crate::hresult::chain(&e);
                     tracing::warn!("{problem}");
                     eff.problems.push(problem);
                 }
@@ -121,5 +156,32 @@ impl Effective {
             }
         }
         (families, problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_of_another_user_is_not_loaded_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "default_iso = \"/srv/planted.iso\"\n").unwrap();
+        let eff = Effective::load(std::slice::from_ref(&path));
+        assert_eq!(eff.files.len(), 1);
+        std::os::unix::fs::chown(&path, Some(65534), None)
+            .expect("chown to uid 65534 (these tests run as root)");
+        let eff = Effective::load(std::slice::from_ref(&path));
+        assert!(eff.files.is_empty(), "{:?}", eff.files);
+        assert_eq!(eff.problems.len(), 1);
+        assert!(
+            eff.problems[0].contains("not trusted") && eff.problems[0].contains("uid 65534"),
+            "{:?}",
+            eff.problems
+        );
+        // A missing file is no problem.
+        let eff = Effective::load(&[dir.path().join("none.toml")]);
+        assert!(eff.files.is_empty() && eff.problems.is_empty());
     }
 }

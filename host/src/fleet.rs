@@ -1,6 +1,12 @@
 //! Many hosts at once, as Hyper-V's `-ComputerName a,b -VMName web1` works: a name is
 //! looked up on every host, a host that cannot be reached fails only its own part, and
 //! a name found nowhere is VM_E_VM_UNKNOWN naming every host searched.
+//!
+//! The hosts of a run are the ones the admin named (flags, environment) or the local
+//! defaults; nothing read from stdin adds one. A pipeline object's `host` only chooses
+//! among them ([`HostSpec::is_named_by`]): a URI from stdin could otherwise name a
+//! libvirt transport that runs a program (`qemu+ext://…?command=`), a key file or a
+//! socket, and a directory could point QMP at any socket.
 
 use std::sync::Arc;
 
@@ -11,6 +17,8 @@ use crate::{VirtualMachine, VirtualPc};
 /// The hosts of one run, sharing its settings.
 pub struct Fleet {
     hosts: Vec<VirtualPc>,
+    /// What each of `hosts` was opened from, in the same order.
+    specs: Vec<HostSpec>,
     settings: Arc<Settings>,
 }
 
@@ -22,11 +30,11 @@ pub struct HostFailure {
 }
 
 impl Fleet {
-    /// The hosts the settings name (`Settings::hosts`), plus `extra` ones (hosts that
-    /// pipeline objects pin), each once.
-    pub fn open(settings: Settings, extra: &[HostSpec]) -> Fleet {
-        let mut specs = settings.hosts.clone();
-        for spec in extra {
+    /// The hosts the settings name (`Settings::hosts`), each once. Nothing is connected
+    /// until a VM is looked up.
+    pub fn open(settings: Settings) -> Fleet {
+        let mut specs: Vec<HostSpec> = Vec::new();
+        for spec in &settings.hosts {
             if !specs.contains(spec) {
                 specs.push(spec.clone());
             }
@@ -37,6 +45,7 @@ impl Fleet {
                 .iter()
                 .map(|s| VirtualPc::on(s, settings.clone()))
                 .collect(),
+            specs,
             settings,
         }
     }
@@ -62,10 +71,15 @@ impl Fleet {
             Some(label) => self
                 .hosts
                 .iter()
-                .filter(|h| h.location() == label)
+                .zip(&self.specs)
+                .filter(|(_, spec)| spec.is_named_by(label))
+                .map(|(h, _)| h)
                 .collect(),
             None => self.hosts.iter().collect(),
         };
+        if let (Some(label), true) = (pin, searched.is_empty()) {
+            return vec![Err(self.not_a_host_of_this_run(name, label))];
+        }
         let mut out = Vec::new();
         let mut unknown = Vec::new();
         for host in &searched {
@@ -79,11 +93,7 @@ impl Fleet {
             }
         }
         if out.is_empty() {
-            let hosts = if searched.is_empty() {
-                format!("{} (no such host in this run)", pin.unwrap_or_default())
-            } else {
-                unknown.join(", ")
-            };
+            let hosts = unknown.join(", ");
             out.push(Err(HostFailure {
                 host: None,
                 failure: Failure::msg(
@@ -93,6 +103,25 @@ impl Fleet {
             }));
         }
         out
+    }
+
+    /// A pipeline object named a host that is not one of this run's: refused, and
+    /// nothing connected to it.
+    fn not_a_host_of_this_run(&self, name: &str, label: &str) -> HostFailure {
+        let ours: Vec<String> = self.specs.iter().map(HostSpec::label).collect();
+        HostFailure {
+            host: None,
+            failure: Failure::msg(
+                HResult::VmUnknown,
+                format!(
+                    "VM {name:?} is pinned to host {label:?}, which is not one of this run's \
+                     hosts ({}): a host read from the pipeline may only choose among the \
+                     hosts named by -VMDir, -ConnectionUri, -ComputerName, $VMGUEST_VM_DIR \
+                     or $LIBVIRT_DEFAULT_URI (or the local defaults); it was not connected",
+                    ours.join(", ")
+                ),
+            ),
+        }
     }
 
     /// Every VM of every host, host by host; a host that cannot be listed gives its

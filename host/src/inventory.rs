@@ -112,6 +112,11 @@ impl Inventory {
                 HResult::DispException,
                 anyhow::Error::new(e).context(format!("VM {:?}: QMP is busy", entry.name)),
             )),
+            // Something answers, but not as QEMU does: not a stopped VM.
+            Err(e @ CallError::TooLong(_)) => Err(Failure::new(
+                HResult::DispException,
+                anyhow::Error::new(e).context(format!("VM {:?}: QMP greeting", entry.name)),
+            )),
             Err(e) => Err(Failure::new(
                 HResult::VmNotRunning,
                 anyhow::Error::new(e).context(format!(

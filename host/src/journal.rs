@@ -11,6 +11,13 @@
 //!
 //! Entries live in `STATE/journal/`, one file per VM identity (`settings.rs` says where
 //! `STATE` is), named by a hash of the identity so any identity is a safe file name.
+//!
+//! An identity names the host as the admin named it (the libvirt URI, the socket
+//! directory) together with what names the VM there (`Hypervisor::identity`). A libvirt
+//! domain's UUID alone is not enough: any host of a run can define a domain with the UUID
+//! of another host's domain, and its entry would then be restored into that domain (its
+//! media inserted, its guest pids ended). An entry is only ever read back under the
+//! identity it was recorded with, and [`Journal::get`] checks the one it holds.
 
 use std::fs::File;
 use std::io::Write;
@@ -25,8 +32,13 @@ use crate::vm::Media;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub vm: String,
-    /// What names this VM across runs and hosts (`Hypervisor::identity`).
+    /// What names this VM across runs: its host and its name there
+    /// (`Hypervisor::identity`).
     pub identity: String,
+    /// The host the entry was recorded on, as reports name it (`Hypervisor::location`);
+    /// empty in entries written before entries named their host.
+    #[serde(default)]
+    pub host: String,
     pub drive: String,
     /// The user's media as it was; `None` when the drive was empty.
     pub user_media: Option<Media>,
@@ -60,6 +72,7 @@ impl Entry {
         Entry {
             vm: vm.to_owned(),
             identity: identity.to_owned(),
+            host: String::new(),
             drive: drive.to_owned(),
             user_media,
             tray_open: false,
@@ -135,16 +148,26 @@ impl Journal {
         })
     }
 
-    /// The open entry of a VM, if any.
+    /// The open entry of a VM, if any. An entry that names another identity than the one
+    /// its file is found by (a file copied or renamed into place) is not this VM's.
     pub fn get(&self, identity: &str) -> Result<Option<Entry>, JournalError> {
         let path = self.path(identity);
-        match std::fs::read(&path) {
+        let entry: Entry = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| JournalError::Corrupt(path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(JournalError::Io(path, e)),
+                .map_err(|e| JournalError::Corrupt(path.clone(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(JournalError::Io(path, e)),
+        };
+        if entry.identity != identity {
+            tracing::warn!(
+                path = %path.display(),
+                recorded = %entry.identity,
+                wanted = %identity,
+                "journal entry names another VM; ignored"
+            );
+            return Ok(None);
         }
+        Ok(Some(entry))
     }
 
     /// Close a VM's entry: its drive is as it was found. Not synced: a removal lost in a
@@ -212,5 +235,22 @@ mod tests {
         j.record(&e).unwrap();
         std::fs::write(j.path("id"), "{").unwrap();
         assert!(matches!(j.get("id"), Err(JournalError::Corrupt(..))));
+    }
+
+    /// The same domain UUID on two hosts is two VMs: an entry recorded for one is never
+    /// read back for the other, even if its file is put where the other's would be.
+    #[test]
+    fn an_entry_is_found_only_under_the_identity_it_was_recorded_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::new(dir.path());
+        let uuid = "0d3c5d5e-7a48-4c3e-9f6b-3f6d3c1e2a10";
+        let a = format!("libvirt:{uuid}@qemu+ssh://a/system");
+        let b = format!("libvirt:{uuid}@qemu+ssh://b/system");
+        let e = Entry::new("vm", &b, "hdc", Some(media("/dev/sda")), "/ic.iso");
+        j.record(&e).unwrap();
+        assert_eq!(j.get(&a).unwrap(), None);
+        std::fs::copy(j.path(&b), j.path(&a)).unwrap();
+        assert_eq!(j.get(&a).unwrap(), None, "a copied entry names host b");
+        assert_eq!(j.get(&b).unwrap(), Some(e));
     }
 }

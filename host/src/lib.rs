@@ -67,6 +67,7 @@ pub mod plugin;
 pub mod progress;
 pub mod report;
 pub mod settings;
+pub mod trust;
 pub mod vm;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -125,11 +125,7 @@ pub fn drive(id: &str, media: Option<&str>) -> DvdDrive {
         id: id.into(),
         tray_open: false,
         locked: false,
-        media: media.map(|f| Media {
-            file: f.into(),
-            format: "raw".into(),
-            read_only: true,
-        }),
+        media: media.map(Media::iso),
     }
 }
 

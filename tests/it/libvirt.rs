@@ -159,7 +159,7 @@ fn every_outcome_through_libvirt() {
     );
     assert_eq!(host.media("guest").as_deref(), user.to_str());
 
-    // vmguest killed mid-install: the journal (domains keyed by UUID) lets the next run
+    // vmguest killed mid-install: the journal (keyed by host and UUID) lets the next run
     // stop the installer, take the IC media out and put the user's disc back.
     let state = tempfile::tempdir().unwrap();
     let env = [("VMGUEST_STATE_DIR", state.path().to_str().unwrap())];
@@ -370,12 +370,16 @@ fn fleet_over_two_hosts_one_by_ssh() {
     let msg = r[0]["message"].as_str().unwrap();
     assert!(msg.contains(&uri_a) && msg.contains(&uri_b), "{msg}");
 
-    // A pipeline object pins its host; LIBVIRT_DEFAULT_URI is a host without flags.
+    // A pipeline object pins its host among the run's; LIBVIRT_DEFAULT_URI is a host
+    // without flags.
     eject(&b, "web2");
     let piped = format!("{{\"name\":\"web2\",\"host\":\"{uri_b}\"}}\n");
+    let both = format!("{uri_a},{uri_b}");
     let out = crate::fixtures::vmguest_with(
         &[
             "Install-IntegrationComponents",
+            "-ConnectionUri",
+            &both,
             "-Path",
             iso_s,
             "-NoWait",
@@ -389,7 +393,9 @@ fn fleet_over_two_hosts_one_by_ssh() {
     assert_eq!(r.len(), 1, "{}", describe(&out));
     assert_eq!(
         (r[0]["result"].as_str(), r[0]["host"].as_str()),
-        (Some("S_OK"), Some(uri_b.as_str()))
+        (Some("S_OK"), Some(uri_b.as_str())),
+        "{}",
+        describe(&out)
     );
     let (rows, out) = run(&[], &["Get-VM"], &[("LIBVIRT_DEFAULT_URI", &uri_a)]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -464,5 +470,162 @@ fn libvirt_is_loaded_only_for_a_libvirt_host() {
     assert_eq!(
         vms[0]["name"], "test",
         "libvirt's test driver answered: {vms:?}"
+    );
+}
+
+/// A host of the run defines a domain with the UUID of another host's domain, has
+/// vmguest borrow its drive and leave a journal entry (killed mid-install). A later
+/// repair on the honest host must not put that host's "media" (here a stand-in for
+/// `/etc/shadow`) into the honest domain: journal entries are keyed by host and UUID.
+#[test]
+fn a_domain_claiming_another_hosts_uuid_gets_nothing_from_its_journal_entry() {
+    const UUID: &str = "6f1c9e0a-3b7d-4e52-9a1f-0c2d4e6f8a10";
+    let mut honest = Libvirtd::start();
+    let mut hostile = Libvirtd::start();
+    let isos = tempfile::tempdir().unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = user_iso(secret_dir.path());
+    honest.domain(
+        "victim",
+        DomainSpec {
+            uuid: Some(UUID.into()),
+            ..Default::default()
+        },
+    );
+    hostile.domain(
+        "claimer",
+        DomainSpec {
+            boot: true,
+            agent: true,
+            cd: Cd::With(secret.clone()),
+            uuid: Some(UUID.into()),
+            ..Default::default()
+        },
+    );
+    let (uri_h, uri_x) = (honest.uri(), hostile.uri());
+    let state = tempfile::tempdir().unwrap();
+    let env = [("VMGUEST_STATE_DIR", state.path().to_str().unwrap())];
+    let slow = ic_iso(
+        isos.path(),
+        "slow.iso",
+        "2.0.0",
+        "echo LV-CLAIM-STARTED > /dev/ttyS0\nsleep 61\n",
+    );
+    let (code, _) = hostile.guest_sh("claimer", "true");
+    assert_eq!(code, 0);
+    let running = crate::fixtures::spawn_vmguest(
+        &[
+            "Install-IntegrationComponents",
+            "claimer",
+            "-c",
+            &uri_x,
+            "-Path",
+            slow.to_str().unwrap(),
+            "-ReplaceMedia",
+        ],
+        &env,
+    );
+    hostile.wait_for_console("claimer", "LV-CLAIM-STARTED");
+    running.signal(libc::SIGKILL);
+    let out = running.finish();
+    assert_eq!(out.status.code(), None, "killed: {}", describe(&out));
+    assert_eq!(hostile.media("claimer").as_deref(), slow.to_str());
+
+    // The honest host's domain: nothing to repair, and nothing inserted.
+    let (r, out) = run(&[&uri_h], &["Repair-VMMedia", "victim"], &env);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    assert_eq!(r[0]["result"], "S_OK", "{}", describe(&out));
+    assert!(r[0]["recovered"].is_null(), "{}", describe(&out));
+    assert_eq!(
+        honest.media("victim"),
+        None,
+        "another host's journal entry was restored here: {}",
+        describe(&out)
+    );
+    let (rows, out) = run(&[&uri_h], &["Get-VM", "victim"], &env);
+    assert!(rows[0]["pending_restore"].is_null(), "{}", describe(&out));
+
+    // The entry still belongs to its own host, and names it.
+    let (rows, out) = run(&[&uri_x], &["Get-VM", "claimer"], &env);
+    assert_eq!(
+        rows[0]["pending_restore"]["host"],
+        uri_x.as_str(),
+        "{}",
+        describe(&out)
+    );
+    let (r, out) = run(&[&uri_x], &["Repair-VMMedia", "claimer"], &env);
+    assert_eq!(r[0]["result"], "S_OK", "{}", describe(&out));
+    assert_eq!(hostile.media("claimer").as_deref(), secret.to_str());
+}
+
+/// libvirt's live XML with every `index='N'` left out: libvirt numbers each new source.
+fn without_index(xml: &str) -> String {
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(" index='") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + " index='".len()..];
+        rest = tail.split_once('\'').map_or("", |(_, after)| after);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A cdrom holding a storage-pool volume (no `file`, no `dev` in its `<source>`) holds
+/// media: without -ReplaceMedia it is not taken, and with it the volume goes back exactly
+/// (pool, volume, `startupPolicy`), or the drive is refused untouched.
+#[test]
+fn a_pool_volume_in_the_drive_is_media_and_goes_back_exactly() {
+    let mut host = Libvirtd::start();
+    let uri = host.uri();
+    let isos = tempfile::tempdir().unwrap();
+    let good = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+    let good_s = good.to_str().unwrap();
+    let user = std::fs::read(user_iso(isos.path())).unwrap();
+    host.dir_pool_volume("isos", "user.iso", &user);
+    host.domain(
+        "vol",
+        DomainSpec {
+            boot: true,
+            agent: true,
+            cd_xml: Some(
+                "<disk type='volume' device='cdrom'><driver name='qemu' type='raw'/>\
+                 <source pool='isos' volume='user.iso' startupPolicy='optional'/>\
+                 <target dev='hdc' bus='ide'/><readonly/></disk>"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let before = host.cdrom_xml("vol");
+    assert!(
+        before.contains("pool='isos'") && before.contains("startupPolicy='optional'"),
+        "{before}"
+    );
+
+    let (r, out) = install(&uri, "vol", &["-Path", good_s]);
+    assert_outcome(&r, &out, "VM_E_DRIVE_INVALID", "0xA0040502", 12);
+    assert_eq!(host.cdrom_xml("vol"), before, "the volume stays as it was");
+
+    let (code, _) = host.guest_sh("vol", "true");
+    assert_eq!(code, 0);
+    let (r, out) = install(&uri, "vol", &["-Path", good_s, "-ReplaceMedia"]);
+    println!("-ReplaceMedia on a pool volume: {}", r["result"]);
+    match r["result"].as_str() {
+        Some("S_OK") => {
+            assert_eq!(r["media_restored"], true, "{}", describe(&out));
+            let (code, status) = host.guest_sh("vol", "cat /opt/vmguest-ic/STATUS");
+            assert_eq!((code, status.trim()), (0, "installed 1.0.0"));
+        }
+        Some("VM_E_DRIVE_INVALID") => {
+            assert_eq!(out.status.code(), Some(12), "{}", describe(&out))
+        }
+        _ => panic!("{}", describe(&out)),
+    }
+    assert_eq!(
+        without_index(&host.cdrom_xml("vol")),
+        without_index(&before),
+        "the volume is back exactly: {}",
+        describe(&out)
     );
 }

@@ -71,6 +71,10 @@ pub struct DomainSpec {
     pub agent: bool,
     /// Defined but not started.
     pub shut_off: bool,
+    /// The domain's UUID; libvirt makes one up without it.
+    pub uuid: Option<String>,
+    /// The cdrom's whole `<disk>` element, in place of `cd`.
+    pub cd_xml: Option<String>,
 }
 
 impl Libvirtd {
@@ -223,7 +227,13 @@ impl Libvirtd {
         } else {
             String::new()
         };
+        let uuid = spec
+            .uuid
+            .as_ref()
+            .map(|u| format!("<uuid>{u}</uuid>"))
+            .unwrap_or_default();
         let cd = match &spec.cd {
+            _ if spec.cd_xml.is_some() => spec.cd_xml.clone().unwrap_or_default(),
             Cd::None => String::new(),
             Cd::Empty => "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
                           <target dev='hdc' bus='ide'/><readonly/></disk>"
@@ -240,7 +250,7 @@ impl Libvirtd {
             ""
         };
         format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+            "<domain type='qemu'><name>{name}</name>{uuid}<memory unit='MiB'>256</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='pc'>hvm</type>{os}</os>\
              <on_reboot>destroy</on_reboot><devices><emulator>{}</emulator>{cd}\
              <serial type='file'><source path='{d}/{name}.console'/></serial>{agent}\
@@ -292,6 +302,43 @@ impl Libvirtd {
             assert!(Instant::now() < deadline, "guest command hung: {script}");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// A started `dir` storage pool in this daemon's own directory holding one volume
+    /// with `content`; transient, so it goes with the daemon.
+    pub fn dir_pool_volume(&self, pool: &str, volume: &str, content: &[u8]) {
+        let dir = self.dir.path().join(format!("pool-{pool}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(volume), content).unwrap();
+        let conn = self.connect();
+        let xml = format!(
+            "<pool type='dir'><name>{pool}</name><target><path>{}</path></target></pool>",
+            dir.display()
+        );
+        virt::storage_pool::StoragePool::create_xml(&conn, &xml, 0).expect("starting the pool");
+    }
+
+    /// The live domain XML's cdrom `<disk>` element, as libvirt writes it.
+    pub fn cdrom_xml(&self, name: &str) -> String {
+        let conn = self.connect();
+        let dom = Domain::lookup_by_name(&conn, name).unwrap();
+        let xml = dom.get_xml_desc(0).unwrap();
+        let start = xml.find("<disk type=").expect("a disk");
+        let disk = &xml[start..];
+        let at = disk
+            .match_indices("<disk ")
+            .map(|(i, _)| i)
+            .find(|i| {
+                disk[*i..]
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .contains("device='cdrom'")
+            })
+            .expect("a cdrom");
+        let disk = &disk[at..];
+        let end = disk.find("</disk>").expect("the cdrom's end") + "</disk>".len();
+        disk[..end].to_owned()
     }
 
     /// What the live domain XML says is in drive hdc.

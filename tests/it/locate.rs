@@ -481,3 +481,281 @@ fn a_relative_xdg_config_home_is_ignored_for_the_default_under_home() {
         );
     }
 }
+
+/// Give `path` to uid 65534: another user's, as a shared upload directory would be.
+fn give_away(path: &Path) {
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap_or_else(|e| {
+        panic!(
+            "chown {} to 65534 (the tests run as root): {e}",
+            path.display()
+        )
+    });
+}
+
+fn reason(c: &Value) -> &str {
+    c["reason"].as_str().unwrap()
+}
+
+/// Root reads only ISOs that it or the effective user owns, in directories nobody else can
+/// write: anyone who can upload to an IC directory could otherwise publish a "newest" ISO
+/// whose command runs as root in every guest.
+#[test]
+fn an_iso_in_another_users_directory_is_refused_with_its_reason_and_never_selected() {
+    let top = tempfile::tempdir().unwrap();
+    let store = top.path().join("store");
+    let upload = top.path().join("upload");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::create_dir(&upload).unwrap();
+    ic_iso(&store, "vmguest-ic-1.0.0.iso", "1.0.0", "true");
+    let planted = ic_iso(&upload, "vmguest-ic-9.9.9.iso", "9.9.9", "true");
+    give_away(&upload);
+    let hermetic = config(HERMETIC);
+    let both = format!("{}:{}", store.display(), upload.display());
+
+    let (cands, out) = get_iso(
+        Path::new(&both),
+        hermetic.path(),
+        &["-GuestOS", "linux", "-Verbose"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let bad = by_file(&cands, "vmguest-ic-9.9.9.iso");
+    assert_eq!(bad["selected"], false, "{bad}");
+    assert!(bad["family"].is_null(), "never read: {bad}");
+    assert!(
+        reason(bad).starts_with("refused: not trusted")
+            && reason(bad).contains("owned by uid 65534"),
+        "{bad}"
+    );
+    let chosen = selected(&cands);
+    assert_eq!(chosen.len(), 1, "{cands:#?}");
+    assert_eq!(chosen[0]["version"], "1.0.0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&planted.display().to_string()) && err.contains("owned by uid 65534"),
+        "the -Verbose log names the refused file and why:\n{err}"
+    );
+
+    // Nothing usable left: ERROR_FILE_NOT_FOUND, with the reason among the places searched.
+    let (_, out) = get_iso(&upload, hermetic.path(), &["-GuestOS", "linux"]);
+    assert_eq!(out.status.code(), Some(15), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0x80070002"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} ({IC_PATH}): 1 *.iso file(s); not trusted",
+            upload.display()
+        )) && err.contains(&format!("{}: refused: not trusted", planted.display())),
+        "{err}"
+    );
+
+    // -Path too: the file's content decides what runs as root, whoever named it.
+    let (cands, out) = get_iso(
+        &store,
+        hermetic.path(),
+        &["-GuestOS", "linux", "-Path", planted.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(15), "{}", describe(&out));
+    assert_eq!(cands.len(), 1, "{cands:#?}");
+    assert!(
+        reason(&cands[0]).contains("owned by uid 65534"),
+        "{cands:#?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused: not trusted"), "{err}");
+}
+
+const IC_PATH: &str = "VMGUEST_IC_PATH";
+
+#[test]
+fn a_group_writable_iso_is_refused_with_its_reason_and_never_selected() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = tempfile::tempdir().unwrap();
+    ic_iso(store.path(), "vmguest-ic-1.0.0.iso", "1.0.0", "true");
+    let planted = ic_iso(store.path(), "vmguest-ic-9.9.9.iso", "9.9.9", "true");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let hermetic = config(HERMETIC);
+    let (cands, out) = get_iso(store.path(), hermetic.path(), &["-GuestOS", "linux"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let bad = by_file(&cands, "vmguest-ic-9.9.9.iso");
+    assert_eq!(bad["selected"], false, "{bad}");
+    assert!(
+        reason(bad).contains("not trusted") && reason(bad).contains("writable by group or others"),
+        "{bad}"
+    );
+    let chosen = selected(&cands);
+    assert_eq!(chosen.len(), 1, "{cands:#?}");
+    assert_eq!(chosen[0]["version"], "1.0.0");
+}
+
+/// A FIFO named like an ISO used to block the run in open(2) forever. The child gets a
+/// deadline, so a regression fails here instead of hanging the suite.
+#[test]
+fn a_fifo_named_iso_is_refused_at_once() {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    use std::time::{Duration, Instant};
+    let store = tempfile::tempdir().unwrap();
+    ic_iso(store.path(), "vmguest-ic-1.0.0.iso", "1.0.0", "true");
+    let fifo = store.path().join("x.iso");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let hermetic = config(HERMETIC);
+    let mut run = spawn_vmguest(
+        &[
+            "Get-IntegrationComponentsIso",
+            "-OutputFormat",
+            "Json",
+            "-GuestOS",
+            "linux",
+        ],
+        &[
+            (IC_PATH, store.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", hermetic.path().to_str().unwrap()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // By its pid: this child only.
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
+            let _ = run.child.wait();
+            panic!("vmguest hung on a FIFO named x.iso");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    run.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    run.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr,
+    };
+    assert!(out.status.success(), "{}", describe(&out));
+    let cands = results(&out);
+    let bad = by_file(&cands, "x.iso");
+    assert_eq!(bad["selected"], false, "{bad}");
+    assert!(reason(bad).contains("not a regular file: a FIFO"), "{bad}");
+    assert_eq!(selected(&cands)[0]["version"], "1.0.0", "{cands:#?}");
+}
+
+/// A config file names the ISO that runs as root: another user's is not applied.
+#[test]
+fn a_config_file_owned_by_another_user_is_not_applied() {
+    let store = tempfile::tempdir().unwrap();
+    let old = ic_iso(store.path(), "vmguest-ic-1.0.0.iso", "1.0.0", "true");
+    ic_iso(store.path(), "vmguest-ic-2.0.0.iso", "2.0.0", "true");
+    let cfg = config(&format!(
+        "{HERMETIC}default_iso = {:?}\n",
+        old.to_str().unwrap()
+    ));
+    let file = cfg.path().join("vmguest/config.toml");
+
+    let (cands, out) = get_iso(store.path(), cfg.path(), &["-GuestOS", "linux"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        selected(&cands)[0]["version"],
+        "1.0.0",
+        "pinned by the config"
+    );
+
+    give_away(&file);
+    let (cands, out) = get_iso(store.path(), cfg.path(), &["-GuestOS", "linux"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let chosen = selected(&cands);
+    assert_eq!(chosen[0]["version"], "2.0.0", "{cands:#?}");
+    assert!(!reason(chosen[0]).contains("pinned"), "{cands:#?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string())
+            && err.contains("not trusted")
+            && err.contains("owned by uid 65534"),
+        "{err}"
+    );
+}
+
+/// `sudo -E` keeps the user's HOME: root must not use a cache (or config) there, which
+/// that user could fill, but its own home from the passwd entry.
+#[test]
+fn root_with_another_users_home_uses_a_cache_under_its_own_home() {
+    use std::os::unix::fs::MetadataExt;
+    let top = tempfile::tempdir().unwrap();
+    let alice = top.path().join("alice");
+    std::fs::create_dir(&alice).unwrap();
+    give_away(&alice);
+    let store = tempfile::tempdir().unwrap();
+    let iso = ic_iso(store.path(), "vmguest-ic-1.0.0.iso", "1.0.0", "true");
+    // SAFETY: getpwuid returns null or a pointer to a static entry, read at once.
+    let root_home = unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        assert!(!pw.is_null(), "no passwd entry for the effective user");
+        PathBuf::from(std::ffi::CStr::from_ptr((*pw).pw_dir).to_str().unwrap())
+    };
+    let meta = std::fs::metadata(&iso).unwrap();
+    let entry = root_home.join(format!(
+        ".cache/vmguest/digests/{}-{}",
+        meta.dev(),
+        meta.ino()
+    ));
+    let _ = std::fs::remove_file(&entry);
+
+    // Empty XDG_* values are ignored (the spec), so these bases derive from HOME; the
+    // config stays hermetic.
+    let hermetic = config(HERMETIC);
+    let out = vmguest_with(
+        &[
+            "Get-IntegrationComponentsIso",
+            "-OutputFormat",
+            "Json",
+            "-GuestOS",
+            "linux",
+        ],
+        None,
+        &[
+            ("HOME", alice.to_str().unwrap()),
+            ("XDG_CACHE_HOME", ""),
+            ("XDG_CONFIG_HOME", hermetic.path().to_str().unwrap()),
+            ("XDG_DATA_HOME", ""),
+            (IC_PATH, store.path().to_str().unwrap()),
+        ],
+    );
+    let used = entry.exists();
+    let _ = std::fs::remove_file(&entry);
+    assert!(out.status.success(), "{}", describe(&out));
+    let cands = results(&out);
+    assert!(selected(&cands)[0]["sha256"].is_string(), "{cands:#?}");
+    let under_home: Vec<_> = std::fs::read_dir(&alice)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        under_home.is_empty(),
+        "root wrote into the user's HOME: {under_home:?}"
+    );
+    assert!(
+        used,
+        "the digest cache under root's own home was not used: {}",
+        describe(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("running as root") && err.contains(&alice.display().to_string()),
+        "{err}"
+    );
+}

@@ -413,11 +413,7 @@ mod journal {
     use vmguest::vm::Media;
 
     fn media(file: &str) -> Media {
-        Media {
-            file: file.into(),
-            format: "raw".into(),
-            read_only: true,
-        }
+        Media::iso(file)
     }
 
     struct Stateful {

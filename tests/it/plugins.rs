@@ -1100,3 +1100,141 @@ fn install_plugin_pins_precompiles_and_refuses_without_writing() {
         "a refused component wrote nothing"
     );
 }
+
+/// `Get-Plugin -Verbose` over `dir` with the compiled cache in `cache`: the plugins and
+/// what was logged.
+fn get_plugins_verbose(dir: &Path, cache: &Path) -> (Vec<Value>, String) {
+    let out = run(
+        &["Get-Plugin", "-Verbose"],
+        dir,
+        &[("VMGUEST_PLUGIN_CACHE", cache.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    (
+        results(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Give `path` to uid 65534 (nobody). The suite runs as root, here and in CI.
+fn give_away(path: &Path) {
+    std::os::unix::fs::chown(path, Some(65534), None)
+        .unwrap_or_else(|e| panic!("chown {}: {e} (the suite runs as root)", path.display()));
+}
+
+#[test]
+fn plugin_files_owned_by_another_user_are_refused_with_the_reason() {
+    let foreign = tempfile::tempdir().unwrap();
+    give_away(foreign.path());
+    let dir = plugin_dir(&[
+        PluginSpec::new("foreign-manifest", "pin_versions", ""),
+        PluginSpec::new("foreign-component", "site_mirror", ""),
+        PluginSpec::new(
+            "foreign-grant",
+            "maintenance_window",
+            grant_toml("grants", "/shared", foreign.path()),
+        ),
+        PluginSpec::new("mine", "audit", ""),
+    ]);
+    let d = dir.path();
+    give_away(&d.join("foreign-manifest.toml"));
+    give_away(&d.join("foreign-component.wasm"));
+    let cache = tempfile::tempdir().unwrap();
+    let (listed, log) = get_plugins_verbose(d, cache.path());
+    let by = |n: &str| listed.iter().find(|p| p["name"] == n).unwrap().clone();
+    for (name, path) in [
+        ("foreign-manifest", d.join("foreign-manifest.toml")),
+        ("foreign-component", d.join("foreign-component.wasm")),
+        ("foreign-grant", foreign.path().to_owned()),
+    ] {
+        let p = by(name);
+        let status = p["status"].as_str().unwrap();
+        let reason = format!(
+            "{} is owned by uid 65534, not by root or the effective user",
+            path.display()
+        );
+        assert!(
+            status.starts_with("refused: ") && status.contains(&reason),
+            "{p:#}"
+        );
+        // Never loaded: nothing compiled, nothing to call.
+        assert!(
+            p["cache"].is_null() && p["implements"] == serde_json::json!([]),
+            "{p:#}"
+        );
+        assert!(log.contains(&reason), "{name}: {log}");
+    }
+    assert_eq!(by("mine")["status"], "admitted", "{listed:#?}");
+}
+
+/// The cache entry a plugin directory's `name` compiled into `cache`, and its sidecar.
+fn cache_entry_of(cache: &Path, wasm: &Path) -> std::path::PathBuf {
+    let sha = vmguest::iso::sha256_file(wasm).unwrap();
+    std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "cwasm")
+                && p.file_name().unwrap().to_string_lossy().starts_with(&sha)
+        })
+        .unwrap_or_else(|| panic!("no cache entry for {}", wasm.display()))
+}
+
+/// Under `sudo -E` root would use the user's cache: compiled code planted there (here:
+/// another plugin's, under this plugin's name, with a matching checksum) must never be
+/// mapped. A cache directory, or an entry, owned by another user is not used.
+#[test]
+fn a_plugin_cache_owned_by_another_user_is_never_loaded_from() {
+    let both = plugin_dir(&[
+        PluginSpec::new("pin-versions", "pin_versions", ""),
+        PluginSpec::new("audit", "audit", ""),
+    ]);
+    let good = tempfile::tempdir().unwrap();
+    assert!(get_plugins(both.path(), good.path())
+        .iter()
+        .all(|p| p["cache"] == "compiled"));
+    let pin_entry = cache_entry_of(good.path(), &both.path().join("pin-versions.wasm"));
+    let audit_entry = cache_entry_of(good.path(), &both.path().join("audit.wasm"));
+
+    let only_pin = plugin_dir(&[PluginSpec::new("pin-versions", "pin_versions", "")]);
+    let planted = audit_entry_planted(&audit_entry, &pin_entry);
+    give_away(planted.path());
+    let (listed, log) = get_plugins_verbose(only_pin.path(), planted.path());
+    assert_eq!(listed.len(), 1);
+    let p = &listed[0];
+    assert_eq!(p["status"], "admitted", "{p:#}");
+    assert_eq!(p["implements"], serde_json::json!(["iso-policy"]), "{p:#}");
+    assert_eq!(p["cache"], "uncached", "{p:#}");
+    let dir = planted.path().display().to_string();
+    let reason = format!("{dir}: {dir} is owned by uid 65534");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not using") && l.contains(&reason)),
+        "{log}"
+    );
+
+    // In a cache of our own, an entry someone else owns is compiled again and replaced.
+    let own = audit_entry_planted(&audit_entry, &pin_entry);
+    let name = pin_entry.file_name().unwrap();
+    give_away(&own.path().join(name));
+    let (listed, log) = get_plugins_verbose(only_pin.path(), own.path());
+    let p = &listed[0];
+    assert_eq!(p["implements"], serde_json::json!(["iso-policy"]), "{p:#}");
+    assert_eq!(p["cache"], "recompiled", "{p:#}");
+    assert!(log.contains("is owned by uid 65534"), "{log}");
+    use std::os::unix::fs::MetadataExt;
+    let rewritten = std::fs::metadata(own.path().join(name)).unwrap();
+    assert_eq!(rewritten.uid(), 0);
+    assert_eq!(get_plugins(only_pin.path(), own.path())[0]["cache"], "hit");
+}
+
+/// A cache directory holding `audit_entry`'s compiled code under `pin_entry`'s name, with
+/// a sidecar that vouches for it.
+fn audit_entry_planted(audit_entry: &Path, pin_entry: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(pin_entry.file_name().unwrap());
+    std::fs::copy(audit_entry, &target).unwrap();
+    let sidecar = target.with_extension("cwasm.sha256");
+    std::fs::write(&sidecar, vmguest::iso::sha256_file(&target).unwrap()).unwrap();
+    dir
+}

@@ -60,21 +60,43 @@ pub enum Source {
     Hashed,
 }
 
-/// A cache directory is used only when it exists (or can be made) and nobody but its
-/// owner can write it: an entry planted by someone else could vouch for a file's
-/// digest (plugin pins rest on these digests) or be loaded as compiled code.
+/// A cache directory is used only when it passes the ownership rule (`trust.rs`): it
+/// and every directory above it are root's or the effective user's, and nobody else can
+/// write them. An entry planted by someone else could vouch for a file's digest (plugin
+/// pins rest on these digests) or be loaded as compiled code. A missing directory is
+/// made (owner-only) only where what holds it passes the rule, so root never creates
+/// its cache inside another user's home.
 pub fn trusted(dir: &Path) -> Option<&Path> {
-    std::fs::create_dir_all(dir).ok()?;
-    let mode = std::fs::metadata(dir).ok()?.mode();
-    if mode & 0o022 != 0 {
-        tracing::warn!(
-            "not using cache directory {}: writable by group or others (mode {:o})",
-            dir.display(),
-            mode & 0o7777
-        );
-        return None;
+    use std::os::unix::fs::DirBuilderExt;
+    let made = crate::trust::check_nearest(dir)
+        .map_err(|e| crate::hresult::chain(&e))
+        .and_then(|()| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create it: {e}"))
+        })
+        .and_then(|()| crate::trust::check(dir).map_err(|e| crate::hresult::chain(&e)));
+    match made {
+        Ok(()) => Some(dir),
+        Err(why) => {
+            refused(dir, &why);
+            None
+        }
     }
-    Some(dir)
+}
+
+/// Warn once per directory and run: every hash and plugin load asks again.
+fn refused(dir: &Path, why: &str) {
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.iter().any(|d| d == dir) {
+        tracing::debug!("not using cache directory {}: {why}", dir.display());
+    } else {
+        tracing::warn!("not using cache directory {}: {why}", dir.display());
+        warned.push(dir.to_owned());
+    }
 }
 
 fn entry(dir: &Path, key: &Key) -> PathBuf {
@@ -257,6 +279,55 @@ mod tests {
         // …while the same entry in an owner-only directory would be.
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(sha256_cached(&f, Some(&cache)), Some("f".repeat(64)));
+    }
+
+    /// A planted entry with the right key and a false digest, in `cache`.
+    fn plant(cache: &Path, f: &File) {
+        let key = Key::of(f).unwrap();
+        let planted = Entry {
+            key,
+            sha256: "f".repeat(64),
+        };
+        std::fs::write(entry(cache, &key), serde_json::to_string(&planted).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_cache_directory_of_another_user_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("ic.iso");
+        std::fs::write(&path, b"x").unwrap();
+        let f = File::open(&path).unwrap();
+        plant(&cache, &f);
+        assert_eq!(sha256_cached(&f, Some(&cache)), Some("f".repeat(64)));
+        std::os::unix::fs::chown(&cache, Some(65534), None)
+            .expect("chown to uid 65534 (these tests run as root)");
+        assert_eq!(trusted(&cache), None);
+        assert_eq!(sha256_cached(&f, Some(&cache)), None);
+        assert_eq!(
+            sha256(&f, Some(&cache)).unwrap(),
+            (sha256sum(b"x"), Source::Hashed)
+        );
+    }
+
+    #[test]
+    fn a_cache_is_not_made_where_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let cache = open.join("vmguest/digests");
+        assert_eq!(trusted(&cache), None);
+        assert!(!open.join("vmguest").exists());
+        // Where the rule holds, a missing cache is made, for its owner only.
+        let mine = dir.path().join("mine/vmguest/digests");
+        assert_eq!(trusted(&mine), Some(mine.as_path()));
+        let mode = std::fs::metadata(&mine).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! sources::gather  → every candidate file, in precedence order (sources.rs)
-//! select::inspect  → reader.rs reads the volume descriptors, family.rs says what it is
+//! select::inspect  → open.rs opens it (trusted, regular), reader.rs reads the volume
+//!                    descriptors, family.rs says what it is
 //! select::choose   → the guest's families, then the newest version (version.rs)
 //! locate           → the chosen one, with its SHA-256 for audit
 //! ```
@@ -11,6 +12,7 @@
 
 pub mod digest;
 mod family;
+pub mod open;
 mod pe;
 pub mod reader;
 mod recipe;
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use digest::sha256_file;
 pub use family::{identify, Identity};
+pub use open::{open as open_iso, OpenError};
 pub use pe::fake_exe;
 pub use recipe::{Probe, Recipe};
 pub use select::{choose, choose_by, inspect, Candidate, CandidateView, Selection, Unusable};
@@ -98,10 +101,11 @@ pub fn finish(selection: &Selection, digest_cache: Option<&Path>) -> Outcome<IcI
     };
     let path = select::canonical(c);
     let opening = || format!("opening {}", path.display());
-    let file = File::open(&path).map_err(|e| {
-        let hresult = match e.kind() {
-            std::io::ErrorKind::NotFound => HResult::FileNotFound,
-            _ => HResult::DispException,
+    let file = open_iso(&path).map_err(|e| {
+        // Gone, or no longer trusted or regular since inspection: no usable ISO.
+        let hresult = match &e {
+            OpenError::Io(_) if !e.is_not_found() => HResult::DispException,
+            _ => HResult::FileNotFound,
         };
         Failure::new(hresult, anyhow::Error::new(e).context(opening()))
     })?;

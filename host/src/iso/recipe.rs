@@ -9,7 +9,7 @@
 //! | vmguest | the manifest's `[install.linux]` | the manifest's `[install.windows]` | this project, `manifest.rs` |
 //! | virtio-win | none: the drivers are in the kernel | `virtio-win-guest-tools.exe /install /quiet /norestart` | virtio-win-pkg-scripts README, "virtio-win-guest-tools.exe" (a WiX bundle; `/install /quiet /norestart` are WiX Burn's standard switches) |
 //! | virtualbox | `sh ./VBoxLinuxAdditions.run --nox11` | `VBoxWindowsAdditions.exe /S` | VirtualBox User Manual, ch. 4.2.2.1 "Installing the Guest Additions" (Linux) and 4.2.1.3 "Unattended Installation" (Windows) |
-//! | vmware-tools | `tar -xzf ./VMwareTools-*.tar.gz -C /tmp && /tmp/vmware-tools-distrib/vmware-install.pl --default` | `setup64.exe /S /v "/qn REBOOT=R"` (`setup.exe` on x86) | VMware Tools documentation, "Automate the Installation of VMware Tools" / "Install VMware Tools silently"; KB 1018377 for the Linux tarball installer |
+//! | vmware-tools | the tarball unpacked into a fresh `mktemp -d` directory (removed on exit), then `vmware-tools-distrib/vmware-install.pl --default` from there | `setup64.exe /S /v "/qn REBOOT=R"` (`setup.exe` on x86) | VMware Tools documentation, "Automate the Installation of VMware Tools" / "Install VMware Tools silently"; KB 1018377 for the Linux tarball installer |
 //! | hyper-v | none: the integration services are in the kernel | `support\{arch}\setup.exe /quiet /norestart` | Microsoft Docs, "Manage Hyper-V Integration Services" (installing from vmguest.iso on down-level guests) |
 //!
 //! The documentation could not be fetched from this build machine; the commands were
@@ -51,6 +51,12 @@ impl std::fmt::Display for Probe {
     }
 }
 
+/// VMware Tools' Linux installer: unpack the tarball into a fresh directory and run it
+/// from there; the directory is removed when the shell exits, whatever the outcome.
+const VMWARE_LINUX: &str = "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && \
+     tar -xzf ./VMwareTools-*.tar.gz -C \"$d\" && \
+     \"$d\"/vmware-tools-distrib/vmware-install.pl --default";
+
 impl Recipe {
     pub fn for_family(family: Family) -> Recipe {
         let (linux, windows) = match family {
@@ -65,10 +71,10 @@ impl Recipe {
                 Some("VBoxWindowsAdditions.exe /S"),
             ),
             Family::VmwareTools => (
-                Some(
-                    "tar -xzf ./VMwareTools-*.tar.gz -C /tmp && \
-                     /tmp/vmware-tools-distrib/vmware-install.pl --default",
-                ),
+                // A fresh private directory (mktemp -d: unpredictable name, mode 0700),
+                // never a fixed path in /tmp, which a guest user could prepare in advance
+                // (a planted vmware-install.pl would run as root). It goes on exit.
+                Some(VMWARE_LINUX),
                 Some("{setup} /S /v \"/qn REBOOT=R\""),
             ),
             Family::HyperV => (None, Some("support\\{arch}\\setup.exe /quiet /norestart")),
@@ -141,6 +147,7 @@ impl Recipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn windows_commands_follow_the_guest_architecture() {
@@ -163,5 +170,77 @@ mod tests {
             Recipe::for_family(Family::Virtualbox).linux.unwrap(),
             "sh ./VBoxLinuxAdditions.run --nox11"
         );
+    }
+
+    /// The tarball goes into a fresh `mktemp -d` directory, never a fixed path a guest
+    /// user could prepare: run the recipe with `/bin/sh` as the guest would, with a
+    /// planted installer waiting at the old fixed place, and see the real one run, its
+    /// exit code come back, and the directory go.
+    #[test]
+    fn the_tarball_is_unpacked_into_a_fresh_directory_and_removed() {
+        let cmd = Recipe::for_family(Family::VmwareTools).linux.unwrap();
+        assert!(cmd.contains("mktemp -d"), "{cmd}");
+        assert!(!cmd.contains("/tmp"), "a fixed path in {cmd}");
+
+        let work = tempfile::tempdir().unwrap();
+        let (media, tmp, log) = (
+            work.path().join("media"),
+            work.path().join("tmp"),
+            work.path().join("ran"),
+        );
+        // What a guest user leaves behind for root to run.
+        let planted = tmp.join("vmware-tools-distrib");
+        std::fs::create_dir_all(&planted).unwrap();
+        let script = |body: &str| format!("#!/bin/sh\n{body}\n");
+        let write_exec = |path: &std::path::Path, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(path, script(body)).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        write_exec(
+            &planted.join("vmware-install.pl"),
+            &format!("echo planted >> '{}'", log.display()),
+        );
+        // The media: the vendor's tarball with the real installer, which exits 3.
+        let src = work.path().join("src/vmware-tools-distrib");
+        std::fs::create_dir_all(&src).unwrap();
+        write_exec(
+            &src.join("vmware-install.pl"),
+            &format!(
+                "echo \"vendor $1 $(dirname \"$0\")\" >> '{}'; exit 3",
+                log.display()
+            ),
+        );
+        std::fs::create_dir_all(&media).unwrap();
+        let tar = Command::new("tar")
+            .arg("-czf")
+            .arg(media.join("VMwareTools-10.3.26-22085142.tar.gz"))
+            .arg("-C")
+            .arg(work.path().join("src"))
+            .arg("vmware-tools-distrib")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+
+        let run = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&media)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(3), "{run:?}");
+        let ran = std::fs::read_to_string(&log).unwrap();
+        assert!(ran.starts_with("vendor --default "), "{ran}");
+        assert!(!ran.contains("planted"), "{ran}");
+        let unpacked_in = ran.trim().rsplit(' ').next().unwrap().to_owned();
+        assert_ne!(unpacked_in, planted.display().to_string());
+        assert!(unpacked_in.starts_with(&tmp.display().to_string()), "{ran}");
+        // Only the planted directory is left: the fresh one went on exit.
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("vmware-tools-distrib")]);
     }
 }

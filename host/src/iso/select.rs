@@ -4,15 +4,17 @@
 //! Otherwise the guest's families are tried in preference order; within the first family
 //! that has a usable candidate the highest version wins. Ties go to the higher-precedence
 //! source, then to the lexically smaller path, so the choice is deterministic. A bad
-//! file is refused with its reason and never stops the search.
+//! file is refused with its reason and never stops the search. Every file, pins
+//! included, is opened through `open.rs`: one that fails the ownership rule
+//! (`trust.rs`) or is not a regular file is refused unread.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::family::{identify, Identity};
+use super::open::{open, OpenError};
 use super::reader::{Image, IsoError, Limits};
 use super::sources::{Gathered, Named};
 use crate::hresult::chain;
@@ -24,6 +26,9 @@ pub enum Unusable {
     /// A readable image, but of no family vmguest knows.
     #[error("ISO 9660 (volume id {volume_id:?}) but no known IC family")]
     NoFamily { volume_id: String },
+    /// Never read: not trusted, not a regular file, or not openable.
+    #[error(transparent)]
+    Open(Arc<OpenError>),
     /// Not readable as an image; the cause chain says why.
     #[error(transparent)]
     Image(Arc<IsoError>),
@@ -116,13 +121,16 @@ pub fn inspect(named: Named) -> Candidate {
         reason: String::new(),
         lost_to_choice: false,
     };
-    let result = (|| -> Result<Option<Identity>, IsoError> {
-        let file = File::open(&c.named.path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(IsoError::NotIso9660("not a regular file".into()));
+    let file = match open(&c.named.path) {
+        Ok(f) => f,
+        Err(e) => {
+            c.identity = Err(Unusable::Open(Arc::new(e)));
+            return refused(c);
         }
-        let mut image = Image::open(file, meta.len(), Limits::default());
+    };
+    let result = (|| -> Result<Option<Identity>, IsoError> {
+        let len = file.metadata()?.len();
+        let mut image = Image::open(file, len, Limits::default());
         let outcome = match &mut image {
             Ok(img) => {
                 c.volume_id = Some(img.volume_id.clone());
@@ -144,6 +152,11 @@ pub fn inspect(named: Named) -> Candidate {
         }),
         Err(e) => Err(Unusable::Image(Arc::new(e))),
     };
+    refused(c)
+}
+
+/// Record and log why an uninspectable candidate is refused.
+fn refused(mut c: Candidate) -> Candidate {
     if let Err(why) = &c.identity {
         let why = why.reason();
         tracing::warn!(path = %c.named.path.display(), "skipping IC candidate: {why}");

@@ -80,13 +80,27 @@ impl Gathered {
         });
     }
 
-    /// A path that is a file is a candidate; a directory is searched for `*.iso`.
+    /// A path that is a file is a candidate; a directory is searched for `*.iso`. A
+    /// directory that fails the ownership rule still lists its files, so that each is
+    /// shown refused with the reason (`select::inspect` applies the rule to every file).
     fn add_path(&mut self, path: &Path, source: &str, rank: usize) {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => match iso_files_in(path) {
                 Ok(found) => {
+                    let trust = match crate::trust::check(path) {
+                        Ok(()) => String::new(),
+                        Err(e) => {
+                            let why = crate::hresult::chain(&e);
+                            tracing::warn!(
+                                "IC directory {} ({source}) is not trusted, its ISOs are \
+                                 refused: {why}",
+                                path.display()
+                            );
+                            format!("; not trusted, every file refused: {why}")
+                        }
+                    };
                     self.searched.push(format!(
-                        "{} ({source}): {} *.iso file(s)",
+                        "{} ({source}): {} *.iso file(s){trust}",
                         path.display(),
                         found.len()
                     ));

@@ -271,6 +271,8 @@ struct Operation<'a> {
     journal: Option<Journal>,
     /// The VM's identity, for the journal and the lock (`Hypervisor::identity`).
     identity: String,
+    /// Its host, as journal entries name it (`Hypervisor::location`).
+    location: String,
     /// The entry this run recorded, until the drive is back as it was found.
     journaled: Option<journal::Entry>,
     /// The guest agent stopped answering, or the VM stopped: ask the guest nothing more.
@@ -293,6 +295,7 @@ impl<'a> Operation<'a> {
             report,
             journal: settings.state_dir.as_deref().map(Journal::new),
             identity: String::new(),
+            location: String::new(),
             journaled: None,
             agent_gone: false,
         }
@@ -627,10 +630,18 @@ impl Operation<'_> {
     }
 
     fn check_running(&mut self, vm: &mut dyn VmControl) -> Outcome<()> {
-        let state = vm
-            .run_state()
-            .context("query-status")
-            .or_hresult(HResult::VmNotRunning)?;
+        // A monitor that floods is there and misbehaving, not a stopped VM.
+        let state = match vm.run_state() {
+            Err(e @ CallError::TooLong(_)) => {
+                return Err(Failure::new(
+                    HResult::DispException,
+                    anyhow::Error::new(e).context("query-status"),
+                ))
+            }
+            r => r
+                .context("query-status")
+                .or_hresult(HResult::VmNotRunning)?,
+        };
         if state != "running" {
             return Err(Failure::msg(
                 HResult::VmNotRunning,
@@ -750,6 +761,16 @@ impl Operation<'_> {
                     "every CD/DVD drive of VM {name:?} holds media, and -ReplaceMedia needs the \
                      guest agent: in autorun mode the IC media stays in, so the borrowed media \
                      could not be put back"
+                ),
+            ));
+        }
+        if !vm.can_restore(occupied) {
+            return Err(Failure::msg(
+                HResult::DriveInvalid,
+                format!(
+                    "every CD/DVD drive of VM {name:?} holds media, and drive {} holds {file}, \
+                     which vmguest cannot put back exactly as it is, so it is not borrowed",
+                    occupied.id,
                 ),
             ));
         }

@@ -19,6 +19,7 @@ impl Operation<'_> {
         let vm = self.report.vm.clone();
         hv.lookup(&vm)?;
         self.identity = hv.identity(&vm);
+        self.location = hv.location();
         let Some(state) = &self.settings.state_dir else {
             return Ok(None);
         };
@@ -36,7 +37,9 @@ impl Operation<'_> {
     }
 
     /// Finish what an earlier run left in the journal: its IC media out, the user's media
-    /// back. A guest that still holds the IC media's tray keeps the entry open.
+    /// back. A guest that still holds the IC media's tray keeps the entry open. Only this
+    /// VM's own entry is read: its identity names this host (`crate::journal`), so what
+    /// another host recorded (its media, its guest pids) never reaches this VM.
     pub(super) fn recover(&mut self, hv: &dyn Hypervisor, vm: &mut dyn VmControl) -> Outcome<()> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
@@ -167,6 +170,7 @@ impl Operation<'_> {
             &ic.file,
         );
         entry.tray_open = plan.drive.tray_open;
+        entry.host = self.location.clone();
         entry.ic_iso = Some(iso.path.display().to_string());
         journal.record(&entry).map_err(|e| {
             Failure::new(
@@ -185,12 +189,16 @@ impl Operation<'_> {
             return;
         };
         let user = entry.user_media.as_ref().map(|m| m.file.clone());
+        // Media described exactly is back only if its description is.
+        let exact = |m: &Media| (m.file.clone(), m.exact.clone());
         let back = left_for_autorun
             || vm.dvd_drives().is_ok_and(|drives| {
                 drives
                     .iter()
                     .find(|d| d.id == entry.drive)
-                    .is_some_and(|d| d.media.as_ref().map(|m| m.file.clone()) == user)
+                    .is_some_and(|d| {
+                        d.media.as_ref().map(exact) == entry.user_media.as_ref().map(exact)
+                    })
             });
         if back {
             if let Err(e) = journal.remove(&entry.identity) {

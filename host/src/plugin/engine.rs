@@ -17,10 +17,25 @@
 //! from the digest cache (`iso/digest.rs`) while the entry's device, inode, size, mtime
 //! and ctime are those it was hashed with, so a warm load reads two small files and maps
 //! the entry; a changed entry is hashed again, and a corrupt or tampered one is
-//! recompiled and rewritten, never trusted. A cache directory writable by others is not
-//! used.
+//! recompiled and rewritten, never trusted.
+//!
+//! An entry is native code that the process maps and runs, so the rule for who may have
+//! written it is the one of `trust.rs`: the cache directory, every directory above it and
+//! the entry itself must be owned by root or the effective user and writable by nobody
+//! else. Under `sudo -E` root would otherwise use the user's cache; a cache that fails
+//! the rule is not used at all (components are compiled afresh, with a warning), and an
+//! entry that fails it is recompiled and replaced. The entry that is checked, hashed and
+//! mapped is one open descriptor.
+//!
+//! The compiled bytes are those admission hashed for the pin (`manifest::ComponentFile`),
+//! never a second read of the path; a cache hit is found by that SHA-256 and reads no
+//! byte of the component.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -28,7 +43,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::manifest::{Changed, ComponentFile};
 use crate::iso::digest;
+use crate::trust;
 use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
@@ -117,56 +134,104 @@ pub fn evict(cache: Option<&Path>, component_sha256: &str) {
     }
 }
 
-/// Does the entry's SHA-256 match the sidecar written with it? The digest comes from the
-/// digest cache while the entry's `fstat` key is unchanged, so a warm check reads no
-/// more than two small files; a changed entry is hashed again.
-fn verified(entry: &Path, cache: &Path) -> bool {
-    let (Ok(file), Ok(want)) = (
-        std::fs::File::open(entry),
-        std::fs::read_to_string(sidecar(entry)),
-    ) else {
-        return false;
-    };
-    let digests = super::manifest::digests(cache);
-    matches!(digest::sha256(&file, Some(&digests)), Ok((sha, _)) if sha == want.trim())
+/// The cache directory, if it may be used: it exists (or can be made) and it and every
+/// directory above it pass the ownership rule (`trust.rs`). `digest::trusted` makes it
+/// and checks it, warning once per directory; the rule is checked again here because
+/// the entries' safety below rests on it.
+pub fn usable_cache(cache: Option<&Path>) -> Option<&Path> {
+    let dir = digest::trusted(cache?)?;
+    match trust::check(dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!("not using plugin cache {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
-/// Load the compiled form of the component at `path` (whose SHA-256 the caller checked)
-/// from the cache, mapping the file; or compile it and store it.
-pub fn load(
-    path: &Path,
-    sha256: &str,
-    cache: Option<&Path>,
-) -> anyhow::Result<(Component, CacheState)> {
-    let engine = engine();
-    let bytes = || std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let dir = cache.and_then(digest::trusted);
-    let Some(dir) = dir else {
-        return Ok((Component::new(engine, bytes()?)?, CacheState::Uncached));
-    };
-    let entry = cache_entry(dir, sha256);
-    let existed = entry.exists();
-    if verified(&entry, dir) {
-        // SAFETY: the file is the output of `precompile_component` by this engine
-        // configuration (its name says so), and its SHA-256 matches the sidecar written
-        // with it, so it is not truncated or altered since. The cache directory is
-        // writable by its owner only (`digest::trusted`).
-        match unsafe { Component::deserialize_file(engine, &entry) } {
-            Ok(c) => return Ok((c, CacheState::Hit)),
-            Err(e) => tracing::warn!("plugin cache entry {} unusable: {e:#}", entry.display()),
-        }
-    } else if existed {
-        tracing::warn!(
-            "plugin cache entry {} fails its checksum; recompiling",
-            entry.display()
-        );
+/// The entry, opened, if it passes the ownership rule and its SHA-256 matches the
+/// sidecar written with it. The digest comes from the digest cache while the open
+/// descriptor's `fstat` key is unchanged, so a warm check reads no more than two small
+/// files; a changed entry is hashed again.
+fn verified(entry: &Path, cache: &Path) -> Result<File, String> {
+    let file = File::open(entry).map_err(|e| e.to_string())?;
+    trust::check(entry).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    trust::check_metadata(entry, &meta, true).map_err(|e| e.to_string())?;
+    let want = std::fs::read_to_string(sidecar(entry)).map_err(|e| e.to_string())?;
+    let digests = super::manifest::digests(cache);
+    match digest::sha256(&file, Some(&digests)) {
+        Ok((sha, _)) if sha == want.trim() => Ok(file),
+        Ok(_) => Err("it fails its checksum".into()),
+        Err(e) => Err(e.to_string()),
     }
-    let compiled = engine
-        .precompile_component(&bytes()?)
-        .map_err(anyhow::Error::from)
-        .context("compiling the component")?;
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its bytes are not those admitted: it changed on disk since.
+    #[error(transparent)]
+    Changed(#[from] Changed),
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Invalid(anyhow::Error),
+}
+
+fn invalid(e: wasmtime::Error) -> LoadError {
+    LoadError::Invalid(anyhow::Error::from(e))
+}
+
+/// Load the compiled form of the admitted component from the cache, mapping the entry;
+/// or compile the bytes admission hashed and store them. `cache` must have passed
+/// [`usable_cache`].
+pub fn load(
+    component: ComponentFile,
+    cache: Option<&Path>,
+) -> Result<(Component, CacheState), LoadError> {
+    let engine = engine();
+    let compile = |component: ComponentFile| -> Result<Vec<u8>, LoadError> {
+        let bytes = component.into_bytes()?;
+        engine
+            .precompile_component(&bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")
+            .map_err(LoadError::Invalid)
+    };
+    let Some(dir) = cache else {
+        let compiled = compile(component)?;
+        // SAFETY: just produced by this engine.
+        let c = unsafe { Component::deserialize(engine, &compiled) };
+        return Ok((c.map_err(invalid)?, CacheState::Uncached));
+    };
+    let entry = cache_entry(dir, component.sha256());
+    let existed = entry.exists();
+    match verified(&entry, dir) {
+        Ok(file) => {
+            // The descriptor that was checked and hashed, by its /proc name, so the file
+            // wasmtime maps is that one, whatever became of the entry's name since.
+            // Without /proc this fails, and the component is compiled instead.
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            // SAFETY: the file is the output of `precompile_component` by this engine
+            // configuration (its name says so), its SHA-256 matches the sidecar written
+            // with it, so it is not truncated or altered since, and it and its
+            // directories are owned by root or this user and writable by nobody else
+            // (`trust.rs`), so nobody else wrote either.
+            match unsafe { Component::deserialize_file(engine, &by_fd) } {
+                Ok(c) => return Ok((c, CacheState::Hit)),
+                Err(e) => tracing::warn!("plugin cache entry {} unusable: {e:#}", entry.display()),
+            }
+        }
+        Err(why) if existed => {
+            tracing::warn!(
+                "plugin cache entry {} not used ({why}); recompiling",
+                entry.display()
+            );
+        }
+        Err(_) => {}
+    }
+    let compiled = compile(component)?;
     // SAFETY: just produced by this engine.
-    let component = unsafe { Component::deserialize(engine, &compiled)? };
+    let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(invalid)?;
     if let Err(e) = store(&entry, &compiled) {
         tracing::warn!("cannot write plugin cache {}: {e:#}", entry.display());
     }
@@ -179,12 +244,77 @@ pub fn load(
 }
 
 /// Write the entry and its checksum through temporary files and renames, so a reader
-/// never sees half an entry.
+/// never sees half an entry. Mode 0644 whatever the umask: a group-writable entry would
+/// fail the rule and be compiled again every time.
 fn store(entry: &Path, compiled: &[u8]) -> std::io::Result<()> {
+    let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)?
+            .write_all(bytes)
+    };
     let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, compiled)?;
+    write(&tmp, compiled)?;
     std::fs::rename(&tmp, entry)?;
     let tmp_sum = tmp.with_extension("sum");
-    std::fs::write(&tmp_sum, crate::iso::sha256_bytes(compiled))?;
+    write(&tmp_sum, crate::iso::sha256_bytes(compiled).as_bytes())?;
     std::fs::rename(&tmp_sum, sidecar(entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::testing::two_memories;
+
+    fn exports(c: &Component) -> Vec<String> {
+        let ty = c.component_type();
+        ty.exports(engine()).map(|(n, _)| n.to_owned()).collect()
+    }
+
+    /// Replace `path` with other bytes under the same name (a new inode).
+    fn swap(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("swap");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Whatever happens to the path between admission and compile, the bytes compiled
+    /// are the ones admission hashed, with the digest cache cold (the bytes are kept)
+    /// and warm (they are read later, through the admitted descriptor).
+    #[test]
+    fn a_component_swapped_after_admission_is_not_what_gets_compiled() {
+        let admitted = two_memories(["grow-a", "grow-b"]);
+        let planted = two_memories(["planted-a", "planted-b"]);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let path = dir.path().join("p.wasm");
+        for warm in [false, true] {
+            std::fs::write(&path, &admitted).unwrap();
+            let digests = warm.then_some(cache.as_path());
+            if warm {
+                // Hashed once, so the next open takes its SHA-256 from the digest cache.
+                ComponentFile::open(&path, digests, true).unwrap();
+            }
+            let file = ComponentFile::open(&path, digests, true).unwrap();
+            assert_eq!(file.sha256(), crate::iso::sha256_bytes(&admitted));
+            swap(&path, &planted);
+            let (c, state) = load(file, None).unwrap();
+            assert_eq!(state, CacheState::Uncached);
+            assert_eq!(exports(&c), ["grow-a", "grow-b"], "warm: {warm}");
+        }
+        // Rewritten in place (the same inode) after a warm admission: refused, never
+        // compiled.
+        std::fs::write(&path, &admitted).unwrap();
+        ComponentFile::open(&path, Some(&cache), true).unwrap();
+        let file = ComponentFile::open(&path, Some(&cache), true).unwrap();
+        std::fs::write(&path, &planted).unwrap();
+        let err = load(file, None).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err, LoadError::Changed(Changed::Bytes { .. })),
+            "{err:?}"
+        );
+    }
 }

@@ -87,14 +87,15 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
             .with_context(|| format!("reading {}", req.component.display()))?;
         write_then_rename(&req.dir.join(&wasm_name), &bytes)?;
         let mut m = manifest(&name, req, wit, PathBuf::from(&wasm_name));
-        m.sha256 = crate::iso::sha256_file(&req.dir.join(&wasm_name))?;
+        // The pin is of the bytes written, not of a later read of the file.
+        m.sha256 = crate::iso::sha256_bytes(&bytes);
         let text = toml::to_string(&m).context("writing the manifest")?;
         write_then_rename(&manifest_path, text.as_bytes())
     })();
     written
         .with_context(|| format!("installing plugin {name:?} into {}", req.dir.display()))
         .or_hresult(HResult::DispException)?;
-    // Loaded as an install will: admission (permissions, the pin) and the compile cache.
+    // Loaded as an install will: admission (ownership and modes, the pin) and the cache.
     match load_one(&super::manifest::read(manifest_path.clone()), true, cache) {
         // Shown as what this install did: compiled, unless it was cached already.
         Ok(p) => Ok(PluginInfo {

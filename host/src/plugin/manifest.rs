@@ -24,13 +24,21 @@
 //! Plugin directories come from `--plugin-dir`, else `$VMGUEST_PLUGIN_PATH`
 //! (colon-separated), else `plugin_dirs` in the config file, else
 //! `$XDG_CONFIG_HOME/vmguest/plugins` and `/etc/vmguest/plugins`. Every `*.toml` in them
-//! is a manifest. Like sshd's StrictModes, a manifest, component, plugin directory or
-//! grant that is group- or world-writable is refused: anyone who could write it could
-//! run code in every install.
+//! is a manifest. Like sshd's StrictModes (`trust.rs`), a manifest, component, plugin
+//! directory or grant is refused unless it and every directory above it is owned by root
+//! or the effective user and is not group- or world-writable: anyone else who could
+//! write it could run code in every install, as root under `sudo`.
+//!
+//! Admission opens the component once ([`ComponentFile`]): the descriptor whose owner and
+//! mode are checked is the one whose bytes are hashed for the pin, and the one whose
+//! bytes are compiled (`engine.rs`), so a swap of the file after admission changes
+//! nothing that runs.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -188,7 +196,7 @@ impl Manifest {
 }
 
 /// Why a plugin was refused before any of its code ran, or while loading it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Refused {
     #[error("invalid manifest {}: {why}", path.display())]
     InvalidManifest { path: PathBuf, why: String },
@@ -198,11 +206,13 @@ pub enum Refused {
         path: PathBuf,
         why: String,
     },
-    #[error("{what} {} is group- or world-writable (mode {mode:o}); refusing it", path.display())]
-    WritableByOthers {
+    /// The file, or a directory above it, fails the ownership and mode rule (`trust.rs`).
+    #[error("{what} {} is not trusted: {}; refusing it", path.display(), distrust(source))]
+    Untrusted {
         what: &'static str,
         path: PathBuf,
-        mode: u32,
+        #[source]
+        source: Arc<crate::trust::Untrusted>,
     },
     #[error("component {} has SHA-256 {actual}, but the manifest pins {pinned}", path.display())]
     PinMismatch {
@@ -217,6 +227,17 @@ pub enum Refused {
     /// The component itself: not a component, wrong WIT, cannot be linked, …
     #[error("{0}")]
     Component(String),
+}
+
+/// The rule a file broke, in the words `Get-Plugin` has always used for a writable one.
+fn distrust(why: &crate::trust::Untrusted) -> String {
+    match why {
+        crate::trust::Untrusted::Writable { path, mode } => format!(
+            "{} is group- or world-writable (mode {mode:o})",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn unreadable(what: &'static str, path: &Path, e: std::io::Error) -> Refused {
@@ -266,22 +287,25 @@ pub fn read(manifest_path: PathBuf) -> Found {
     }
 }
 
-/// Refuse paths that someone other than their owner could write (sshd's StrictModes).
-pub fn check_not_writable_by_others(path: &Path, what: &'static str) -> Result<(), Refused> {
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(what, path, e))?;
-    let mode = meta.mode();
-    if mode & 0o022 != 0 {
-        return Err(Refused::WritableByOthers {
-            what,
-            path: path.to_owned(),
-            mode: mode & 0o7777,
-        });
-    }
-    Ok(())
+/// Refuse a path unless it and every directory above it are owned by root or the
+/// effective user and writable by nobody else (sshd's StrictModes, `trust.rs`).
+pub fn check_trusted(path: &Path, what: &'static str) -> Result<(), Refused> {
+    crate::trust::check(path).map_err(|e| untrusted(what, path, e))
 }
 
-/// The manifest, the component's path and its SHA-256.
-pub type Admitted = (Manifest, PathBuf, String);
+fn untrusted(what: &'static str, path: &Path, e: crate::trust::Untrusted) -> Refused {
+    Refused::Untrusted {
+        what,
+        path: path.to_owned(),
+        source: Arc::new(e),
+    }
+}
+
+/// An admitted plugin: its manifest and its component, open.
+pub struct Admitted {
+    pub manifest: Manifest,
+    pub component: ComponentFile,
+}
 
 /// Where the digests of components and compiled entries are kept, keyed by `fstat`
 /// (`iso/digest.rs`), under the compiled-component cache.
@@ -289,17 +313,135 @@ pub fn digests(cache: &Path) -> PathBuf {
     cache.join("digests")
 }
 
-/// The component's SHA-256, from the digest cache under `cache` while the file is
-/// unchanged (`iso/digest.rs`).
-fn component_sha256(path: &Path, cache: Option<&Path>) -> Result<String, Refused> {
-    let file = std::fs::File::open(path).map_err(|e| unreadable("component", path, e))?;
-    let digests = cache.map(digests);
-    crate::iso::digest::sha256(&file, digests.as_deref())
-        .map(|(sha, _)| sha)
-        .map_err(|e| unreadable("component", path, e))
+/// A component opened once: its SHA-256 and its bytes both come from this descriptor.
+///
+/// The SHA-256 comes from the digest cache while the descriptor's `fstat` key (device,
+/// inode, size, mtime, ctime) is the one it was hashed with, so a warm load reads no
+/// component byte; otherwise the bytes are read once, hashed, and kept for the compile.
+/// [`ComponentFile::into_bytes`] never reads the path again: it hands over the bytes
+/// that were hashed, or reads this descriptor and checks them against the SHA-256.
+#[derive(Debug)]
+pub struct ComponentFile {
+    path: PathBuf,
+    file: File,
+    sha256: String,
+    bytes: Option<Vec<u8>>,
 }
 
-/// The checks before any byte of the component runs: permissions, pin, grants.
+/// The component's bytes no longer match the SHA-256 it was admitted with.
+#[derive(Debug, thiserror::Error)]
+pub enum Changed {
+    #[error("cannot read component {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("component {} changed after it was admitted (SHA-256 {admitted}, now {now})", path.display())]
+    Bytes {
+        path: PathBuf,
+        admitted: String,
+        now: String,
+    },
+}
+
+impl ComponentFile {
+    /// Open `path` and take its SHA-256, from the digest cache under `cache` while the
+    /// file is unchanged. `strict` also checks the file and its directories with the
+    /// ownership rule, and the open descriptor's own owner and mode, so the file
+    /// checked is the file read.
+    pub fn open(path: &Path, cache: Option<&Path>, strict: bool) -> Result<Self, Refused> {
+        let file = File::open(path).map_err(|e| unreadable("component", path, e))?;
+        if strict {
+            check_trusted(path, "component")?;
+            let meta = file
+                .metadata()
+                .map_err(|e| unreadable("component", path, e))?;
+            crate::trust::check_metadata(path, &meta, true)
+                .map_err(|e| untrusted("component", path, e))?;
+        }
+        let digests = cache.map(digests);
+        if let Some(sha256) = crate::iso::digest::sha256_cached(&file, digests.as_deref()) {
+            return Ok(ComponentFile {
+                path: path.to_owned(),
+                file,
+                sha256,
+                bytes: None,
+            });
+        }
+        let bytes = read_all(&file).map_err(|e| unreadable("component", path, e))?;
+        let sha256 = crate::iso::sha256_bytes(&bytes);
+        if digests.is_some() {
+            // Remember the digest for the next load. The digest cache hashes through
+            // this same descriptor and keeps nothing for a file that changed meanwhile;
+            // an answer other than ours means it changed while we read it.
+            match crate::iso::digest::sha256(&file, digests.as_deref()) {
+                Ok((again, _)) if again == sha256 => {}
+                Ok((now, _)) => {
+                    return Err(Refused::Unreadable {
+                        what: "component",
+                        path: path.to_owned(),
+                        why: format!("changed while it was read (SHA-256 {sha256}, then {now})"),
+                    })
+                }
+                Err(e) => return Err(unreadable("component", path, e)),
+            }
+        }
+        Ok(ComponentFile {
+            path: path.to_owned(),
+            file,
+            sha256,
+            bytes: Some(bytes),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The bytes whose SHA-256 is [`Self::sha256`]: those hashed when the file was
+    /// opened, or read now through the same descriptor and hashed again.
+    pub fn into_bytes(self) -> Result<Vec<u8>, Changed> {
+        if let Some(bytes) = self.bytes {
+            return Ok(bytes);
+        }
+        let bytes = read_all(&self.file).map_err(|source| Changed::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let now = crate::iso::sha256_bytes(&bytes);
+        if !now.eq_ignore_ascii_case(&self.sha256) {
+            return Err(Changed::Bytes {
+                path: self.path,
+                admitted: self.sha256,
+                now,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The whole file from its start, through this descriptor (positional reads).
+fn read_all(file: &File) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read_at(&mut buf, bytes.len() as u64) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The checks before any byte of the component runs: ownership and modes, pin, grants.
+/// `cache` must already have passed the rule (`engine::usable_cache`): its digests
+/// vouch for the pin.
 pub fn admit(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
     let dir = found
@@ -307,15 +449,17 @@ pub fn admit(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
         .parent()
         .unwrap_or(Path::new("."))
         .to_owned();
-    check_not_writable_by_others(&dir, "plugin directory")?;
-    check_not_writable_by_others(&found.manifest_path, "manifest")?;
-    let component = dir.join(&manifest.component);
-    check_not_writable_by_others(&component, "component")?;
-    let sha256 = component_sha256(&component, cache)?;
-    if !sha256.eq_ignore_ascii_case(manifest.sha256.trim()) {
+    check_trusted(&dir, "plugin directory")?;
+    check_trusted(&found.manifest_path, "manifest")?;
+    let path = dir.join(&manifest.component);
+    let component = ComponentFile::open(&path, cache, true)?;
+    if !component
+        .sha256()
+        .eq_ignore_ascii_case(manifest.sha256.trim())
+    {
         return Err(Refused::PinMismatch {
-            path: component,
-            actual: sha256,
+            path,
+            actual: component.sha256().to_owned(),
             pinned: manifest.sha256.trim().to_owned(),
         });
     }
@@ -323,19 +467,25 @@ pub fn admit(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
         if !g.guest.starts_with('/') || g.guest.split('/').any(|p| p == "..") {
             return Err(Refused::BadGrant(g.guest));
         }
-        check_not_writable_by_others(&g.host, "granted directory")?;
+        check_trusted(&g.host, "granted directory")?;
         if !g.host.is_dir() {
             return Err(Refused::GrantNotDir(g.host));
         }
     }
-    Ok((manifest, component, sha256))
+    Ok(Admitted {
+        manifest,
+        component,
+    })
 }
 
 /// For `Test-Plugin`: read the component named by the manifest without admission checks.
 pub fn read_unchecked(found: &Found, cache: Option<&Path>) -> Result<Admitted, Refused> {
     let manifest = found.manifest.clone()?;
-    let sha256 = component_sha256(&manifest.component, cache)?;
-    Ok((manifest.clone(), manifest.component.clone(), sha256))
+    let component = ComponentFile::open(&manifest.component, cache, false)?;
+    Ok(Admitted {
+        manifest,
+        component,
+    })
 }
 
 #[cfg(test)]

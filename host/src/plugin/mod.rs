@@ -1,7 +1,7 @@
 //! Sandboxed WebAssembly plugins: ISO location policy and pre/post-install hooks.
 //!
 //! ```text
-//! manifest.rs  find *.toml manifests; admit: permissions, SHA-256 pin, grants
+//! manifest.rs  find *.toml manifests; admit: ownership and modes, SHA-256 pin, grants
 //! engine.rs    the shared wasmtime engine, its epoch clock, the compiled-component cache
 //! versions.rs  every supported WIT version: bindings, host shims, export dispatch
 //! sandbox.rs   one call: fresh Store, WASI with only the grants, memory cap, deadline
@@ -31,6 +31,8 @@ pub mod probe;
 pub mod runtime;
 pub mod sandbox;
 pub mod skeleton;
+#[cfg(test)]
+mod testing;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -55,7 +57,7 @@ pub const ISO_POLICY: &str = "iso-policy";
 pub const INSTALL_HOOKS: &str = "install-hooks";
 
 /// Whether a plugin may run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Status {
     Admitted,
     Refused(Refused),
@@ -149,6 +151,7 @@ impl PluginSet {
     /// Load plugins, with compiled components cached in `cache` (none: compile each time).
     pub fn load(found: &[Found], cache: Option<&Path>) -> PluginSet {
         let mut set = PluginSet::default();
+        let cache = engine::usable_cache(cache);
         for f in found {
             match load_one(f, true, cache) {
                 Ok(p) => set.plugins.push(p),
@@ -318,7 +321,7 @@ pub fn exported_interfaces(component: &Component) -> (Vec<(String, String)>, Vec
     (ours, names)
 }
 
-/// Load one plugin. `strict` applies admission (permissions, SHA-256 pin, grants);
+/// Load one plugin. `strict` applies admission (ownership and modes, SHA-256 pin, grants);
 /// `Test-Plugin` loads an arbitrary component without it, still sandboxed.
 pub(crate) fn load_one(
     f: &Found,
@@ -338,14 +341,21 @@ pub(crate) fn load_one(
         .unwrap_or(fallback_name);
     let refuse = |why: Refused| Box::new(refused(f, name.clone(), why, started));
     let fail = |why: String| refuse(Refused::Component(why));
-    let (manifest, component_path, sha256) = if strict {
+    // Its digests vouch for pins and its entries are native code: only a cache that
+    // passes the ownership rule is used, for either.
+    let cache = engine::usable_cache(cache);
+    let manifest::Admitted {
+        manifest,
+        component,
+    } = if strict {
         manifest::admit(f, cache).map_err(refuse)?
     } else {
         manifest::read_unchecked(f, cache).map_err(refuse)?
     };
     let cache_dir = cache;
-    let (component, cache) = engine::load(&component_path, &sha256, cache)
-        .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+    let (component_path, sha256) = (component.path().to_owned(), component.sha256().to_owned());
+    // The bytes compiled are those just hashed, through the same descriptor.
+    let (component, cache) = engine::load(component, cache).map_err(|e| fail(e.to_string()))?;
     let (exports, names) = exported_interfaces(&component);
     let version = match exports.first() {
         None => {

@@ -122,7 +122,7 @@ fn manifest_for(
     let m = found.manifest.as_mut().map_err(|r| failure(&*r))?;
     m.settings.extend(settings);
     m.grants.extend(grants);
-    match manifest::admit(&found, cache) {
+    match manifest::admit(&found, super::engine::usable_cache(cache)) {
         Ok(_) => {}
         Err(Refused::PinMismatch { actual, pinned, .. }) => {
             warnings.push(if pinned.is_empty() {

@@ -50,9 +50,38 @@ impl WasiView for State {
 }
 
 /// Memory and table caps that remember which one was hit, for the error message.
+///
+/// wasmtime asks the limiter about each linear memory and each table on its own, and a
+/// component may have several of each (multi-memory, one core instance per module), so
+/// each cap is on the total: every allowed growth adds `desired - current` to a running
+/// sum. A growth past a memory's or table's own declared maximum is refused here (as
+/// wasmtime would refuse it next) so that it is never counted; one that wasmtime then
+/// fails for another reason stays counted, which only makes the cap stricter.
 struct Limiter {
     memory: usize,
     hit: Option<String>,
+    /// Bytes of all the Store's linear memories.
+    memory_used: usize,
+    /// Elements of all the Store's tables.
+    table_used: usize,
+}
+
+impl Limiter {
+    fn new(memory: usize) -> Limiter {
+        Limiter {
+            memory,
+            hit: None,
+            memory_used: 0,
+            table_used: 0,
+        }
+    }
+}
+
+/// The total after one memory or table goes from `current` to `desired`: what the others
+/// hold plus `desired`. `used` includes `current` whenever every growth went through the
+/// limiter; the saturation only matters for one that did not.
+fn total_after(used: usize, current: usize, desired: usize) -> usize {
+    used.saturating_sub(current).saturating_add(desired)
 }
 
 /// "32 MiB", "1.06 MiB": whole MiB as such, others to two places, so that two different
@@ -68,34 +97,49 @@ fn mib(bytes: usize) -> String {
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = total_after(self.memory_used, current, desired);
+        if total > self.memory {
+            let all = if total > desired {
+                ", all its memories together"
+            } else {
+                ""
+            };
             let why = format!(
-                "exceeded its memory limit of {} (asked for {})",
+                "exceeded its memory limit of {} (asked for {}{all})",
                 mib(self.memory),
-                mib(desired)
+                mib(total)
             );
             self.hit = Some(why.clone());
             // An error (not `Ok(false)`) traps: the plugin cannot catch it and go on.
             return Err(wasmtime::Error::msg(why));
         }
+        self.memory_used = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > TABLE_ELEMENTS {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = total_after(self.table_used, current, desired);
+        if total > TABLE_ELEMENTS {
             let why = format!("exceeded its table limit of {TABLE_ELEMENTS} elements");
             self.hit = Some(why.clone());
             return Err(wasmtime::Error::msg(why));
         }
+        self.table_used = total;
         Ok(true)
     }
 
@@ -181,10 +225,7 @@ impl Sandbox {
                 table.set_max_capacity(MAX_HANDLES);
                 table
             },
-            limits: Limiter {
-                memory: limits.memory_bytes(),
-                hit: None,
-            },
+            limits: Limiter::new(limits.memory_bytes()),
             plugin: self.manifest.clone(),
         };
         let mut store = Store::new(engine(), state);
@@ -357,10 +398,7 @@ mod tests {
     /// Issue 15: "exceeded its memory limit of 1 MiB (asked for 1 MiB)".
     #[test]
     fn the_memory_message_gives_both_figures_exactly() {
-        let mut limiter = Limiter {
-            memory: 1 << 20,
-            hit: None,
-        };
+        let mut limiter = Limiter::new(1 << 20);
         let err = limiter
             .memory_growing(1 << 20, (1 << 20) + (64 << 10), None)
             .unwrap_err();
@@ -370,5 +408,55 @@ mod tests {
         );
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         assert_eq!(mib(32 << 20), "32 MiB");
+    }
+
+    /// A plugin with a 1 MiB cap and a component with two memories: 768 KiB in each is
+    /// fine alone, and together they trap, through the Store setup every call uses.
+    #[test]
+    fn the_memory_cap_holds_for_all_memories_together() {
+        let bytes = super::super::testing::two_memories(["grow-a", "grow-b"]);
+        let component = wasmtime::component::Component::new(engine(), &bytes).unwrap();
+        let linker = wasmtime::component::Linker::<State>::new(engine());
+        let mut manifest = Manifest::for_component(
+            "two-memories".into(),
+            "1.0.0".into(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        );
+        manifest.limits.memory_mb = Some(1);
+        let sandbox = Sandbox {
+            manifest: Arc::new(manifest),
+            pre: linker.instantiate_pre(&component).unwrap(),
+            poisoned: AtomicBool::new(false),
+        };
+        // 12 pages of 64 KiB: 768 KiB. Each call grows the named memories in turn.
+        fn grow(
+            names: &'static [&'static str],
+        ) -> impl for<'a> FnOnce(&'a mut Store<State>, Instance) -> CallFuture<'a, Vec<i32>> + Send
+        {
+            move |store, instance| {
+                Box::pin(async move {
+                    let mut old = Vec::new();
+                    for name in names {
+                        let f = instance.get_typed_func::<(u32,), (i32,)>(&mut *store, name)?;
+                        old.push(f.call_async(&mut *store, (12,)).await?.0);
+                    }
+                    Ok(old)
+                })
+            }
+        }
+        for alone in [&["grow-a"][..], &["grow-b"][..]] {
+            let (old, _) = sandbox.call("growing one memory", grow(alone)).unwrap();
+            assert_eq!(old, [0], "{alone:?}");
+        }
+        let err = sandbox
+            .call("growing both memories", grow(&["grow-a", "grow-b"]))
+            .unwrap_err();
+        assert_eq!(
+            err.0,
+            "growing both memories exceeded its memory limit of 1 MiB \
+             (asked for 1.50 MiB, all its memories together)"
+        );
     }
 }

@@ -3,6 +3,11 @@
 //! QMP and the guest agent share this framing. The `qapi` crate's own sync client is not
 //! used because it panics when the peer closes during the greeting, has no timeouts and
 //! only speaks plain `guest-sync`; we use its generated command types instead.
+//!
+//! Every reply line has a cap, chosen per protocol (and per command where one reply is
+//! much larger than the rest): a peer that streams bytes without a newline would
+//! otherwise grow vmguest's memory for as long as the call's deadline. Past the cap the
+//! connection is shut down and every later call on it fails with [`CallError::TooLong`].
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -46,6 +51,10 @@ pub enum CallError {
     /// after the check), and the hypervisor only takes paths.
     #[error("{} no longer names the file that vmguest opened and checked (replaced since)", .0.display())]
     Replaced(PathBuf),
+    /// A reply line grew past its cap without ending: the peer is not the QEMU or agent
+    /// it claims to be (or floods on purpose). The connection is shut down.
+    #[error("a reply exceeded {0} bytes without ending; the connection was closed")]
+    TooLong(usize),
     /// The answer did not have the expected shape.
     #[error("unexpected answer: {0}")]
     Decode(String),
@@ -55,10 +64,11 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// True when the peer is gone rather than merely refusing.
+    /// True when the connection is gone (the peer left, or vmguest hung up on a peer that
+    /// flooded it) rather than the peer merely refusing.
     pub fn is_disconnect(&self) -> bool {
         match self {
-            CallError::Closed | CallError::Connect(..) => true,
+            CallError::Closed | CallError::Connect(..) | CallError::TooLong(_) => true,
             CallError::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::BrokenPipe
@@ -85,20 +95,49 @@ pub struct Channel {
     stream: UnixStream,
     buf: Vec<u8>,
     pub timeout: Duration,
+    /// The longest reply line accepted, unless a call asks for more.
+    max_line: usize,
+    /// Set once a reply overflowed its cap: the stream is shut down, nothing more is
+    /// sent or read.
+    overflowed: Option<usize>,
 }
 
 impl Channel {
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, CallError> {
+    /// Connect; reply lines longer than `max_line` bytes end the connection.
+    pub fn connect(path: &Path, timeout: Duration, max_line: usize) -> Result<Self, CallError> {
         let stream =
             UnixStream::connect(path).map_err(|e| CallError::Connect(path.to_owned(), e))?;
         stream
             .set_write_timeout(Some(timeout))
             .map_err(CallError::Io)?;
-        Ok(Channel {
+        Ok(Channel::over(stream, timeout, max_line))
+    }
+
+    fn over(stream: UnixStream, timeout: Duration, max_line: usize) -> Channel {
+        Channel {
             stream,
             buf: Vec::new(),
             timeout,
-        })
+            max_line,
+            overflowed: None,
+        }
+    }
+
+    /// Give up on a peer that overflowed `cap`: drop what it sent and hang up, so it
+    /// sees the end too.
+    fn overflow(&mut self, cap: usize) -> CallError {
+        tracing::warn!(cap, "a reply line exceeded its cap; closing the connection");
+        self.buf = Vec::new();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.overflowed = Some(cap);
+        CallError::TooLong(cap)
+    }
+
+    fn usable(&self) -> Result<(), CallError> {
+        match self.overflowed {
+            Some(cap) => Err(CallError::TooLong(cap)),
+            None => Ok(()),
+        }
     }
 
     pub fn deadline(&self) -> Instant {
@@ -106,6 +145,7 @@ impl Channel {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), CallError> {
+        self.usable()?;
         let timeout = self.timeout;
         self.stream.write_all(bytes).map_err(|e| map_io(e, timeout))
     }
@@ -119,6 +159,7 @@ impl Channel {
     /// As [`Channel::send`], with `fd` attached to the line as `SCM_RIGHTS`, the way
     /// QMP's `add-fd` and `getfd` receive a descriptor.
     pub fn send_with_fd<C: Command>(&mut self, cmd: C, fd: BorrowedFd) -> Result<(), CallError> {
+        self.usable()?;
         let line = command_line(cmd)?;
         let sent = send_fd(&self.stream, &line, fd).map_err(|e| map_io(e, self.timeout))?;
         // The descriptor travels with the first byte; the rest is ordinary data.
@@ -147,29 +188,54 @@ impl Channel {
 
     /// Next JSON line, ignoring blank lines.
     pub fn read_value(&mut self, deadline: Instant) -> Result<Value, CallError> {
+        self.read_value_up_to(deadline, self.max_line)
+    }
+
+    /// Next JSON line, ignoring blank lines; a line longer than `cap` bytes ends the
+    /// connection. Memory stays within `cap` and one read.
+    pub fn read_value_up_to(&mut self, deadline: Instant, cap: usize) -> Result<Value, CallError> {
+        self.usable()?;
+        // Bytes already searched for a newline: each byte is looked at once.
+        let mut searched = 0;
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                let text = line.trim_ascii();
-                if text.is_empty() {
-                    continue;
+            match self.buf[searched..].iter().position(|&b| b == b'\n') {
+                Some(at) if searched + at > cap => return Err(self.overflow(cap)),
+                Some(at) => {
+                    let line: Vec<u8> = self.buf.drain(..=searched + at).collect();
+                    searched = 0;
+                    let text = line.trim_ascii();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    return serde_json::from_slice(text).map_err(|e| {
+                        CallError::Decode(format!(
+                            "{e} in {:?}",
+                            truncate(&String::from_utf8_lossy(text), 300)
+                        ))
+                    });
                 }
-                return serde_json::from_slice(text).map_err(|e| {
-                    CallError::Decode(format!("{e} in {:?}", String::from_utf8_lossy(text)))
-                });
+                None if self.buf.len() > cap => return Err(self.overflow(cap)),
+                None => searched = self.buf.len(),
             }
             self.fill(deadline)?;
         }
     }
 
     /// Drop everything up to and including the next 0xFF byte (guest-sync-delimited).
-    pub fn skip_past_delimiter(&mut self, deadline: Instant) -> Result<(), CallError> {
+    /// What comes before it are stale replies, at most `cap` bytes of them.
+    pub fn skip_past_delimiter(&mut self, deadline: Instant, cap: usize) -> Result<(), CallError> {
+        self.usable()?;
+        let mut skipped = 0;
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == 0xFF) {
                 self.buf.drain(..=pos);
                 return Ok(());
             }
+            skipped += self.buf.len();
             self.buf.clear();
+            if skipped > cap {
+                return Err(self.overflow(cap));
+            }
             self.fill(deadline)?;
         }
     }
@@ -277,15 +343,11 @@ mod tests {
     #[test]
     fn lines_are_split_across_reads_and_delimiters_skipped() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut ch = Channel {
-            stream: a,
-            buf: Vec::new(),
-            timeout: Duration::from_secs(2),
-        };
+        let mut ch = Channel::over(a, Duration::from_secs(2), 1024);
         b.write_all(b"{\"error\":{\"class\":\"GenericError\",\"desc\":\"stray\"}}\n\xff{\"ret")
             .unwrap();
         b.write_all(b"urn\": 7}\n").unwrap();
-        ch.skip_past_delimiter(ch.deadline()).unwrap();
+        ch.skip_past_delimiter(ch.deadline(), 1024).unwrap();
         let v = ch.read_value(ch.deadline()).unwrap();
         assert_eq!(decode_response::<i64>(v).unwrap(), 7);
         drop(b);
@@ -298,14 +360,67 @@ mod tests {
     #[test]
     fn a_silent_peer_times_out() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let mut ch = Channel {
-            stream: a,
-            buf: Vec::new(),
-            timeout: Duration::from_millis(50),
-        };
+        let mut ch = Channel::over(a, Duration::from_millis(50), 1024);
         assert!(matches!(
             ch.read_value(ch.deadline()),
             Err(CallError::Timeout(_))
         ));
+    }
+
+    /// A line up to the cap is read; one byte more ends the connection, and the channel
+    /// stays failed.
+    #[test]
+    fn a_line_past_the_cap_ends_the_connection() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ch = Channel::over(a, Duration::from_secs(2), 16);
+        b.write_all(b"\"0123456789abcd\"\n").unwrap();
+        assert_eq!(ch.read_value(ch.deadline()).unwrap(), "0123456789abcd");
+        // The same line fits a call that allows more.
+        b.write_all(b"\"0123456789abcde\"\n").unwrap();
+        assert!(matches!(
+            ch.read_value_up_to(ch.deadline(), 16),
+            Err(CallError::TooLong(16))
+        ));
+        assert!(matches!(ch.send_raw(b"{}\n"), Err(CallError::TooLong(16))));
+        assert!(matches!(
+            ch.read_value(ch.deadline()),
+            Err(CallError::TooLong(16))
+        ));
+        // The peer sees the end of the connection.
+        let mut rest = Vec::new();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(b.read_to_end(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_larger_cap_for_one_call() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ch = Channel::over(a, Duration::from_secs(2), 16);
+        b.write_all(b"\"0123456789abcdefghij\"\n").unwrap();
+        assert_eq!(
+            ch.read_value_up_to(ch.deadline(), 64).unwrap(),
+            "0123456789abcdefghij"
+        );
+    }
+
+    /// Stale bytes before the sync delimiter are bounded too.
+    #[test]
+    fn endless_bytes_before_the_delimiter_end_the_connection() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut ch = Channel::over(a, Duration::from_secs(2), 1024);
+        let writer = std::thread::spawn(move || {
+            let junk = [b'x'; 4096];
+            let mut sent = 0usize;
+            while b.write_all(&junk).is_ok() {
+                sent += junk.len();
+            }
+            sent
+        });
+        assert!(matches!(
+            ch.skip_past_delimiter(ch.deadline(), 64 * 1024),
+            Err(CallError::TooLong(_))
+        ));
+        drop(ch);
+        assert!(writer.join().unwrap() < 64 * 1024 + 1024 * 1024);
     }
 }

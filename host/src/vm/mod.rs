@@ -60,6 +60,11 @@ pub struct Media {
     pub file: String,
     pub format: String,
     pub read_only: bool,
+    /// Where the path alone would not put this media back as it was, the backend's own
+    /// description of it, written back verbatim (libvirt: the disk's `type` and its whole
+    /// `<source>`, see `libvirt.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
 }
 
 impl Media {
@@ -69,6 +74,7 @@ impl Media {
             file: file.into(),
             format: "raw".into(),
             read_only: true,
+            exact: None,
         }
     }
 }
@@ -153,6 +159,11 @@ pub trait VmControl {
     fn unstage_iso(&mut self, _media: &Media) -> Result<(), CallError> {
         Ok(())
     }
+    /// Whether the media in `drive` can be put back exactly as it is after a borrow;
+    /// media that cannot is never borrowed.
+    fn can_restore(&mut self, _drive: &DvdDrive) -> bool {
+        true
+    }
     /// Eject without force: a guest-locked tray fails with [`CallError::TrayLocked`].
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
@@ -182,7 +193,8 @@ pub trait Hypervisor {
     /// VM_E_VM_UNKNOWN if there is no such VM; a VM that is known but stopped is found.
     fn lookup(&self, name: &str) -> Outcome<()>;
     /// What names this VM across runs, for the media journal and the per-VM lock: the
-    /// same VM reached another way must give the same identity.
+    /// host as the admin named it together with what names the VM there, so that no host
+    /// can claim another host's VM (a libvirt domain's UUID is whatever its host says).
     fn identity(&self, name: &str) -> String;
     /// Where these VMs live, as reports and `Get-VM` show it: a libvirt URI, a directory.
     fn location(&self) -> String;

@@ -72,6 +72,7 @@ impl VmControl for QemuVm {
                         file: i.file,
                         format: i.drv,
                         read_only: i.ro,
+                        exact: None,
                     }),
                 })
             })
@@ -210,6 +211,30 @@ impl<T: AgentTransport> Drop for GuestFile<'_, T> {
     }
 }
 
+/// Bytes kept of each output stream of a guest process. The output ends up in reports,
+/// error messages and the terminal; 64 KiB is as much as the plugin host keeps of a
+/// plugin's (`plugin::output::OUTPUT_CAP`), and far more than any installer's last lines.
+pub const EXEC_OUTPUT_KEEP: usize = 64 * 1024;
+
+/// What is kept of one output stream: up to [`EXEC_OUTPUT_KEEP`] bytes, its start and its
+/// end (where an installer says why it failed), with the count of the bytes dropped
+/// between them. Cut as bytes, then read as UTF-8; a character cut in two shows as
+/// U+FFFD. (The plugin host's `CappedOutput` is a wasmtime stream that keeps the start;
+/// this output arrives whole, so only its counting is the same.)
+fn kept_output(pid: i64, stream: &str, data: Vec<u8>) -> String {
+    if data.len() <= EXEC_OUTPUT_KEEP {
+        return String::from_utf8_lossy(&data).into_owned();
+    }
+    let half = EXEC_OUTPUT_KEEP / 2;
+    let dropped = data.len() - 2 * half;
+    tracing::debug!(pid, stream, dropped, "guest process output cut");
+    format!(
+        "{}\n[... {dropped} bytes of {stream} dropped ...]\n{}",
+        String::from_utf8_lossy(&data[..half]),
+        String::from_utf8_lossy(&data[data.len() - half..])
+    )
+}
+
 /// Largest chunk asked of the agent at once (its replies are base64 in one JSON line).
 const READ_CHUNK: usize = 48 * 1024;
 
@@ -239,14 +264,12 @@ impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
 
     fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, CallError> {
         let s = self.qga.execute(qapi_qga::guest_exec_status { pid })?;
-        let text =
-            |d: Option<Vec<u8>>| String::from_utf8_lossy(&d.unwrap_or_default()).into_owned();
         Ok(ExecStatus {
             exited: s.exited,
             exit_code: s.exitcode,
             signal: s.signal,
-            stdout: text(s.out_data),
-            stderr: text(s.err_data),
+            stdout: kept_output(pid, "stdout", s.out_data.unwrap_or_default()),
+            stderr: kept_output(pid, "stderr", s.err_data.unwrap_or_default()),
         })
     }
 
@@ -301,5 +324,25 @@ impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_output_keeps_its_start_and_end_and_counts_the_rest() {
+        let short = b"installed\n".to_vec();
+        assert_eq!(kept_output(1, "stdout", short), "installed\n");
+        let mut long = vec![b'a'; EXEC_OUTPUT_KEEP];
+        long.extend(vec![b'b'; 1000]);
+        long.extend(b"error: why it failed\n");
+        let kept = kept_output(1, "stderr", long.clone());
+        assert!(kept.len() < EXEC_OUTPUT_KEEP + 100, "{}", kept.len());
+        assert!(kept.starts_with("aaaa"));
+        assert!(kept.ends_with("error: why it failed\n"));
+        let dropped = long.len() - EXEC_OUTPUT_KEEP;
+        assert!(kept.contains(&format!("[... {dropped} bytes of stderr dropped ...]")));
     }
 }

@@ -14,6 +14,28 @@ pub struct Qga {
     ch: Channel,
 }
 
+/// The longest agent reply line accepted, for every command but `guest-exec-status`.
+/// The largest are `guest-file-read`, base64 of at most 48 KiB (vmguest's read chunk,
+/// about 64 KiB encoded), and `guest-get-fsinfo`, a few hundred bytes per mount: 4 MiB
+/// is a guest with thousands of mounts.
+pub const AGENT_REPLY_MAX: usize = 4 << 20;
+
+/// The longest `guest-exec-status` reply accepted: qemu-ga keeps up to 16 MiB of each
+/// of the process's stdout and stderr (`GUEST_EXEC_MAX_OUTPUT` in `qga/commands.c`) and
+/// sends both base64-encoded in one line, 2 × 16 MiB × 4/3 ≈ 42.7 MiB. Larger is not
+/// qemu-ga. What is kept of the output is cut further once decoded
+/// (`qemu::EXEC_OUTPUT_KEEP`).
+pub const EXEC_STATUS_REPLY_MAX: usize = 44 << 20;
+
+/// The cap of one command's reply.
+fn reply_cap(command: &str) -> usize {
+    if command == <qapi_qga::guest_exec_status as Command>::NAME {
+        EXEC_STATUS_REPLY_MAX
+    } else {
+        AGENT_REPLY_MAX
+    }
+}
+
 /// How long one sync attempt waits before it is repeated.
 const SYNC_ATTEMPT: Duration = Duration::from_secs(2);
 
@@ -26,7 +48,7 @@ impl Qga {
         ready_within: Duration,
     ) -> Result<Qga, CallError> {
         let mut qga = Qga {
-            ch: Channel::connect(path, timeout)?,
+            ch: Channel::connect(path, timeout, AGENT_REPLY_MAX)?,
         };
         let give_up = Instant::now() + ready_within;
         loop {
@@ -45,7 +67,9 @@ impl Qga {
         self.ch.send_raw(&[0xFF])?;
         self.ch.send(qapi_qga::guest_sync_delimited { id })?;
         loop {
-            self.ch.skip_past_delimiter(deadline)?;
+            // Stale replies of an earlier client: at most one of any command's.
+            self.ch
+                .skip_past_delimiter(deadline, EXEC_STATUS_REPLY_MAX)?;
             let v = self.ch.read_value(deadline)?;
             match decode_response::<i64>(v) {
                 Ok(got) if got == id => return Ok(()),
@@ -66,7 +90,9 @@ pub trait AgentTransport {
 impl AgentTransport for Qga {
     fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError> {
         self.ch.send(cmd)?;
-        let v = self.ch.read_value(self.ch.deadline())?;
+        let v = self
+            .ch
+            .read_value_up_to(self.ch.deadline(), reply_cap(C::NAME))?;
         decode_response(v)
     }
 

@@ -9,6 +9,11 @@ use serde::de::DeserializeOwned;
 
 use super::channel::{decode_response, CallError, Channel};
 
+/// The longest QMP reply line accepted. vmguest's largest reply is `query-block`, about
+/// 1 KiB per drive; a megabyte is a VM with hundreds of drives, and far below what a
+/// peer that floods could make vmguest hold.
+pub const QMP_REPLY_MAX: usize = 1 << 20;
+
 /// A QMP connection. Asynchronous events that arrive between replies are logged and
 /// dropped: nothing in vmguest waits on them, and a long install on a chatty VM would
 /// otherwise queue them for as long as the connection lives.
@@ -19,13 +24,16 @@ pub struct Qmp {
 impl Qmp {
     /// Connect, read the greeting and leave capabilities-negotiation mode.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, CallError> {
-        let mut ch = Channel::connect(path, timeout)?;
+        let mut ch = Channel::connect(path, timeout, QMP_REPLY_MAX)?;
         let greeting = match ch.read_value(ch.deadline()) {
             Err(CallError::Timeout(t)) => return Err(CallError::Busy(path.to_owned(), t)),
             other => other?,
         };
         if greeting.get("QMP").is_none() {
-            return Err(CallError::Decode(format!("not a QMP greeting: {greeting}")));
+            return Err(CallError::Decode(format!(
+                "not a QMP greeting: {}",
+                super::channel::truncate(&greeting.to_string(), 300)
+            )));
         }
         let mut qmp = Qmp { ch };
         qmp.execute(qapi_qmp::qmp_capabilities { enable: None })?;

@@ -84,9 +84,21 @@ pub struct Common {
         value_delimiter = ','
     )]
     pub connection_uri: Vec<String>,
-    /// libvirt hosts by name, reached as qemu+ssh://HOST/system (Hyper-V's spelling)
-    #[arg(long, global = true, value_name = "HOST", value_delimiter = ',')]
+    /// libvirt hosts by name, reached as qemu+ssh://HOST/system (Hyper-V's spelling):
+    /// [USER@]HOST[:PORT], HOST an RFC 1123 name, an IPv4 address or [IPv6]
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST",
+        value_delimiter = ',',
+        value_parser = computer_name
+    )]
     pub computer_name: Vec<String>,
+}
+
+/// `-ComputerName` is pasted into a URI, so it must be a host name and nothing more.
+fn computer_name(s: &str) -> Result<String, vmguest::settings::BadComputerName> {
+    vmguest::settings::check_computer_name(s).map(|()| s.to_owned())
 }
 
 impl Common {

@@ -14,8 +14,7 @@ use vmguest::fleet::HostFailure;
 use vmguest::kinds::GuestKind;
 use vmguest::plugin::{context, PluginSet};
 use vmguest::{
-    Failure, Fleet, HResult, HostSpec, InstallOptions, InstallReport, Overrides, Settings,
-    VirtualMachine,
+    Failure, Fleet, HResult, InstallOptions, InstallReport, Overrides, Settings, VirtualMachine,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +84,8 @@ fn init_tracing(verbose: bool, plugin_log: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(spinner::Stderr)
+        // Fields may quote guests and plugins: no escape sequences reach the terminal.
+        .fmt_fields(spinner::PrintableFields)
         // Colour for people; plain text for logs and pipes.
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
@@ -165,15 +166,6 @@ impl Job<'_> {
     }
 }
 
-/// The hosts the settings name plus those the targets pin.
-fn open_fleet(settings: Settings, targets: &[Target]) -> Fleet {
-    let pinned: Vec<HostSpec> = targets
-        .iter()
-        .filter_map(|t| t.host.as_deref().map(HostSpec::parse))
-        .collect();
-    Fleet::open(settings, &pinned)
-}
-
 /// Each target on every host searched, in input order.
 fn jobs<'f>(fleet: &'f Fleet, targets: &[Target]) -> Vec<Job<'f>> {
     let mut jobs = Vec::new();
@@ -197,7 +189,7 @@ fn install(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
         Ok(n) => n,
         Err(code) => return code,
     };
-    let fleet = open_fleet(settings, &targets);
+    let fleet = Fleet::open(settings);
     let host = &fleet;
     let options = InstallOptions {
         iso: a.path,
@@ -235,7 +227,7 @@ fn repair(common: &Common, settings: Settings, a: RepairArgs) -> i32 {
             .unwrap_or_default();
     }
     let targets: Vec<Target> = names.into_iter().map(Target::named).collect();
-    let fleet = open_fleet(settings, &targets);
+    let fleet = Fleet::open(settings);
     let options = InstallOptions {
         what_if: a.what_if,
         ..InstallOptions::default()
@@ -331,7 +323,7 @@ fn get_vm(common: &Common, settings: Settings, a: GetVmArgs) -> i32 {
     let mut names = a.name;
     names.extend(a.positional);
     let targets: Vec<Target> = names.into_iter().map(Target::named).collect();
-    let fleet = open_fleet(settings, &targets);
+    let fleet = Fleet::open(settings);
     // Every VM of every host, or each name on every host; a host that cannot answer is
     // an error record of its own and the others go on.
     let found: Vec<Job<'_>> = if targets.is_empty() {
@@ -387,7 +379,7 @@ fn get_iso(common: &Common, settings: Settings, a: GetIsoArgs) -> i32 {
     let mut first_error = None;
     let target = a.vm_name.clone().unwrap_or_default();
     let explicit = a.guest_os.as_deref().and_then(GuestKind::parse);
-    let fleet = Fleet::open(settings, &[]);
+    let fleet = Fleet::open(settings);
     let host = &fleet;
     let info = match (&a.vm_name, explicit) {
         (Some(name), None) => match guest_info(&fleet, name) {
@@ -430,10 +422,10 @@ fn get_iso(common: &Common, settings: Settings, a: GetIsoArgs) -> i32 {
     let chosen = plugins.is_ok().then_some(selection.chosen).flatten();
     if let Some(view) = chosen.and_then(|i| views.get_mut(i)) {
         let cache = host.settings().digest_cache.as_deref();
-        view.sha256 = std::fs::File::open(&view.path)
-            .and_then(|f| vmguest::iso::digest::sha256(&f, cache))
-            .map(|(sha, _)| sha)
-            .ok();
+        view.sha256 = vmguest::iso::open_iso(std::path::Path::new(&view.path))
+            .ok()
+            .and_then(|f| vmguest::iso::digest::sha256(&f, cache).ok())
+            .map(|(sha, _)| sha);
     }
     output::iso_candidates(common.output_format, &views);
     let failure = plugins.err().or_else(|| {
@@ -594,7 +586,7 @@ fn test_plugin(common: &Common, run: Settings, a: TestPluginArgs) -> i32 {
         target.store = format!("-IsoPath {}", dir.display());
     }
     if let Some(name) = &a.vm_name {
-        let fleet = Fleet::open(run, &[]);
+        let fleet = Fleet::open(run);
         let info = match guest_info(&fleet, name) {
             Ok(info) => info,
             Err(f) => return one_result(common, CMDLET, &shown, Err::<(), _>(f), |_| ()),

@@ -1,6 +1,12 @@
 //! Objects out: a table for people, JSON lines for pipes, and PowerShell-like error
 //! records on stderr.
+//!
+//! Text from guests, ISOs, plugins and VM definitions reaches the terminal only through
+//! [`printable`], so it cannot carry escape sequences (colours, cursor moves, OSC 52
+//! clipboard writes, title changes). JSON stays exact: serde_json escapes control
+//! characters itself.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Serialize;
@@ -18,8 +24,44 @@ pub fn json_line(value: &impl Serialize) {
     let _ = writeln!(out);
 }
 
-/// Left-aligned columns, PowerShell `Format-Table` style.
+/// `s` as it may reach a terminal: control characters (C0, DEL, C1) and the Unicode
+/// bidirectional overrides and isolates are written as escapes (`\x1b`, `\n`,
+/// `\u{202e}`), so the text shows what it holds and cannot drive the terminal or
+/// reorder what is shown. A backslash is left as it is: Windows paths stay readable.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unprintable) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && unprintable(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if unprintable(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters a terminal acts on instead of showing.
+fn unprintable(c: char) -> bool {
+    c.is_control() // C0, DEL and C1
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Left-aligned columns, PowerShell `Format-Table` style. Every cell goes through
+/// [`printable`].
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -210,18 +252,18 @@ pub fn probe(format: OutputFormat, report: &ProbeReport) {
         OutputFormat::Table => {
             println!(
                 "{} (vmguest:plugin@{}) implements {}",
-                report.plugin.name,
-                report.plugin.wit.as_deref().unwrap_or("?"),
-                report.plugin.implements.join(", ")
+                printable(&report.plugin.name),
+                printable(report.plugin.wit.as_deref().unwrap_or("?")),
+                printable(&report.plugin.implements.join(", "))
             );
             let vm = match report.live {
-                true => format!("VM {}", report.vm),
+                true => format!("VM {}", printable(&report.vm)),
                 false => "a sample VM".into(),
             };
             println!(
                 "{vm}, {} guest; candidates from {}:",
                 report.guest.as_str(),
-                report.store
+                printable(&report.store)
             );
             let rows: Vec<Vec<String>> = report
                 .candidates
@@ -261,7 +303,7 @@ pub fn probe(format: OutputFormat, report: &ProbeReport) {
                 .collect();
             table(&["Stage", "Ms", "Decision"], &rows);
             for w in &report.warnings {
-                eprintln!("WARNING: {w}");
+                eprintln!("WARNING: {}", printable(w));
             }
         }
     }
@@ -273,23 +315,26 @@ pub fn skeleton(format: OutputFormat, s: &vmguest::plugin::skeleton::Skeleton) {
         OutputFormat::Table => {
             println!(
                 "{} ({}, world {}) in {}:",
-                s.name,
+                printable(&s.name),
                 s.language.as_str(),
                 s.world.as_str(),
-                s.path.display()
+                printable(&s.path.display().to_string())
             );
             for f in &s.files {
-                println!("  {f}");
+                println!("  {}", printable(f));
             }
             println!(
                 "\nBuild:   {}\nTest:    {}\nInstall: {}",
-                s.build, s.test, s.install
+                printable(&s.build),
+                printable(&s.test),
+                printable(&s.install)
             );
         }
     }
 }
 
-/// A PowerShell-like error record on stderr, above the spinner.
+/// A PowerShell-like error record on stderr, above the spinner. The target, message and
+/// causes may quote the guest, the ISO or a plugin: they go through [`printable`].
 pub fn error_record(
     cmdlet: &str,
     target: &str,
@@ -297,6 +342,7 @@ pub fn error_record(
     message: &str,
     causes: &[String],
 ) {
+    let (target, message) = (printable(target), printable(message));
     let mut text = format!("{cmdlet} : {message}\n");
     text += &format!(
         "    + CategoryInfo          : {}: ({target}:String) [{cmdlet}], {}\n",
@@ -309,9 +355,37 @@ pub fn error_record(
     );
     text += &format!("    + HResult               : {}\n", hresult.hex());
     for (i, cause) in causes.iter().enumerate().skip(1) {
-        text += &format!("    + Cause[{i}]              : {cause}\n");
+        text += &format!("    + Cause[{i}]              : {}\n", printable(cause));
     }
     crate::spinner::above(|| {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert!(matches!(printable("web1 C:\\ic"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("\x1b]52;c;aGk=\x07\x1b[31mred\r\nnext\tcol\x7f\u{9b}"),
+            "\\x1b]52;c;aGk=\\x07\\x1b[31mred\\r\\nnext\\tcol\\x7f\\u{9b}"
+        );
+        assert_eq!(
+            printable("a\u{202e}gpj.exe\u{2066}"),
+            "a\\u{202e}gpj.exe\\u{2066}"
+        );
+        // Other non-ASCII text is text.
+        assert_eq!(printable("Größe ✓ 日本"), "Größe ✓ 日本");
+    }
+
+    #[test]
+    fn nothing_a_terminal_acts_on_survives() {
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let shown = printable(&c.to_string()).into_owned();
+            assert!(!shown.chars().any(unprintable), "{c:?} -> {shown:?}");
+        }
+    }
 }

@@ -5,6 +5,9 @@
 //! Everything else written to stderr while they spin (log lines, error records) goes
 //! through [`above`], which clears the lines for the write, so it prints above them
 //! instead of through them.
+//!
+//! Log fields and spinner messages may quote guests, ISOs and plugins; they reach the
+//! terminal through [`crate::output::printable`], as everything else does.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -12,8 +15,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use vmguest::Progress;
+
+use crate::output::printable;
 
 /// The lines on screen, if any.
 static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
@@ -57,6 +64,24 @@ impl Drop for EventWriter {
     }
 }
 
+/// `tracing`'s field formatter: its default rendering, then [`printable`]. The default
+/// escapes only some control characters, and only in the message; a `%value` field (an
+/// error chain, a plugin's log line) would reach the terminal raw. Only the fields go
+/// through it: the level's colours stay.
+pub struct PrintableFields;
+
+impl<'w> FormatFields<'w> for PrintableFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut plain = String::new();
+        DefaultFields::new().format_fields(Writer::new(&mut plain), fields)?;
+        std::fmt::Write::write_str(&mut writer, &printable(&plain))
+    }
+}
+
 /// One line per VM whose install is running.
 pub struct Bars {
     multi: Option<MultiProgress>,
@@ -96,14 +121,16 @@ impl Bars {
 impl Progress for Bars {
     fn phase(&self, vm: &str, phase: &str) {
         if let Some(bar) = self.bar(vm) {
-            bar.set_message(format!("{vm}: {phase}"));
+            bar.set_message(printable(&format!("{vm}: {phase}")).into_owned());
         }
     }
 
     fn waiting(&self, vm: &str, what: &str, elapsed: Duration, limit: Duration) {
         if let Some(bar) = self.bar(vm) {
             bar.set_message(format!(
-                "{vm}: waiting for the {what} ({}s of at most {}s)",
+                "{}: waiting for the {} ({}s of at most {}s)",
+                printable(vm),
+                printable(what),
                 elapsed.as_secs(),
                 limit.as_secs()
             ));
