@@ -304,18 +304,20 @@ impl Bases {
             // The runtime directory holds the default VM directory, whose `NAME.toml`
             // files name the sockets root connects to. Root has no runtime directory of
             // its own to fall back on: the system default (`/run/vmguest`) applies.
-            runtime: self.runtime.filter(|dir| match crate::trust::check_nearest(dir) {
-                Ok(()) => true,
-                Err(why) => {
-                    tracing::warn!(
-                        "running as root: not using the runtime directory {} from the \
+            runtime: self
+                .runtime
+                .filter(|dir| match crate::trust::check_nearest(dir) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::warn!(
+                            "running as root: not using the runtime directory {} from the \
                          environment ({}); using the system defaults instead",
-                        dir.display(),
-                        crate::hresult::chain(&why)
-                    );
-                    false
-                }
-            }),
+                            dir.display(),
+                            crate::hresult::chain(&why)
+                        );
+                        false
+                    }
+                }),
         }
     }
 }
@@ -685,7 +687,10 @@ mod bases_tests {
             runtime: Some(alice.join("run")),
         };
         let b = env.trusted_or(Some(&root));
-        assert_eq!(b.runtime, None, "no VM directory under another user's runtime");
+        assert_eq!(
+            b.runtime, None,
+            "no VM directory under another user's runtime"
+        );
         assert_eq!(b.config, Some(root.join(".config")));
         assert_eq!(b.data, Some(root.join(".local/share")));
         assert_eq!(b.cache, Some(root.join(".cache")));
