@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: installs across a fleet, one pipeline against one process per VM (issue 11).
+"""Benchmark: installs across a fleet, one pipeline against one process per VM.
 
 1. The media phase (`Install-IntegrationComponents -NoWait`) on 64 running VMs (TCG,
    firmware only, one empty CD drive each): one vmguest pipeline (-ThrottleLimit 16)

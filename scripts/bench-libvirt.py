@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: the media phase on libvirt domains (issue 10).
+"""Benchmark: the media phase on libvirt domains, beside virsh and libvirt-python.
 
 One libvirt daemon (started here, in a private mount namespace, as the tests do) runs
 N firmware-only domains, each with one empty CD drive. The media phase (look the

@@ -12,7 +12,9 @@ for ws in plugins tests/plugins; do
         --manifest-path "$ws/Cargo.toml"
 done
 out=target/wasm/wasm32-wasip2/release
-wit=wit/since_v0.2.0
+# The current WIT: the newest wit/since_vX.Y.Z folder (WitVersion::CURRENT, which a test
+# holds to the same folder).
+wit=$(ls -d wit/since_v* | sort -V | tail -n 1)
 
 # componentize-py, at the version plugins/python/requirements.txt pins, in a venv of
 # its own.

@@ -13,7 +13,7 @@
 //! `STATE` is), named by a hash of the identity so any identity is a safe file name.
 //!
 //! An identity names the host as the admin named it (the libvirt URI, the socket
-//! directory) together with what names the VM there (`Hypervisor::identity`). A libvirt
+//! directory) together with what names the VM there (`vm::Vm::identity`). A libvirt
 //! domain's UUID alone is not enough: any host of a run can define a domain with the UUID
 //! of another host's domain, and its entry would then be restored into that domain (its
 //! media inserted, its guest pids ended). An entry is only ever read back under the
@@ -33,7 +33,7 @@ use crate::vm::Media;
 pub struct Entry {
     pub vm: String,
     /// What names this VM across runs: its host and its name there
-    /// (`Hypervisor::identity`).
+    /// (`vm::Vm::identity`).
     pub identity: String,
     /// The host the entry was recorded on, as reports name it (`Hypervisor::location`);
     /// empty in entries written before entries named their host.

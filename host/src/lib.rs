@@ -20,10 +20,10 @@
 //! |---|---|
 //! | [`settings`] | everything read from the environment and config files, once |
 //! | [`operation`] | the install, as typed steps that read as the contract |
-//! | [`vm`] | VM access behind the [`Hypervisor`], [`vm::VmControl`] and [`vm::GuestAgent`] traits; one module per backend |
-//! | [`inventory`] | the socket-directory backend: names to QMP and agent sockets |
+//! | [`vm`] | VM access behind the [`Hypervisor`], [`vm::Vm`], [`vm::VmControl`] and [`vm::GuestAgent`] traits; one folder per backend |
+//! | [`vm::qemu`] | the socket-directory backend: names to QMP and agent sockets |
 //! | [`vm::libvirt`] | the libvirt backend: a host's domains, by URI |
-//! | [`vm::virt`] | the libvirt C calls, loaded with `dlopen` on first use |
+//! | [`vm::libvirt::ffi`] | the libvirt C calls, loaded with `dlopen` on first use |
 //! | [`fleet`] | many hosts in one run |
 //! | [`guest`] | the steps inside the guest, through the agent |
 //! | [`iso`] | locating the latest IC media by content |
@@ -49,14 +49,13 @@
 //! finds the XDG base directories as the spec says (ignoring empty and relative values).
 //! `thiserror` derives the typed errors at module boundaries, with their `source()`
 //! chains. `libloading` opens libvirt's C library on the first libvirt URI
-//! (see [`vm::virt`] for why) and `quick-xml` reads domain XML. `proptest` (tests only) drives the ISO reader and version property tests.
+//! (see [`vm::libvirt::ffi`] for why) and `quick-xml` reads domain XML. `proptest` (tests only) drives the ISO reader and version property tests.
 
 pub mod cancel;
 pub mod config;
 pub mod fleet;
 pub mod guest;
 pub mod hresult;
-pub mod inventory;
 pub mod iso;
 pub mod journal;
 pub mod kinds;
@@ -72,22 +71,22 @@ pub mod vm;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use serde::Serialize;
 
 pub use fleet::Fleet;
 pub use hresult::{Failure, HResult, Outcome};
-pub use inventory::Inventory;
 pub use operation::InstallOptions;
 pub use progress::{Progress, Silent};
 pub use report::InstallReport;
 pub use settings::{HostSpec, Overrides, Settings};
+pub use vm::qemu::Inventory;
 pub use vm::{DvdDrive, GuestOsInfo, Hypervisor};
 
 use guest::InstalledComponents;
-use vm::{GuestAgent, VmControl};
+use vm::{GuestAgent, Vm, VmControl};
 
 /// The host: a hypervisor and the settings of this run (`IVMVirtualPC`).
 pub struct VirtualPc {
@@ -153,10 +152,11 @@ impl VirtualPc {
 
     /// `FindVirtualMachine`: VM_E_VM_UNKNOWN if there is no such VM.
     pub fn find_virtual_machine(&self, name: &str) -> Outcome<VirtualMachine<'_>> {
-        self.hypervisor.lookup(name)?;
+        let handle = self.hypervisor.open(name)?;
         Ok(VirtualMachine {
             host: self,
             name: name.to_owned(),
+            handle: OnceLock::from(handle),
         })
     }
 
@@ -173,7 +173,11 @@ impl VirtualPc {
         let names = self.hypervisor.names()?;
         Ok(names
             .into_iter()
-            .map(|name| VirtualMachine { host: self, name })
+            .map(|name| VirtualMachine {
+                host: self,
+                name,
+                handle: OnceLock::new(),
+            })
             .collect())
     }
 }
@@ -182,6 +186,8 @@ impl VirtualPc {
 pub struct VirtualMachine<'a> {
     host: &'a VirtualPc,
     name: String,
+    /// Resolved once, on first use (a listed VM) or when found by name.
+    handle: OnceLock<Box<dyn Vm>>,
 }
 
 /// A read-only snapshot of a VM, as `Get-VM` shows it.
@@ -244,8 +250,17 @@ impl<'a> VirtualMachine<'a> {
         self.host
     }
 
+    /// The resolved VM: looked up once, then kept.
+    fn handle(&self) -> Outcome<&dyn Vm> {
+        if let Some(h) = self.handle.get() {
+            return Ok(h.as_ref());
+        }
+        let opened = self.host.hypervisor.open(&self.name)?;
+        Ok(self.handle.get_or_init(|| opened).as_ref())
+    }
+
     fn control(&self) -> Outcome<Box<dyn VmControl>> {
-        self.host.hypervisor.control(&self.name)
+        Ok(self.handle()?.control()?)
     }
 
     /// QEMU's run state; VM_E_VM_NOT_RUNNING if QEMU does not answer.
@@ -259,22 +274,31 @@ impl<'a> VirtualMachine<'a> {
 
     /// The journal entry an earlier run left for this VM, if any.
     pub fn pending_restore(&self) -> Option<journal::Entry> {
-        let identity = self.host.hypervisor.identity(&self.name);
-        self.host.journal()?.get(&identity).ok().flatten()
+        let handle = self.handle().ok()?;
+        self.host.journal()?.get(handle.identity()).ok().flatten()
     }
 
     /// `Repair-VMMedia`: finish an earlier run's restore, if one is pending.
     pub fn repair_media(&self, options: &InstallOptions, progress: &dyn Progress) -> InstallReport {
         let host = self.host;
-        let mut report = operation::repair(
-            host.hypervisor.as_ref(),
-            &host.settings,
-            &self.name,
-            options,
-            progress,
-        );
+        let mut report = operation::repair_target(self.target(), &host.settings, options, progress);
         report.host = Some(host.location());
         report
+    }
+
+    /// What the operation runs on: this VM's handle when it is resolved already, else
+    /// its name, resolved by the operation's first step.
+    fn target(&self) -> operation::Target<'_> {
+        match self.handle.get() {
+            Some(vm) => operation::Target::Resolved {
+                vm: vm.as_ref(),
+                location: self.host.location(),
+            },
+            None => operation::Target::Named {
+                hypervisor: self.host.hypervisor.as_ref(),
+                name: &self.name,
+            },
+        }
     }
 
     /// `GuestOS`.
@@ -403,11 +427,7 @@ pub struct GuestOs<'a> {
 
 impl GuestOs<'_> {
     fn agent(&self) -> Outcome<Option<Box<dyn GuestAgent>>> {
-        let host = self.vm.host;
-        Ok(host
-            .hypervisor
-            .agent(&self.vm.name)
-            .context("guest agent")?)
+        Ok(self.vm.handle()?.agent().context("guest agent")?)
     }
 
     /// What the guest agent reports; `None` without an agent.
@@ -437,13 +457,8 @@ impl GuestOs<'_> {
         progress: &dyn Progress,
     ) -> InstallReport {
         let host = self.vm.host;
-        let mut report = operation::install(
-            host.hypervisor.as_ref(),
-            &host.settings,
-            &self.vm.name,
-            options,
-            progress,
-        );
+        let mut report =
+            operation::install_target(self.vm.target(), &host.settings, options, progress);
         report.host = Some(host.location());
         report
     }

@@ -49,7 +49,10 @@ pub struct PluginRecord {
     pub ms: f64,
 }
 
+/// Built by the operation from its own typed state, once, when it is sealed; callers
+/// read it (and the CLI prints it), they do not build one.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct InstallReport {
     pub vm: String,
     /// The host the VM is on: a libvirt URI or a socket directory.

@@ -20,9 +20,8 @@ use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
-use vmguest::vm::VmControl;
 use vmguest::vm::{CallError, DvdDrive, ExecStatus, GuestAgent, GuestOsInfo, Hypervisor, Media};
-use vmguest::{Failure, HResult, Outcome};
+use vmguest::vm::{Vm, VmControl, VmError};
 
 pub const VM: &str = "vm1";
 
@@ -144,43 +143,48 @@ impl FakeHv {
 }
 
 impl Hypervisor for FakeHv {
-    fn names(&self) -> Outcome<Vec<String>> {
+    fn names(&self) -> Result<Vec<String>, VmError> {
         Ok(vec![VM.to_owned()])
-    }
-
-    fn lookup(&self, name: &str) -> Outcome<()> {
-        match name {
-            VM => Ok(()),
-            _ => Err(Failure::msg(
-                HResult::VmUnknown,
-                format!("no VM named {name:?}"),
-            )),
-        }
-    }
-
-    fn identity(&self, name: &str) -> String {
-        format!("fake:{name}")
     }
 
     fn location(&self) -> String {
         "fake".into()
     }
 
-    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
-        self.lookup(name)?;
-        let mut w = self.world();
-        if w.has(Fault::Connect) {
-            return Err(Failure::new(
-                HResult::VmNotRunning,
-                anyhow::Error::new(CallError::Closed).context("QMP socket does not answer"),
-            ));
+    fn open(&self, name: &str) -> Result<Box<dyn Vm>, VmError> {
+        match name {
+            VM => Ok(Box::new(FakeHandle(self.clone()))),
+            _ => Err(VmError::Unknown(format!("no VM named {name:?}"))),
         }
-        w.control_connections += 1;
-        Ok(Box::new(FakeVm(self.0.clone())))
+    }
+}
+
+/// The one VM of a [`FakeHv`], resolved.
+struct FakeHandle(FakeHv);
+
+impl Vm for FakeHandle {
+    fn name(&self) -> &str {
+        VM
     }
 
-    fn agent(&self, _name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
-        let mut w = self.world();
+    fn identity(&self) -> &str {
+        "fake:vm1"
+    }
+
+    fn control(&self) -> Result<Box<dyn VmControl>, VmError> {
+        let mut w = self.0.world();
+        if w.has(Fault::Connect) {
+            return Err(VmError::NotRunning {
+                what: "QMP socket does not answer".into(),
+                source: CallError::Closed,
+            });
+        }
+        w.control_connections += 1;
+        Ok(Box::new(FakeVm(self.0 .0.clone())))
+    }
+
+    fn agent(&self) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        let mut w = self.0.world();
         if !w.agent {
             return Ok(None);
         }
@@ -188,7 +192,7 @@ impl Hypervisor for FakeHv {
             return Err(CallError::Timeout(std::time::Duration::from_secs(5)));
         }
         w.agent_connections += 1;
-        Ok(Some(Box::new(FakeAgent(self.0.clone()))))
+        Ok(Some(Box::new(FakeAgent(self.0 .0.clone()))))
     }
 }
 

@@ -75,6 +75,7 @@ fn agent_install_runs_every_step_in_contract_order_and_empties_the_drive() {
     assert_eq!(
         phases(&r),
         [
+            "resolve",
             "lock",
             "connect",
             "recover",

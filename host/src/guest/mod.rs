@@ -1,21 +1,90 @@
 //! Steps inside the guest, through the guest agent: find the IC media, mount it, run its
 //! installer and wait, unmount, and remember what was installed.
 //!
-//! Only Linux guests are driven unattended today. The steps use POSIX `sh`, `mount` and
-//! `umount`, which every Linux guest with an agent has.
+//! What differs between guest OSes is behind [`GuestInstaller`]: `linux.rs` (POSIX `sh`,
+//! `mount` and `umount`, which every Linux guest with an agent has) and `windows.rs`
+//! (drive letters, `cmd`-free argv, MSI exit codes). This file holds what both share:
+//! running and waiting on guest processes, and the version and install records.
 
+mod linux;
 pub mod windows;
+
+pub use linux::{find_device, mount, release, run_installer, unmount, Linux};
+pub use windows::Windows;
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::iso::{Probe, PVD_OFFSET, SECTOR};
+use crate::iso::{Probe, Recipe};
 use crate::manifest::Components;
 use crate::progress::Progress;
 use crate::vm::{CallError, ExecStatus, GuestAgent};
+
+/// How one kind of guest OS runs the IC media's installer: where the media shows up,
+/// how the installer starts, what its exit means, and what is left to undo.
+pub trait GuestInstaller {
+    /// "Linux", "Windows": for messages.
+    fn os_name(&self) -> &'static str;
+    /// The family's unattended command for this OS, from the media's recipe.
+    fn family_command(&self, recipe: &Recipe, machine: Option<&str>) -> Option<String>;
+    /// Find the media in the guest and make it readable; returns where it is (a mount
+    /// point, a drive letter).
+    fn prepare(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        pvd: &[u8],
+        within: Duration,
+        check: Check<'_>,
+    ) -> anyhow::Result<String>;
+    /// Start `call.command` on the media at `place` and wait for it; `started` learns
+    /// the guest pid where the OS's recovery can use it. Returns the command as shown.
+    fn run(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        place: &str,
+        call: &InstallerCall<'_>,
+        check: Check<'_>,
+        started: &mut dyn FnMut(i64),
+    ) -> anyhow::Result<(String, ExecStatus)>;
+    /// What the installer's exit status means.
+    fn verdict(&self, status: &ExecStatus) -> Verdict;
+    /// Whether the media stays mounted in the guest after the installer, for
+    /// [`GuestInstaller::unmount`]; and whether vmguest's install record is written.
+    fn mounts(&self) -> bool;
+    /// Let go of the media at `place`.
+    fn unmount(&mut self, agent: &mut dyn GuestAgent, place: &str) -> anyhow::Result<()>;
+}
+
+/// The guest OS's installer: Windows or Linux.
+pub fn installer_for(windows: bool) -> Box<dyn GuestInstaller> {
+    if windows {
+        Box::new(Windows)
+    } else {
+        Box::new(Linux)
+    }
+}
+
+/// One installer run's parameters, the same for every guest OS.
+pub struct InstallerCall<'a> {
+    pub command: &'a str,
+    /// `-InstallCommand`: the user's command, not the family's.
+    pub custom: bool,
+    pub timeout: Duration,
+    pub vm: &'a str,
+    pub progress: &'a dyn Progress,
+}
+
+/// What an installer's exit status means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Installed,
+    /// Installed; the guest must restart to finish.
+    RebootRequired,
+    /// Failed; why, as the operation reports it.
+    Failed(String),
+}
 
 /// Where the IC media is mounted in the guest.
 pub const MOUNT_POINT: &str = "/run/vmguest-ic";
@@ -25,41 +94,6 @@ pub const INSTALLED_RECORD: &str = "/var/lib/vmguest/integration-components.toml
 const POLL: Duration = Duration::from_millis(250);
 /// Small helper commands (mkdir, mount, umount) must finish within this.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Find the guest block device that holds our media, by comparing its primary volume
-/// descriptor with the ISO's. Freshly inserted media take a moment to become readable.
-pub fn find_device(
-    agent: &mut dyn GuestAgent,
-    pvd: &[u8],
-    within: Duration,
-    check: Check<'_>,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + within;
-    let mut last_error = String::from("no /dev/sr* device");
-    loop {
-        check()?;
-        for i in 0..8 {
-            let dev = format!("/dev/sr{i}");
-            match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
-                Ok(bytes) if bytes == pvd => return Ok(dev),
-                Ok(_) => {}
-                Err(e) if e.is_disconnect() => return Err(e.into()),
-                Err(e) => {
-                    if i == 0 {
-                        last_error = format!("{dev}: {}", crate::hresult::chain(&e));
-                    }
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the IC media did not appear in the guest within {}s ({last_error})",
-                within.as_secs()
-            );
-        }
-        sleep(Duration::from_millis(500));
-    }
-}
 
 /// The installed version a probe reads, or `None` when the family is not installed.
 pub fn read_version(agent: &mut dyn GuestAgent, probe: &Probe) -> anyhow::Result<Option<String>> {
@@ -224,114 +258,6 @@ pub fn agent_gone(e: &anyhow::Error) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("the VM is {0} (it stopped running during the install)")]
 pub struct VmStopped(pub String);
-
-/// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
-/// after insertion fails with EINVAL on Linux, so retry.
-pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow::Result<String> {
-    if let Some(existing) = mount_point_of(agent, dev)? {
-        return Ok(existing);
-    }
-    let mut last = ExecStatus::default();
-    for _ in 0..20 {
-        check()?;
-        last = sh(
-            agent,
-            "mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"",
-            &[MOUNT_POINT, dev],
-        )?;
-        if last.succeeded() {
-            return Ok(MOUNT_POINT.to_owned());
-        }
-        sleep(Duration::from_millis(500));
-    }
-    bail!(
-        "cannot mount {dev} in the guest: {}",
-        last.stderr.trim().lines().last().unwrap_or("mount failed")
-    )
-}
-
-/// The guest's mounts, as (device, mount point) pairs from `/proc/mounts`.
-fn mounts(agent: &mut dyn GuestAgent) -> anyhow::Result<Vec<(String, String)>> {
-    let text = agent.read_file("/proc/mounts", 0, 1 << 20)?;
-    Ok(String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_owned(), f.next()?.to_owned()))
-        })
-        .collect())
-}
-
-fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Option<String>> {
-    Ok(mounts(agent)?
-        .into_iter()
-        .find_map(|(d, dir)| (d == dev).then_some(dir)))
-}
-
-/// Run the recipe's Linux installer and wait for it, at most `timeout`. `started` learns
-/// its pid in the guest before the wait begins.
-#[allow(clippy::too_many_arguments)]
-pub fn run_installer(
-    agent: &mut dyn GuestAgent,
-    mount_point: &str,
-    command: &str,
-    timeout: Duration,
-    vm: &str,
-    progress: &dyn Progress,
-    check: Check<'_>,
-    started: &mut dyn FnMut(i64),
-) -> anyhow::Result<ExecStatus> {
-    let env = vec![
-        format!("VMGUEST_IC_MEDIA={mount_point}"),
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-    ];
-    let script = format!("cd \"$VMGUEST_IC_MEDIA\" && {command}");
-    let pid = agent
-        .exec("/bin/sh", &["-c".to_owned(), script], &env)
-        .context("starting the installer in the guest")?;
-    started(pid);
-    wait(
-        agent,
-        pid,
-        timeout,
-        &mut |elapsed| progress.waiting(vm, "installer", elapsed, timeout),
-        check,
-    )
-    .context("waiting for the installer")
-}
-
-/// Make the guest let go of media an earlier, interrupted run left: end its installer
-/// (and everything that installer started), then unmount.
-pub fn release(
-    agent: &mut dyn GuestAgent,
-    installer: Option<i64>,
-    mount_point: &str,
-) -> anyhow::Result<()> {
-    if let Some(pid) = installer {
-        let st = sh(agent, KILL_TREE, &[&pid.to_string()])?;
-        tracing::debug!(pid, exit = ?st.exit_code, "ended an earlier run's installer");
-    }
-    match mounts(agent)?.iter().any(|(_, dir)| dir == mount_point) {
-        true => unmount(agent, mount_point),
-        false => Ok(()),
-    }
-}
-
-/// Unmount, retrying briefly: the kernel may still hold the device for a moment.
-pub fn unmount(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<()> {
-    let mut last = ExecStatus::default();
-    for _ in 0..3 {
-        last = sh(agent, "umount \"$1\"", &[mount_point])?;
-        if last.succeeded() {
-            return Ok(());
-        }
-        sleep(Duration::from_millis(500));
-    }
-    bail!(
-        "the guest keeps {mount_point} mounted: {}",
-        last.stderr.trim().lines().last().unwrap_or("umount failed")
-    )
-}
 
 /// What [`INSTALLED_RECORD`] holds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

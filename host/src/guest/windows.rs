@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{wait_on, Check, Os};
+use super::{wait_on, Check, GuestInstaller, InstallerCall, Os, Verdict};
+use crate::iso::Recipe;
 use crate::iso::{Probe, PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
 use crate::vm::{ExecStatus, GuestAgent};
@@ -233,6 +234,67 @@ pub fn exit_meaning(code: Option<i64>) -> Exit {
             c => format!("{c}"),
         }),
         None => Exit::Failed("no exit code".into()),
+    }
+}
+
+/// The Windows guest's [`GuestInstaller`]. Windows does not lock the tray for a mounted
+/// CD, so there is nothing to unmount, and no guest process is journaled (the recovery
+/// ends Linux processes).
+pub struct Windows;
+
+impl GuestInstaller for Windows {
+    fn os_name(&self) -> &'static str {
+        "Windows"
+    }
+
+    fn family_command(&self, recipe: &Recipe, machine: Option<&str>) -> Option<String> {
+        recipe.windows_for(machine.unwrap_or("x86_64"))
+    }
+
+    fn prepare(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        pvd: &[u8],
+        within: Duration,
+        check: Check<'_>,
+    ) -> anyhow::Result<String> {
+        find_letter(agent, pvd, within, check)
+    }
+
+    fn run(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        place: &str,
+        call: &InstallerCall<'_>,
+        check: Check<'_>,
+        _started: &mut dyn FnMut(i64),
+    ) -> anyhow::Result<(String, ExecStatus)> {
+        run_installer(
+            agent,
+            place,
+            call.command,
+            call.custom,
+            call.timeout,
+            call.vm,
+            call.progress,
+            check,
+        )
+    }
+
+    fn verdict(&self, status: &ExecStatus) -> Verdict {
+        match exit_meaning(status.exit_code) {
+            Exit::Installed => Verdict::Installed,
+            Exit::RebootRequired => Verdict::RebootRequired,
+            Exit::Failed(why) => Verdict::Failed(why),
+        }
+    }
+
+    fn mounts(&self) -> bool {
+        false
+    }
+
+    fn unmount(&mut self, _agent: &mut dyn GuestAgent, _place: &str) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod digest;
 mod family;
+mod locator;
 pub mod open;
 mod pe;
 pub mod reader;
@@ -29,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use digest::sha256_file;
 pub use family::{identify, Identity};
+pub use locator::{Choice, Guest, Locator, Policy, Target};
 pub use open::{open as open_iso, OpenError};
 pub use pe::fake_exe;
 pub use recipe::{Probe, Recipe};

@@ -5,21 +5,66 @@
 
 use anyhow::Context;
 
-use super::{eject_retrying, Mode, Mounted, Operation, Plan};
+use super::media::eject_retrying;
+use super::{sealed, InstallOptions, Mode, Mounted, Operation, Plan, Step, Target};
 use crate::guest;
 use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
 use crate::iso::IcIso;
 use crate::journal::{self, JournalError};
 use crate::lock::{self, VmLock};
-use crate::vm::{CallError, DvdDrive, Hypervisor, Media, VmControl};
+use crate::progress::Progress;
+use crate::report::InstallReport;
+use crate::settings::Settings;
+use crate::vm::Hypervisor;
+use crate::vm::{CallError, DvdDrive, Media, Vm, VmControl};
+
+/// `Repair-VMMedia`: finish what an earlier run left in the journal for this VM (its IC
+/// media out, the user's media back), and nothing else. With `what_if`, say what it
+/// would do.
+pub fn repair(
+    hypervisor: &dyn Hypervisor,
+    settings: &Settings,
+    vm_name: &str,
+    options: &InstallOptions,
+    progress: &dyn Progress,
+) -> InstallReport {
+    let target = Target::Named {
+        hypervisor,
+        name: vm_name,
+    };
+    repair_target(target, settings, options, progress)
+}
+
+/// [`repair`] on a [`Target`].
+pub fn repair_target(
+    target: Target<'_>,
+    settings: &Settings,
+    options: &InstallOptions,
+    progress: &dyn Progress,
+) -> InstallReport {
+    let vm_name = target.name().to_owned();
+    let op = sealed(settings, options, progress, &vm_name, |op| {
+        let resolved = op.run(Step::Resolve, |op| op.resolve(target))?;
+        let vm_handle = resolved.get();
+        let _lock = op.run(Step::Lock, |op| op.lock())?;
+        let mut vm = op.run(Step::Connect, |_| Ok(vm_handle.control()?))?;
+        let notes = op.report.notes.len();
+        op.run(Step::Recover, |op| op.recover(vm_handle, vm.as_mut()))?;
+        Some(match op.report.notes.get(notes..).and_then(|n| n.last()) {
+            Some(what) => what.clone(),
+            None if op.journal.is_none() => {
+                "nothing to repair: no state directory, so no journal".into()
+            }
+            None => format!("nothing to repair: no journal entry for VM {vm_name:?}"),
+        })
+    });
+    op.report
+}
 
 impl Operation<'_> {
     /// One install per VM at a time: wait for another vmguest that holds the VM.
-    pub(super) fn lock(&mut self, hv: &dyn Hypervisor) -> Outcome<Option<VmLock>> {
+    pub(super) fn lock(&mut self) -> Outcome<Option<VmLock>> {
         let vm = self.report.vm.clone();
-        hv.lookup(&vm)?;
-        self.identity = hv.identity(&vm);
-        self.location = hv.location();
         let Some(state) = &self.settings.state_dir else {
             return Ok(None);
         };
@@ -40,7 +85,7 @@ impl Operation<'_> {
     /// back. A guest that still holds the IC media's tray keeps the entry open. Only this
     /// VM's own entry is read: its identity names this host (`crate::journal`), so what
     /// another host recorded (its media, its guest pids) never reaches this VM.
-    pub(super) fn recover(&mut self, hv: &dyn Hypervisor, vm: &mut dyn VmControl) -> Outcome<()> {
+    pub(super) fn recover(&mut self, vm_handle: &dyn Vm, vm: &mut dyn VmControl) -> Outcome<()> {
         let Some(journal) = self.journal.clone() else {
             return Ok(());
         };
@@ -83,7 +128,7 @@ impl Operation<'_> {
         }
         if now.is_some() {
             if let Some(mount) = &entry.guest_mount {
-                self.release_guest(hv, &entry, mount);
+                self.release_guest(vm_handle, &entry, mount);
             }
             match eject_retrying(vm, &entry.drive, true) {
                 Ok(()) => {}
@@ -135,8 +180,8 @@ impl Operation<'_> {
 
     /// Ask the guest, through its agent, to end an earlier run's installer and unmount
     /// its media. Without an agent the eject still tries; the guest decides.
-    fn release_guest(&mut self, hv: &dyn Hypervisor, entry: &journal::Entry, mount: &str) {
-        let released = match hv.agent(&self.report.vm) {
+    fn release_guest(&mut self, vm_handle: &dyn Vm, entry: &journal::Entry, mount: &str) {
+        let released = match vm_handle.agent() {
             Ok(Some(mut agent)) => guest::release(agent.as_mut(), entry.guest_pid, mount),
             Ok(None) => return,
             Err(e) => Err(anyhow::Error::new(e)),
@@ -159,7 +204,7 @@ impl Operation<'_> {
         let Some(journal) = &self.journal else {
             return Ok(());
         };
-        if self.report.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
+        if self.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
             return Ok(());
         }
         let mut entry = journal::Entry::new(

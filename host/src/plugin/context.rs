@@ -1,11 +1,13 @@
 //! vmguest's types to and from the WIT types (shared by every WIT version).
 
 use super::versions::types as wit;
+
 use crate::hresult::HResult;
 use crate::iso::{Candidate, IcIso, Selection};
 use crate::kinds::GuestKind;
 use crate::report::InstallReport;
 use crate::vm::GuestOsInfo;
+pub use wit::IsoInfo;
 
 pub fn vm_info(name: &str) -> wit::VmInfo {
     wit::VmInfo {
@@ -87,31 +89,6 @@ pub fn install_context(
         guest: guest_os(guest),
         iso,
         what_if,
-    }
-}
-
-/// The context of an install as its report tells it, for the post-install hooks.
-pub fn install_context_of(report: &InstallReport) -> wit::InstallContext {
-    let iso = match (
-        &report.iso,
-        &report.iso_family,
-        &report.iso_sha256,
-        &report.iso_source,
-    ) {
-        (Some(path), Some(family), Some(sha256), Some(source)) => Some(wit::IsoInfo {
-            path: path.clone(),
-            family: family.clone(),
-            version: report.iso_version.clone(),
-            sha256: sha256.clone(),
-            source: source.clone(),
-        }),
-        _ => None,
-    };
-    wit::InstallContext {
-        vm: vm_info(&report.vm),
-        guest: guest_os(report.guest_os.as_ref()),
-        iso,
-        what_if: report.what_if,
     }
 }
 

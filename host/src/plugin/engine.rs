@@ -2,7 +2,7 @@
 //! cache.
 //!
 //! **Deadlines.** The engine uses epoch interruption. One background thread bumps the
-//! epoch every [`TICK`], and at each tick a call compares the monotonic clock with its
+//! epoch every [`EPOCH_TICK`], and at each tick a call compares the monotonic clock with its
 //! deadline (`sandbox.rs`). Ticks only say when to look, never how much time passed, so
 //! a tick that a busy host delays delays the stop by that much and no more; it never
 //! stretches the deadline itself.
@@ -39,7 +39,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use anyhow::Context;
 
@@ -50,9 +49,7 @@ use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-pub const TICK: Duration = Duration::from_millis(10);
-/// The deepest wasm stack a plugin may use.
-const MAX_WASM_STACK: usize = 512 * 1024;
+use super::limits::{EPOCH_TICK, MAX_WASM_STACK};
 
 /// Whether the epoch thread runs. Without it no deadline would ever fire, so
 /// `sandbox.rs` refuses to call plugins.
@@ -81,7 +78,7 @@ pub fn engine() -> &'static Engine {
                 while let Some(engine) = ticker.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(EPOCH_TICK);
                 }
             });
         match spawned {

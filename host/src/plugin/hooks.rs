@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::context;
 use super::versions::types as wit;
-use super::{check_len, PluginRecord, PluginSet};
+use super::{check_len, Fault, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 
 impl PluginSet {
@@ -27,7 +27,7 @@ impl PluginSet {
                 Err(r) => {
                     if let Err(why) = check_len("message", &r.message) {
                         records.push(plugin.record("pre-install", format!("failed: {why}"), ms));
-                        return Err(plugin.failure(why.to_string()));
+                        return Err(plugin.failure(why));
                     }
                     let hresult = context::hresult(r.error);
                     records.push(plugin.record(
@@ -77,8 +77,8 @@ impl PluginSet {
                 }
                 Ok((Err(msg), ms)) => {
                     let why = match check_len("message", &msg) {
-                        Err(bad) => bad.to_string(),
-                        Ok(()) => format!("post-install failed: {msg}"),
+                        Err(bad) => Fault::Answer(bad),
+                        Ok(()) => Fault::PostInstall(msg),
                     };
                     records.push(plugin.record("post-install", format!("failed: {why}"), ms));
                     Some(plugin.failure(why))

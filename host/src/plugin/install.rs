@@ -5,7 +5,8 @@
 //! Nothing half-written is left: the component and the manifest are written to temporary
 //! names and renamed into place, the manifest last, so discovery (which reads manifests)
 //! never sees a manifest without its component. An existing plugin of the same name is
-//! replaced only with `force`.
+//! replaced only with `force`, or updated with `update`: a new component and pin under
+//! the site's own configuration (`scripts/install-plugins.sh` re-runs this way).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,6 +31,10 @@ pub struct Request {
     pub settings: BTreeMap<String, String>,
     pub grants: BTreeMap<String, PathBuf>,
     pub force: bool,
+    /// An installed plugin of the same name gets the new component, its pin and WIT
+    /// version, and keeps the rest of its manifest (settings, grants, limits, order,
+    /// version); without one, the plugin is installed as the request says.
+    pub update: bool,
 }
 
 fn fail(why: String) -> Failure {
@@ -52,13 +57,32 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
             "{name:?} is not a plugin name (letters, digits, '-', '_' and '.')"
         )));
     }
+    let manifest_path = req.dir.join(format!("{name}.toml"));
+    // What an update keeps: the installed manifest, as the site configured it.
+    let kept = match req.update && manifest_path.exists() {
+        true => Some(
+            super::manifest::read(manifest_path.clone())
+                .manifest
+                .map_err(|why| fail(format!("plugin {name:?} cannot be updated: {why}")))?,
+        ),
+        false => None,
+    };
+    let configured = |wit: String, component: PathBuf| match &kept {
+        Some(m) => Manifest {
+            wit,
+            component,
+            sha256: String::new(),
+            ..m.clone()
+        },
+        None => manifest(&name, req, wit, component),
+    };
     // The component's world and WIT version, as its exports say; refused here, not later.
     // This load compiles into the cache, so the admission below and the first VM install
     // find it there: a big component compiles once.
     let (wit, compiled) = {
         let probe = Found {
             manifest_path: req.component.clone(),
-            manifest: Ok(manifest(&name, req, String::new(), req.component.clone())),
+            manifest: Ok(configured(String::new(), req.component.clone())),
         };
         let loaded = load_one(&probe, false, cache).map_err(|info| {
             let why = info.refusal().map(ToString::to_string).unwrap_or_default();
@@ -72,8 +96,7 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
             loaded.info.cache,
         )
     };
-    let manifest_path = req.dir.join(format!("{name}.toml"));
-    if manifest_path.exists() && !req.force {
+    if manifest_path.exists() && !req.force && !req.update {
         return Err(fail(format!(
             "a plugin named {name:?} is already installed ({}); -Force replaces it",
             manifest_path.display()
@@ -86,7 +109,7 @@ pub fn install(req: &Request, cache: Option<&Path>) -> Result<PluginInfo, Failur
         let bytes = std::fs::read(&req.component)
             .with_context(|| format!("reading {}", req.component.display()))?;
         write_then_rename(&req.dir.join(&wasm_name), &bytes)?;
-        let mut m = manifest(&name, req, wit, PathBuf::from(&wasm_name));
+        let mut m = configured(wit, PathBuf::from(&wasm_name));
         // The pin is of the bytes written, not of a later read of the file.
         m.sha256 = crate::iso::sha256_bytes(&bytes);
         let text = toml::to_string(&m).context("writing the manifest")?;

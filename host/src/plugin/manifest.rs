@@ -42,10 +42,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
-pub const DEFAULT_MEMORY_MB: u64 = 64;
-pub const MAX_MEMORY_MB: u64 = 1024;
+use super::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -226,7 +223,7 @@ pub enum Refused {
     GrantNotDir(PathBuf),
     /// The component itself: not a component, wrong WIT, cannot be linked, …
     #[error("{0}")]
-    Component(String),
+    Component(#[source] super::ComponentError),
 }
 
 /// The rule a file broke, in the words `Get-Plugin` has always used for a writable one.

@@ -5,6 +5,8 @@
 //! engine.rs    the shared wasmtime engine, its epoch clock, the compiled-component cache
 //! versions.rs  every supported WIT version: bindings, host shims, export dispatch
 //! sandbox.rs   one call: fresh Store, WASI with only the grants, memory cap, deadline
+//! limits.rs    every bound on a plugin (time, memory, handles, output), once, with why
+//! stdio.rs     a plugin's stdout and stderr, kept up to a cap
 //! runtime.rs   the per-thread executor that calls run on (wasmtime's async path)
 //! context.rs   vmguest's types to and from the WIT types
 //! policy.rs    iso-policy: defer, choose, provide or refuse, each answer checked
@@ -24,13 +26,14 @@ pub mod context;
 pub mod engine;
 pub mod hooks;
 pub mod install;
+pub mod limits;
 pub mod manifest;
-pub mod output;
 pub mod policy;
 pub mod probe;
 pub mod runtime;
 pub mod sandbox;
 pub mod skeleton;
+pub mod stdio;
 #[cfg(test)]
 mod testing;
 pub mod versions;
@@ -48,6 +51,7 @@ use crate::hresult::{Failure, HResult};
 pub use crate::report::PluginRecord;
 use crate::settings::Settings;
 use engine::CacheState;
+use limits::MAX_ANSWER;
 use manifest::{Found, Grant, Refused};
 use sandbox::Sandbox;
 pub use versions::{types, HooksExport, PolicyExport, WitVersion};
@@ -340,7 +344,7 @@ pub(crate) fn load_one(
         .map(|m| m.name.clone())
         .unwrap_or(fallback_name);
     let refuse = |why: Refused| Box::new(refused(f, name.clone(), why, started));
-    let fail = |why: String| refuse(Refused::Component(why));
+    let fail = |why: ComponentError| refuse(Refused::Component(why));
     // Its digests vouch for pins and its entries are native code: only a cache that
     // passes the ownership rule is used, for either.
     let cache = engine::usable_cache(cache);
@@ -355,57 +359,48 @@ pub(crate) fn load_one(
     let cache_dir = cache;
     let (component_path, sha256) = (component.path().to_owned(), component.sha256().to_owned());
     // The bytes compiled are those just hashed, through the same descriptor.
-    let (component, cache) = engine::load(component, cache).map_err(|e| fail(e.to_string()))?;
+    let (component, cache) =
+        engine::load(component, cache).map_err(|e| fail(ComponentError::Load(Arc::new(e))))?;
     let (exports, names) = exported_interfaces(&component);
     let version = match exports.first() {
-        None => {
-            return Err(fail(format!(
-                "exports no vmguest:plugin interface (exports: {})",
-                names.join(", ")
-            )))
-        }
+        None => return Err(fail(ComponentError::NoInterface { exports: names })),
         Some((_, v)) => v.clone(),
     };
     let Some(wit) = WitVersion::parse(&version) else {
-        return Err(fail(format!(
-            "built against vmguest:plugin@{version}; this vmguest supports {}",
-            WitVersion::supported()
-        )));
+        return Err(fail(ComponentError::UnknownWit { version }));
     };
     if exports.iter().any(|(_, v)| *v != version) {
-        return Err(fail("exports interfaces of several WIT versions".into()));
+        return Err(fail(ComponentError::MixedWit));
     }
     if strict && WitVersion::parse(&manifest.wit) != Some(wit) {
-        return Err(fail(format!(
-            "the manifest says wit = {:?}, but the component was built against {wit}",
-            manifest.wit
-        )));
+        return Err(fail(ComponentError::ManifestWit {
+            manifest: manifest.wit.clone(),
+            component: wit,
+        }));
     }
-    let linker = wit.linker().map_err(|e| fail(format!("{e:#}")))?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| {
-        fail(format!(
-            "cannot be linked (imports outside WASI p2 and vmguest:plugin/host?): {e:#}"
-        ))
-    })?;
+    let linker = wit.linker().map_err(|e| fail(ComponentError::Linker(e)))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| fail(ComponentError::Link(cause(e))))?;
     let has = |iface: &str| exports.iter().any(|(i, _)| i == iface);
+    let export_error = |iface: &'static str| {
+        move |e: wasmtime::Error| {
+            fail(ComponentError::Export {
+                iface,
+                source: cause(e),
+            })
+        }
+    };
     let policy = match has(ISO_POLICY) {
-        true => Some(
-            wit.policy(&pre)
-                .map_err(|e| fail(format!("iso-policy does not match the WIT: {e:#}")))?,
-        ),
+        true => Some(wit.policy(&pre).map_err(export_error(ISO_POLICY))?),
         false => None,
     };
     let hooks = match has(INSTALL_HOOKS) {
-        true => Some(
-            wit.hooks(&pre)
-                .map_err(|e| fail(format!("install-hooks does not match the WIT: {e:#}")))?,
-        ),
+        true => Some(wit.hooks(&pre).map_err(export_error(INSTALL_HOOKS))?),
         false => None,
     };
     if policy.is_none() && hooks.is_none() {
-        return Err(fail(
-            "implements neither iso-policy nor install-hooks".into(),
-        ));
+        return Err(fail(ComponentError::NoExport));
     }
     let implements = [ISO_POLICY, INSTALL_HOOKS]
         .into_iter()
@@ -451,15 +446,14 @@ impl Plugin {
     /// Instantiate once, in the sandbox, and bind every export with the WIT's types, so
     /// that a component that lies about its WIT is refused before it is ever called. The
     /// refusal names the export and both signatures.
-    fn typecheck(&self, component: &Component, wit: WitVersion) -> Result<(), String> {
+    fn typecheck(&self, component: &Component, wit: WitVersion) -> Result<(), ComponentError> {
         let (policy, hooks) = (self.policy.clone(), self.hooks.clone());
         // One instantiation checks both interfaces; a mismatch is an answer, not a trap.
         let checked = self
             .sandbox
             .call("admission check", move |store, instance| {
                 Box::pin(async move {
-                    let mismatch =
-                        |iface: &'static str, e: wasmtime::Error| (iface, format!("{e:#}"));
+                    let mismatch = |iface: &'static str, e: wasmtime::Error| (iface, cause(e));
                     if let Some(p) = &policy {
                         if let Err(e) = p.typecheck(store, &instance) {
                             return Ok(Err(mismatch(ISO_POLICY, e)));
@@ -475,11 +469,13 @@ impl Plugin {
             });
         match checked {
             Ok((Ok(()), _)) => Ok(()),
-            Ok((Err((iface, why)), _)) => Err(format!(
-                "{iface} does not match vmguest:plugin@{wit} ({why}); {}",
-                export_signatures(component, iface, wit)
-            )),
-            Err(e) => Err(e.0),
+            Ok((Err((iface, source)), _)) => Err(ComponentError::Mismatch {
+                iface,
+                wit,
+                source,
+                signatures: export_signatures(component, iface, wit),
+            }),
+            Err(e) => Err(ComponentError::Call(e)),
         }
     }
 
@@ -512,23 +508,101 @@ impl Plugin {
         match self.sandbox.call(stage, f) {
             Ok((r, took)) => Ok((r, took.as_secs_f64() * 1000.0)),
             Err(e) => {
-                records.push(self.record(stage, format!("failed: {}", e.0), 0.0));
-                Err(self.failure(e.0))
+                records.push(self.record(stage, format!("failed: {e}"), 0.0));
+                Err(self.failure(e))
             }
         }
     }
 
-    /// A failure of this plugin: always DISP_E_EXCEPTION, always naming it.
-    fn failure(&self, what: String) -> Failure {
-        Failure::msg(
+    /// A failure of this plugin: always DISP_E_EXCEPTION, always naming it, and a
+    /// [`Misbehaved`] inside, so it is told apart from a refusal or veto by its type.
+    fn failure(&self, fault: impl Into<Fault>) -> Failure {
+        Failure::new(
             HResult::DispException,
-            format!("plugin {:?} {what}", self.info.name),
+            Misbehaved {
+                plugin: self.info.name.clone(),
+                fault: fault.into(),
+            },
         )
     }
 }
 
-/// Longest string accepted from a plugin (messages, paths).
-pub const MAX_ANSWER: usize = 4096;
+/// A wasmtime error as a shareable cause (the errors that carry it are cloned with the
+/// plugin's record).
+fn cause(e: wasmtime::Error) -> Arc<wasmtime::Error> {
+    Arc::new(e)
+}
+
+/// Why a component was refused at load time (`Refused::Component`).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{0}")]
+    Load(#[source] Arc<engine::LoadError>),
+    #[error("exports no vmguest:plugin interface (exports: {})", exports.join(", "))]
+    NoInterface { exports: Vec<String> },
+    #[error(
+        "built against vmguest:plugin@{version}; this vmguest supports {}",
+        WitVersion::supported()
+    )]
+    UnknownWit { version: String },
+    #[error("exports interfaces of several WIT versions")]
+    MixedWit,
+    #[error(
+        "the manifest says wit = {manifest:?}, but the component was built against {component}"
+    )]
+    ManifestWit {
+        manifest: String,
+        component: WitVersion,
+    },
+    /// This vmguest could not build the linker for the version (WASI and `host`).
+    #[error("{0}")]
+    Linker(#[source] versions::LinkerError),
+    #[error("cannot be linked (imports outside WASI p2 and vmguest:plugin/host?): {0:#}")]
+    Link(#[source] Arc<wasmtime::Error>),
+    /// An export's functions are missing or not the WIT's, found when binding them.
+    #[error("{iface} does not match the WIT: {source:#}")]
+    Export {
+        iface: &'static str,
+        #[source]
+        source: Arc<wasmtime::Error>,
+    },
+    #[error("implements neither iso-policy nor install-hooks")]
+    NoExport,
+    /// The admission check: an export's types are not those of the WIT it claims.
+    #[error("{iface} does not match vmguest:plugin@{wit} ({source:#}); {signatures}")]
+    Mismatch {
+        iface: &'static str,
+        wit: WitVersion,
+        #[source]
+        source: Arc<wasmtime::Error>,
+        /// Each function of the export beside the WIT's signature for it.
+        signatures: String,
+    },
+    /// The admission check could not run the component.
+    #[error("{0}")]
+    Call(#[source] sandbox::CallError),
+}
+
+/// What a plugin did wrong in a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("{0}")]
+    Call(#[from] sandbox::CallError),
+    #[error("{0}")]
+    Answer(#[from] BadAnswer),
+    /// `post-install` answered `err(text)`.
+    #[error("post-install failed: {0}")]
+    PostInstall(String),
+}
+
+/// A plugin misbehaved: DISP_E_EXCEPTION naming it. It has no `source()` on purpose: an
+/// error record lists every cause of its chain, and this one is a single line.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {plugin:?} {fault}")]
+pub struct Misbehaved {
+    pub plugin: String,
+    pub fault: Fault,
+}
 
 /// An answer that breaks the rules of the WIT contract's documentation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -539,6 +613,46 @@ pub enum BadAnswer {
     OutsideGrants(String),
     #[error("provided {0:?}, which does not exist")]
     Missing(String),
+    #[error("chose candidate {index}, but there are only {count} (0..{count})")]
+    NoSuchCandidate { index: u32, count: usize },
+    #[error("chose candidate {index} ({}), which is not usable: {reason}", path.display())]
+    UnusableCandidate {
+        index: u32,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("provided {path}, which is not a usable IC ISO: {reason}")]
+    NotAnIso { path: String, reason: String },
+    /// The choice has no installer for the guest's OS, and the media is not left for
+    /// autorun.
+    #[error(
+        "{choice}, a {family} ISO with no install for {guest} guest (only autorun mode takes \
+         any ISO)"
+    )]
+    NoInstall {
+        choice: Choice,
+        family: &'static str,
+        /// The guest's kind with its article: "a Linux".
+        guest: &'static str,
+    },
+}
+
+/// What a plugin chose, as its failure messages name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Candidate { index: u32, path: PathBuf },
+    Provided(String),
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Choice::Candidate { index, path } => {
+                write!(f, "chose candidate {index} ({})", path.display())
+            }
+            Choice::Provided(path) => write!(f, "provided {path}"),
+        }
+    }
 }
 
 fn check_len(what: &'static str, s: &str) -> Result<(), BadAnswer> {

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::context;
 use super::versions::types as wit;
-use super::{check_len, BadAnswer, Plugin, PluginRecord, PluginSet};
+use super::{check_len, BadAnswer, Choice, Plugin, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 use crate::iso::{self, Named, Selection};
 use crate::vm::GuestOsInfo;
@@ -68,8 +68,14 @@ impl PluginSet {
 enum Verdict {
     /// The plugin refused with a contract error.
     Refused(String, Failure),
-    /// The answer broke the rules; the text says how.
-    Bad(String),
+    /// The answer broke the rules.
+    Bad(BadAnswer),
+}
+
+impl From<BadAnswer> for Verdict {
+    fn from(bad: BadAnswer) -> Self {
+        Verdict::Bad(bad)
+    }
 }
 
 /// Apply one decision. `Ok(None)`: deferred; `Ok(Some(text))`: decided.
@@ -79,36 +85,37 @@ fn apply(
     autorun: bool,
     sel: &mut Selection,
 ) -> Result<Option<String>, Verdict> {
-    let installs = |c: &iso::Candidate, what: String| {
+    let installs = |c: &iso::Candidate, choice: Choice| {
         if autorun || c.installs_on(sel.guest) {
             return Ok(());
         }
-        let family = c.family().map_or("unknown", |f| f.as_str());
-        Err(Verdict::Bad(format!(
-            "{what}, a {family} ISO with no install for {} guest (only autorun mode takes \
-             any ISO)",
-            sel.guest.with_article()
-        )))
+        Err(BadAnswer::NoInstall {
+            choice,
+            family: c.family().map_or("unknown", |f| f.as_str()),
+            guest: sel.guest.with_article(),
+        })
     };
     match decision {
         wit::PolicyDecision::Defer => Ok(None),
         wit::PolicyDecision::Choose(i) => {
             let n = sel.candidates.len();
             let Some(c) = sel.candidates.get(i as usize) else {
-                return Err(Verdict::Bad(format!(
-                    "chose candidate {i}, but there are only {n} (0..{n})"
-                )));
+                return Err(BadAnswer::NoSuchCandidate { index: i, count: n }.into());
             };
             if let Err(why) = &c.identity {
-                return Err(Verdict::Bad(format!(
-                    "chose candidate {i} ({}), which is not usable: {}",
-                    c.named.path.display(),
-                    why.reason()
-                )));
+                return Err(BadAnswer::UnusableCandidate {
+                    index: i,
+                    path: c.named.path.clone(),
+                    reason: why.reason(),
+                }
+                .into());
             }
             installs(
                 c,
-                format!("chose candidate {i} ({})", c.named.path.display()),
+                Choice::Candidate {
+                    index: i,
+                    path: c.named.path.clone(),
+                },
             )?;
             select(sel, i as usize, plugin);
             Ok(Some(format!(
@@ -117,9 +124,8 @@ fn apply(
             )))
         }
         wit::PolicyDecision::Provide(path) => {
-            check_len("path", &path).map_err(|e| Verdict::Bad(e.to_string()))?;
-            let (host, grant) =
-                resolve_in_grants(plugin, &path).map_err(|e| Verdict::Bad(e.to_string()))?;
+            check_len("path", &path)?;
+            let (host, grant) = resolve_in_grants(plugin, &path)?;
             let c = iso::inspect(Named {
                 path: host.clone(),
                 source: format!("plugin {} ({path})", plugin.name()),
@@ -128,18 +134,19 @@ fn apply(
                 within: Some(grant),
             });
             if let Err(why) = &c.identity {
-                return Err(Verdict::Bad(format!(
-                    "provided {path}, which is not a usable IC ISO: {}",
-                    why.reason()
-                )));
+                return Err(BadAnswer::NotAnIso {
+                    path,
+                    reason: why.reason(),
+                }
+                .into());
             }
-            installs(&c, format!("provided {path}"))?;
+            installs(&c, Choice::Provided(path.clone()))?;
             sel.candidates.push(c);
             select(sel, sel.candidates.len() - 1, plugin);
             Ok(Some(format!("provide {path} ({})", host.display())))
         }
         wit::PolicyDecision::Refuse(r) => {
-            check_len("message", &r.message).map_err(|e| Verdict::Bad(e.to_string()))?;
+            check_len("message", &r.message)?;
             let hresult = context::hresult(r.error);
             let text = format!("refuse {}: {}", hresult.name(), r.message);
             Err(Verdict::Refused(
@@ -181,4 +188,30 @@ pub fn resolve_in_grants(plugin: &Plugin, path: &str) -> Result<(PathBuf, PathBu
         return Ok((real, root));
     }
     Err(outside())
+}
+
+/// The plugins' place in the location chain (`iso::Locator`): every plugin must have
+/// been admitted, then the policy plugins decide.
+impl iso::Policy for PluginSet {
+    type Record = PluginRecord;
+
+    fn decide(
+        &self,
+        target: &iso::Target<'_>,
+        sel: &mut Selection,
+        records: &mut Vec<PluginRecord>,
+    ) -> Result<(), Failure> {
+        self.check_admitted()?;
+        let guest = match target.guest {
+            iso::Guest::Reported(info) => context::guest_os(info),
+            iso::Guest::Kind(kind) => context::guest_of_kind(kind),
+        };
+        self.apply_policy_to(
+            &context::vm_info(target.vm),
+            &guest,
+            target.autorun,
+            sel,
+            records,
+        )
+    }
 }

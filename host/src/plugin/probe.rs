@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::manifest::{self, Found, Manifest, Refused};
 use super::types as wit;
-use super::{context, load_one, PluginInfo, PluginRecord, PluginSet};
+use super::{context, load_one, Misbehaved, PluginInfo, PluginRecord, PluginSet};
 use crate::hresult::{Failure, HResult};
 use crate::iso::{Candidate, CandidateView, Identity, Named, Recipe, Selection, Version};
 use crate::kinds::{Family, GuestKind};
@@ -238,14 +238,19 @@ pub fn probe(
     let builtin_choice = selection.chosen;
     let mut decisions = Vec::new();
     let vm_info = context::vm_info(&vm);
+    // Whether the plugin misbehaved in any call (a veto or refusal is a decision).
+    let mut failed = false;
+    let mut misbehaved = |f: &Failure| failed |= f.error.is::<Misbehaved>();
     let mut error = set
         .apply_policy_to(&vm_info, &guest, false, &mut selection, &mut decisions)
         .err();
+    error.iter().for_each(&mut misbehaved);
     let choice = error.is_none().then_some(selection.chosen).flatten();
     let mut ctx = context::install_context(&vm, None, None, live);
     ctx.guest = guest;
     if error.is_none() {
         error = set.pre_install(&ctx, &mut decisions).err();
+        error.iter().for_each(&mut misbehaved);
     }
     if !live {
         let outcome = super::types::InstallOutcome {
@@ -257,6 +262,7 @@ pub fn probe(
             phases: Vec::new(),
         };
         if let Some(f) = set.post_install(&ctx, &outcome, &mut decisions) {
+            misbehaved(&f);
             error.get_or_insert(f);
         }
     }
@@ -275,7 +281,6 @@ pub fn probe(
             builtin: Some(index) == builtin_choice,
         })
         .collect();
-    let failed = decisions.iter().any(|d| d.decision.starts_with("failed:"));
     let report = ProbeReport {
         plugin: info,
         vm,

@@ -7,21 +7,18 @@
 //! that the deadline can cancel a call blocked in one (opening a FIFO that nobody
 //! writes). Such a helper thread is stuck in the kernel and cannot be stopped; it is
 //! left to end on its own and never waited for, so neither the call nor the thread that
-//! made it hangs. Idle helpers end after [`KEEP_ALIVE`].
+//! made it hangs. Idle helpers end after
+//! [`BLOCKING_KEEP_ALIVE`].
 //!
 //! vmguest's own code is synchronous. A library caller that is itself inside a tokio
 //! runtime cannot block that runtime's thread on another one, so there the call runs on
 //! a scoped thread, which is joined before the answer is returned.
 
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::runtime::{Builder, Runtime};
 
-/// How long an idle helper thread for file calls waits for the next one.
-pub const KEEP_ALIVE: Duration = Duration::from_millis(100);
-/// Helper threads per calling thread.
-const MAX_BLOCKING: usize = 8;
+use super::limits::{BLOCKING_KEEP_ALIVE, MAX_BLOCKING_THREADS};
 
 /// Why a call could not be run at all.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +44,8 @@ impl Drop for Executor {
 thread_local! {
     static RUNTIME: Result<Executor, String> = Builder::new_current_thread()
         .enable_time()
-        .thread_keep_alive(KEEP_ALIVE)
-        .max_blocking_threads(MAX_BLOCKING)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map(|rt| Executor(Some(rt)))
         .map_err(|e| e.to_string());

@@ -14,19 +14,13 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::engine::engine;
+use super::limits::{
+    INSTANCES, LOG_MESSAGE_BYTES, MAX_HANDLES, MEMORIES, OUTPUT_CAP, STDERR_TAIL_BYTES,
+    STDERR_TAIL_LINES, TABLES, TABLE_ELEMENTS,
+};
 use super::manifest::Manifest;
-use super::output::{CappedOutput, OUTPUT_CAP};
 use super::runtime;
-
-/// Tables, instances and memories a plugin may create.
-const TABLE_ELEMENTS: usize = 100_000;
-const INSTANCES: usize = 64;
-const TABLES: usize = 64;
-const MEMORIES: usize = 16;
-/// Open handles a plugin may hold at once: files, directories, streams, pollables. Each
-/// open file is a descriptor in vmguest's own process, so this bounds what a plugin can
-/// take from the host.
-pub const MAX_HANDLES: usize = 256;
+use super::stdio::CappedOutput;
 
 /// What a call does with the fresh instance: a future that borrows the Store.
 pub type CallFuture<'a, R> =
@@ -59,7 +53,7 @@ impl WasiView for State {
 /// fails for another reason stays counted, which only makes the cap stricter.
 struct Limiter {
     memory: usize,
-    hit: Option<String>,
+    hit: Option<LimitHit>,
     /// Bytes of all the Store's linear memories.
     memory_used: usize,
     /// Elements of all the Store's tables.
@@ -94,6 +88,25 @@ fn mib(bytes: usize) -> String {
     }
 }
 
+/// A cap a call reached, told apart from any other trap.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitHit {
+    #[error(
+        "exceeded its memory limit of {} (asked for {}{})",
+        mib(*limit),
+        mib(*asked),
+        if *all { ", all its memories together" } else { "" }
+    )]
+    Memory {
+        limit: usize,
+        asked: usize,
+        /// The total is of several memories, not one.
+        all: bool,
+    },
+    #[error("exceeded its table limit of {TABLE_ELEMENTS} elements")]
+    Table,
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -106,19 +119,14 @@ impl ResourceLimiter for Limiter {
         }
         let total = total_after(self.memory_used, current, desired);
         if total > self.memory {
-            let all = if total > desired {
-                ", all its memories together"
-            } else {
-                ""
+            let hit = LimitHit::Memory {
+                limit: self.memory,
+                asked: total,
+                all: total > desired,
             };
-            let why = format!(
-                "exceeded its memory limit of {} (asked for {}{all})",
-                mib(self.memory),
-                mib(total)
-            );
-            self.hit = Some(why.clone());
+            self.hit = Some(hit.clone());
             // An error (not `Ok(false)`) traps: the plugin cannot catch it and go on.
-            return Err(wasmtime::Error::msg(why));
+            return Err(wasmtime::Error::msg(hit));
         }
         self.memory_used = total;
         Ok(true)
@@ -135,9 +143,8 @@ impl ResourceLimiter for Limiter {
         }
         let total = total_after(self.table_used, current, desired);
         if total > TABLE_ELEMENTS {
-            let why = format!("exceeded its table limit of {TABLE_ELEMENTS} elements");
-            self.hit = Some(why.clone());
-            return Err(wasmtime::Error::msg(why));
+            self.hit = Some(LimitHit::Table);
+            return Err(wasmtime::Error::msg(LimitHit::Table));
         }
         self.table_used = total;
         Ok(true)
@@ -158,7 +165,7 @@ impl ResourceLimiter for Limiter {
 impl State {
     pub(crate) fn log(&self, level: tracing::Level, message: &str) {
         let plugin = self.plugin.name.as_str();
-        let message = crate::vm::channel::truncate(message, 4096);
+        let message = crate::vm::channel::truncate(message, LOG_MESSAGE_BYTES);
         match level {
             tracing::Level::TRACE => tracing::trace!(target: LOG_TARGET, plugin, "{message}"),
             tracing::Level::DEBUG => tracing::debug!(target: LOG_TARGET, plugin, "{message}"),
@@ -178,8 +185,71 @@ impl State {
 }
 
 /// Why a call failed. Every variant becomes DISP_E_EXCEPTION naming the plugin.
-#[derive(Debug)]
-pub struct CallFailure(pub String);
+///
+/// As the other plugin errors, each Display is the whole sentence a user sees (it follows
+/// the plugin's name); `source()` gives the typed cause to code that needs it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{what} not run: the plugin clock could not start, so no deadline would hold")]
+    NoClock { what: String },
+    /// A plugin that failed once is not called again in this process.
+    #[error("{what} not run: the plugin failed earlier in this process")]
+    Poisoned { what: String },
+    #[error("cannot open grant {}: {source:#}", path.display())]
+    Grant {
+        path: std::path::PathBuf,
+        #[source]
+        source: Arc<wasmtime::Error>,
+    },
+    /// The call ran and was stopped, or failed; the plugin is poisoned.
+    #[error("{what} {stop}{}", stderr_said(stderr))]
+    Stopped {
+        what: String,
+        #[source]
+        stop: Stop,
+        /// The last lines of its stderr ([`last_lines`]), if it wrote any.
+        stderr: String,
+    },
+}
+
+fn stderr_said(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with: {tail}")
+    }
+}
+
+/// How a call that ran ended without an answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("could not run: {0}")]
+    Executor(#[source] Arc<runtime::RuntimeError>),
+    /// Blocked in a host function past the deadline, and dropped by the timer.
+    #[error(
+        "did not return within its {timeout_ms} ms deadline (blocked outside WebAssembly, \
+         for example sleeping in wasi:io/poll) and was stopped"
+    )]
+    Blocked { timeout_ms: u128 },
+    /// Computing past the deadline, interrupted at an epoch tick.
+    #[error("ran past its {timeout_ms} ms deadline and was stopped")]
+    Deadline { timeout_ms: u128 },
+    #[error("{0}")]
+    Limit(#[source] LimitHit),
+    #[error("exceeded its limit of {MAX_HANDLES} open handles (files, directories, streams)")]
+    Handles,
+    #[error("overflowed its stack")]
+    StackOverflow,
+    #[error("trapped (unreachable: a panic or abort in the plugin)")]
+    Unreachable,
+    #[error("trapped: {0}")]
+    Trap(Trap),
+    #[error("failed: {source:#}")]
+    Failed {
+        #[source]
+        source: Arc<wasmtime::Error>,
+    },
+}
 
 /// A loaded, admitted plugin, ready to be called.
 pub struct Sandbox {
@@ -197,20 +267,16 @@ impl Sandbox {
     /// blocked in a host function (a sleep in `wasi:io/poll`) is a pending future that
     /// the timer drops at the deadline. Either way the Store, and every descriptor the
     /// plugin opened, is gone before the answer is used, and no thread is left behind.
-    pub fn call<R, F>(&self, what: &str, f: F) -> Result<(R, Duration), CallFailure>
+    pub fn call<R, F>(&self, what: &str, f: F) -> Result<(R, Duration), CallError>
     where
         F: for<'a> FnOnce(&'a mut Store<State>, Instance) -> CallFuture<'a, R> + Send,
         R: Send,
     {
         if !super::engine::clock_runs() {
-            return Err(CallFailure(format!(
-                "{what} not run: the plugin clock could not start, so no deadline would hold"
-            )));
+            return Err(CallError::NoClock { what: what.into() });
         }
         if self.poisoned.load(Ordering::SeqCst) {
-            return Err(CallFailure(format!(
-                "{what} not run: the plugin failed earlier in this process"
-            )));
+            return Err(CallError::Poisoned { what: what.into() });
         }
         let started = Instant::now();
         let (stdout, stderr) = (CappedOutput::default(), CappedOutput::default());
@@ -252,28 +318,24 @@ impl Sandbox {
         self.forward_output(&stdout, &stderr);
         let elapsed = started.elapsed();
         let result = match answer {
-            Err(why) => Err(format!("could not run: {why}")),
-            Ok(Err(_elapsed)) => Err(format!(
-                "did not return within its {} ms deadline (blocked outside WebAssembly, \
-                 for example sleeping in wasi:io/poll) and was stopped",
-                timeout.as_millis()
-            )),
+            Err(why) => Err(Stop::Executor(Arc::new(why))),
+            Ok(Err(_elapsed)) => Err(Stop::Blocked {
+                timeout_ms: timeout.as_millis(),
+            }),
             Ok(Ok(r)) => r.map_err(|e| explain(e, limit_hit, timeout)),
         };
-        result.map(|r| (r, elapsed)).map_err(|why| {
+        result.map(|r| (r, elapsed)).map_err(|stop| {
             self.poisoned.store(true, Ordering::SeqCst);
-            let said = last_lines(&stderr.contents().0);
-            let said = if said.is_empty() {
-                String::new()
-            } else {
-                format!("; its stderr ended with: {said}")
-            };
-            CallFailure(format!("{what} {why}{said}"))
+            CallError::Stopped {
+                what: what.into(),
+                stop,
+                stderr: last_lines(&stderr.contents().0),
+            }
         })
     }
 
     /// WASI with no environment, arguments, network or inherited stdio; only the grants.
-    fn wasi(&self, stdout: CappedOutput, stderr: CappedOutput) -> Result<WasiCtx, CallFailure> {
+    fn wasi(&self, stdout: CappedOutput, stderr: CappedOutput) -> Result<WasiCtx, CallError> {
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout)
             .stderr(stderr)
@@ -288,9 +350,11 @@ impl Sandbox {
             } else {
                 FsPerms::ReadOnly
             };
-            b.preopened_dir(&g.host, &g.guest, perms).map_err(|e| {
-                CallFailure(format!("cannot open grant {}: {e:#}", g.host.display()))
-            })?;
+            b.preopened_dir(&g.host, &g.guest, perms)
+                .map_err(|e| CallError::Grant {
+                    path: g.host.clone(),
+                    source: Arc::new(e),
+                })?;
         }
         Ok(b.build())
     }
@@ -323,28 +387,26 @@ pub const LOG_TARGET: &str = "vmguest::plugin::log";
 /// The last few non-empty lines of a failed call's stderr (a panic message, the end of a
 /// Python traceback), at most 1 KiB, joined with " | " for one error record.
 fn last_lines(bytes: &[u8]) -> String {
-    const LINES: usize = 4;
-    const MAX: usize = 1024;
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let tail = lines[lines.len().saturating_sub(LINES)..].join(" | ");
-    if tail.len() <= MAX {
+    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ");
+    if tail.len() <= STDERR_TAIL_BYTES {
         return tail;
     }
-    let start = (tail.len() - MAX..)
+    let start = (tail.len() - STDERR_TAIL_BYTES..)
         .find(|&i| tail.is_char_boundary(i))
         .unwrap_or(tail.len());
     format!("…{}", &tail[start..])
 }
 
-/// Turn a failed call into a sentence naming what went wrong.
-fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> String {
+/// What stopped a failed call.
+fn explain(e: wasmtime::Error, limit_hit: Option<LimitHit>, timeout: Duration) -> Stop {
     if let Some(limit) = limit_hit {
-        return limit;
+        return Stop::Limit(limit);
     }
     let full = e.chain().any(|c| {
         matches!(
@@ -353,21 +415,18 @@ fn explain(e: wasmtime::Error, limit_hit: Option<String>, timeout: Duration) -> 
         )
     });
     if full {
-        return format!(
-            "exceeded its limit of {MAX_HANDLES} open handles (files, directories, streams)"
-        );
+        return Stop::Handles;
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "ran past its {} ms deadline and was stopped",
-            timeout.as_millis()
-        ),
-        Some(Trap::StackOverflow) => "overflowed its stack".to_owned(),
-        Some(Trap::UnreachableCodeReached) => {
-            "trapped (unreachable: a panic or abort in the plugin)".to_owned()
-        }
-        Some(t) => format!("trapped: {t}"),
-        None => format!("failed: {e:#}"),
+        Some(Trap::Interrupt) => Stop::Deadline {
+            timeout_ms: timeout.as_millis(),
+        },
+        Some(Trap::StackOverflow) => Stop::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => Stop::Unreachable,
+        Some(t) => Stop::Trap(*t),
+        None => Stop::Failed {
+            source: Arc::new(e),
+        },
     }
 }
 
@@ -454,7 +513,7 @@ mod tests {
             .call("growing both memories", grow(&["grow-a", "grow-b"]))
             .unwrap_err();
         assert_eq!(
-            err.0,
+            err.to_string(),
             "growing both memories exceeded its memory limit of 1 MiB \
              (asked for 1.50 MiB, all its memories together)"
         );

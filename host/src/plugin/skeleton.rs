@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS};
+use super::WitVersion;
 use crate::hresult::{Failure, HResult};
 
-/// The WIT every new plugin is written against: the newest version.
-pub const WIT: &str = include_str!("../../../wit/since_v0.2.0/plugin.wit");
-pub const WIT_VERSION: &str = "0.2.0";
+/// The WIT every new plugin is written against: the current version.
+const WIT: WitVersion = WitVersion::CURRENT;
 
 /// `clap::ValueEnum` makes these the CLI's `-Language` and `-World` values, so the
 /// accepted spellings live here only.
@@ -122,7 +123,7 @@ fn manifest(name: &str, world: World) -> String {
     format!(
         "name = \"{name}\"\n\
          version = \"0.1.0\"\n\
-         wit = \"{WIT_VERSION}\"\n\
+         wit = \"{wit}\"\n\
          component = \"{name}.wasm\"\n\
          # The component's SHA-256. Install-Plugin writes it; Test-Plugin -Manifest only\n\
          # warns while it does not match.\n\
@@ -133,8 +134,9 @@ fn manifest(name: &str, world: World) -> String {
          [grants]\n\
          # \"/mirror\" = \"/srv/ic-mirror\"\n\
          [limits]\n\
-         timeout_ms = 1000\n\
-         memory_mb = 64\n"
+         timeout_ms = {DEFAULT_TIMEOUT_MS}\n\
+         memory_mb = {DEFAULT_MEMORY_MB}\n",
+        wit = WIT.as_str(),
     )
 }
 
@@ -152,7 +154,7 @@ fn readme(s: &Skeleton, language: Language, world: World) -> String {
     };
     format!(
         "# {name}\n\n{name} is {what}, written against `wit/plugin.wit` \
-         (`vmguest:plugin@{WIT_VERSION}`, world `{world}`).\n\n\
+         (`vmguest:plugin@{wit}`, world `{world}`).\n\n\
          Toolchain: {toolchain}.\n\n\
          ```sh\n{build}          # builds {name}.wasm\n{test}\n{install}\n```\n\n\
          `Test-Plugin -Manifest` uses the settings, grants and limits in `{name}.toml`; add\n\
@@ -164,6 +166,7 @@ fn readme(s: &Skeleton, language: Language, world: World) -> String {
         build = s.build,
         test = s.test,
         install = s.install,
+        wit = WIT.as_str(),
     )
 }
 
@@ -191,7 +194,7 @@ pub fn files(name: &str, language: Language, world: World) -> Vec<(String, Strin
         _ => code_path.to_owned(),
     };
     let mut files = vec![
-        ("wit/plugin.wit".to_owned(), WIT.to_owned()),
+        ("wit/plugin.wit".to_owned(), WIT.wit_text().to_owned()),
         (code_path, fill(code_text)),
         ("build.sh".to_owned(), build_script(name, language, world)),
         (format!("{name}.toml"), manifest(name, world)),

@@ -8,7 +8,7 @@
 //! The shared `types` interface has not changed since 0.1.0, so older versions reuse the
 //! current types (bindgen `with`) and only their `host` import needs a shim.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 use wasmtime::Store;
@@ -16,7 +16,7 @@ use wasmtime::Store;
 use super::engine::engine;
 use super::sandbox::State;
 
-/// The current version, `wit/since_v0.2.0`.
+/// `wit/since_v0.2.0`, the current version ([`WitVersion::CURRENT`]).
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit/since_v0.2.0",
@@ -49,6 +49,10 @@ pub enum WitVersion {
 }
 
 impl WitVersion {
+    /// The version new plugins are written against (`New-Plugin`): the newest folder
+    /// in `wit/`, which is where `scripts/build-plugins.sh` reads it from.
+    pub const CURRENT: WitVersion = WitVersion::V0_2;
+
     /// Newest first.
     pub const ALL: [WitVersion; 2] = [WitVersion::V0_2, WitVersion::V0_1];
 
@@ -56,7 +60,7 @@ impl WitVersion {
         WitVersion::ALL.into_iter().find(|v| v.as_str() == s.trim())
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             WitVersion::V0_2 => "0.2.0",
             WitVersion::V0_1 => "0.1.0",
@@ -70,13 +74,18 @@ impl WitVersion {
 
     /// The linker with WASI p2 and this version's `host` import, built once per process:
     /// linking all of WASI costs more than loading a cached plugin.
-    pub fn linker(self) -> anyhow::Result<&'static Linker<State>> {
-        static LINKERS: [OnceLock<Result<Linker<State>, String>>; 2] =
+    pub fn linker(self) -> Result<&'static Linker<State>, LinkerError> {
+        static LINKERS: [OnceLock<Result<Linker<State>, LinkerError>>; 2] =
             [OnceLock::new(), OnceLock::new()];
         let slot = &LINKERS[self as usize];
-        slot.get_or_init(|| self.build_linker().map_err(|e| format!("{e:#}")))
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        slot.get_or_init(|| {
+            self.build_linker().map_err(|e| LinkerError {
+                version: self,
+                source: Arc::new(e),
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
     }
 
     fn build_linker(self) -> anyhow::Result<Linker<State>> {
@@ -94,8 +103,8 @@ impl WitVersion {
         Ok(linker)
     }
 
-    /// The WIT text of this version, for messages that quote a signature.
-    fn wit_text(self) -> &'static str {
+    /// The WIT text of this version: quoted in messages, copied into skeletons.
+    pub const fn wit_text(self) -> &'static str {
         match self {
             WitVersion::V0_2 => include_str!("../../../wit/since_v0.2.0/plugin.wit"),
             WitVersion::V0_1 => include_str!("../../../wit/since_v0.1.0/plugin.wit"),
@@ -135,6 +144,16 @@ impl WitVersion {
             ),
         })
     }
+}
+
+/// This build could not link WASI p2 and a version's `host` import; kept for the process
+/// like the linker it stands for.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{source:#}")]
+pub struct LinkerError {
+    pub version: WitVersion,
+    #[source]
+    pub source: Arc<anyhow::Error>,
 }
 
 impl std::fmt::Display for WitVersion {
@@ -281,6 +300,24 @@ mod tests {
         );
         assert!(WitVersion::V0_1.signature("pre-install").is_some());
         assert_eq!(WitVersion::V0_2.signature("nonesuch"), None);
+    }
+
+    /// The scripts take the current version from the newest `wit/since_vX.Y.Z` folder.
+    #[test]
+    fn the_current_version_is_the_newest_and_the_newest_wit_folder() {
+        assert_eq!(WitVersion::ALL[0], WitVersion::CURRENT);
+        let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let newest = std::fs::read_dir(wit)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                let v = name.strip_prefix("since_v")?.to_owned();
+                let key: Vec<u64> = v.split('.').map(|n| n.parse().unwrap()).collect();
+                Some((key, v))
+            })
+            .max()
+            .map(|(_, v)| v);
+        assert_eq!(newest.as_deref(), Some(WitVersion::CURRENT.as_str()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::virt::{Code, Error as LibvirtError};
+use super::libvirt::ffi::{Code, Error as LibvirtError};
 use qapi_spec::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -1,13 +1,17 @@
-//! VM access behind traits. The install operation only sees [`VmControl`] (the
-//! hypervisor's view: run state and drives) and [`GuestAgent`] (the guest's view), so
-//! another backend (libvirt, a test double) plugs in without touching the operation.
+//! VM access behind traits. A [`Hypervisor`] resolves a name once to a [`Vm`] handle;
+//! the install operation then only sees [`VmControl`] (the hypervisor's view: run state
+//! and drives) and [`GuestAgent`] (the guest's view), so another backend (a new folder
+//! beside `qemu/` and `libvirt/`, or a test double) plugs in without touching the
+//! operation. Backends fail with the typed [`VmError`]; it becomes an outcome in one
+//! place (`error.rs`).
 
+pub mod agent;
 pub mod channel;
+pub mod error;
 pub mod libvirt;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
-pub mod virt;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -16,9 +20,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::hresult::Outcome;
-
 pub use channel::CallError;
+pub use error::VmError;
 
 /// Timeouts for talking to VMs.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +65,7 @@ pub struct Media {
     pub read_only: bool,
     /// Where the path alone would not put this media back as it was, the backend's own
     /// description of it, written back verbatim (libvirt: the disk's `type` and its whole
-    /// `<source>`, see `libvirt.rs`).
+    /// `<source>`, see `libvirt/xml.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
 }
@@ -185,24 +188,30 @@ pub trait GuestAgent {
     fn reboot(&mut self) -> Result<(), CallError>;
 }
 
-/// Where VMs are found by name: the socket directory today (`crate::inventory`), and any
-/// other backend, or a test double, that can hand out [`VmControl`] and [`GuestAgent`].
+/// Where VMs are found by name: a socket directory (`qemu/`), a libvirt host
+/// (`libvirt/`), or a test double. A name is resolved once, by [`Hypervisor::open`].
 pub trait Hypervisor {
     /// Every VM this hypervisor knows, sorted.
-    fn names(&self) -> Outcome<Vec<String>>;
-    /// VM_E_VM_UNKNOWN if there is no such VM; a VM that is known but stopped is found.
-    fn lookup(&self, name: &str) -> Outcome<()>;
+    fn names(&self) -> Result<Vec<String>, VmError>;
+    /// Where these VMs live, as reports and `Get-VM` show it: a libvirt URI, a directory.
+    fn location(&self) -> String;
+    /// Resolve a name: [`VmError::Unknown`] if there is no such VM; a VM that is known
+    /// but stopped is found.
+    fn open(&self, name: &str) -> Result<Box<dyn Vm>, VmError>;
+}
+
+/// One resolved VM: what names it, and how to reach its monitor and its agent.
+pub trait Vm: Send + Sync {
+    /// The name it was resolved by.
+    fn name(&self) -> &str;
     /// What names this VM across runs, for the media journal and the per-VM lock: the
     /// host as the admin named it together with what names the VM there, so that no host
     /// can claim another host's VM (a libvirt domain's UUID is whatever its host says).
-    fn identity(&self, name: &str) -> String;
-    /// Where these VMs live, as reports and `Get-VM` show it: a libvirt URI, a directory.
-    fn location(&self) -> String;
-    /// Connect to a VM's monitor: VM_E_VM_UNKNOWN if there is no such VM,
-    /// VM_E_VM_NOT_RUNNING if its monitor does not answer.
-    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>>;
+    fn identity(&self) -> &str;
+    /// Connect to the VM's monitor: [`VmError::NotRunning`] if it does not answer.
+    fn control(&self) -> Result<Box<dyn VmControl>, VmError>;
     /// The VM's guest agent; `Ok(None)` when the VM has no agent channel.
-    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError>;
+    fn agent(&self) -> Result<Option<Box<dyn GuestAgent>>, CallError>;
 }
 
 #[cfg(test)]

@@ -1,33 +1,61 @@
-//! Every cmdlet, parameter and common parameter, defined in one place.
+//! The command line: the common parameters, the parameter groups several cmdlets
+//! share, the closed sets they take, and the list of cmdlets. Each cmdlet's own
+//! parameters are in its file under `commands/`.
 //!
 //! PowerShell spelling (`Install-IntegrationComponents -VMName x -WhatIf`) is accepted
 //! beside GNU spelling (`install-integration-components --vm-name x --what-if`):
 //! [`normalize`] rewrites the former into the latter before clap parses.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use vmguest::plugin::skeleton::{Language, World};
+use vmguest::kinds::GuestKind;
+use vmguest::{HResult, Overrides};
 
-const EXIT_CODES: &str = "\
-Exit codes (one per outcome, stable):
-  0   S_OK
-  10  VM_E_VM_NOT_RUNNING                       0xA0040206
-  11  VM_E_VM_UNKNOWN                           0xA0040207
-  12  VM_E_DRIVE_INVALID                        0xA0040502
-  13  VM_E_MEDIA_UNMOUNT_FAIL                   0xA0040508
-  14  DISP_E_EXCEPTION                          0x80020009
-  15  HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)  0x80070002
-  2   usage error
-With several VMs, the exit code is that of the first VM, in input order, that failed.";
+use crate::commands::completions::CompletionsArgs;
+use crate::commands::get_integration_components_iso::GetIsoArgs;
+use crate::commands::get_vm::GetVmArgs;
+use crate::commands::install_integration_components::InstallArgs;
+use crate::commands::install_plugin::InstallPluginArgs;
+use crate::commands::new_plugin::NewPluginArgs;
+use crate::commands::repair_vm_media::RepairArgs;
+use crate::commands::test_plugin::TestPluginArgs;
+
+/// The exit code of a usage error, as clap's own.
+pub const USAGE_ERROR: i32 = 2;
+
+/// The outcomes table of `--help` and the man page, one line per [`HResult`].
+fn exit_codes() -> String {
+    let width = HResult::ALL
+        .iter()
+        .map(|h| h.name().len())
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut text = String::from("Exit codes (one per outcome, stable):\n");
+    for h in HResult::ALL {
+        let line = if h.is_success() {
+            format!("  {:<4}{}\n", h.exit_code(), h.name())
+        } else {
+            format!("  {:<4}{:<width$}{}\n", h.exit_code(), h.name(), h.hex())
+        };
+        text.push_str(&line);
+    }
+    text.push_str(&format!("  {USAGE_ERROR:<4}usage error\n"));
+    text.push_str(
+        "With several VMs, the exit code is that of the first VM, in input order, that failed.",
+    );
+    text
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "vmguest",
     version,
     about = "Install guest integration components into running virtual machines",
-    after_help = EXIT_CODES
+    after_help = exit_codes()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -102,6 +130,15 @@ fn computer_name(s: &str) -> Result<String, vmguest::settings::BadComputerName> 
 }
 
 impl Common {
+    /// What the command line sets of the run's settings.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            vm_dir: self.vm_dir.clone(),
+            plugin_dir: self.plugin_dir.clone(),
+            connection_uris: self.connection_uris(),
+        }
+    }
+
     /// `-ConnectionUri` then `-ComputerName`, as libvirt URIs.
     pub fn connection_uris(&self) -> Vec<String> {
         let names = self
@@ -136,6 +173,63 @@ pub enum OutputFormat {
     Table,
     #[value(name = "Json")]
     Json,
+}
+
+/// A kind of guest, given rather than asked from a guest agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuestOs {
+    Linux,
+    Windows,
+    Unknown,
+}
+
+impl From<GuestOs> for GuestKind {
+    fn from(os: GuestOs) -> GuestKind {
+        match os {
+            GuestOs::Linux => GuestKind::Linux,
+            GuestOs::Windows => GuestKind::Windows,
+            GuestOs::Unknown => GuestKind::Unknown,
+        }
+    }
+}
+
+/// A plugin's settings and grants (Install-Plugin, Test-Plugin).
+#[derive(Args, Debug)]
+pub struct PluginInputs {
+    /// A setting for the plugin, KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub setting: Vec<String>,
+    /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
+    #[arg(long, value_name = "GUEST=HOST")]
+    pub grant: Vec<String>,
+}
+
+/// `-Setting` as given, and `-Grant` as guest path to host directory.
+pub type SettingsAndGrants = (BTreeMap<String, String>, BTreeMap<String, PathBuf>);
+
+impl PluginInputs {
+    /// Both as maps; a pair that is not `KEY=VALUE` is reported on stderr.
+    pub fn parse(&self, cmdlet: &str) -> Option<SettingsAndGrants> {
+        match (pairs(&self.setting), pairs(&self.grant)) {
+            (Ok(s), Ok(g)) => Some((s, g)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{cmdlet} : {e}");
+                None
+            }
+        }
+    }
+}
+
+/// `KEY=VALUE` pairs.
+fn pairs<T: From<String>>(items: &[String]) -> Result<BTreeMap<String, T>, String> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), T::from(v.to_owned())))
+                .ok_or_else(|| format!("{kv:?} is not KEY=VALUE"))
+        })
+        .collect()
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,183 +267,10 @@ pub enum Cmdlet {
     NewPlugin(NewPluginArgs),
     /// Print a completion script: vmguest completions bash > /etc/bash_completion.d/vmguest
     #[command(name = "completions")]
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
     /// Print the man page (roff): vmguest man > vmguest.1
     #[command(name = "man")]
     Man,
-}
-
-/// Write the completion script for `shell`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "vmguest", out);
-}
-
-/// Write the man page: the command, its common parameters, cmdlets and exit codes.
-pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)
-}
-
-#[derive(Args, Debug)]
-pub struct InstallPluginArgs {
-    /// The component (.wasm)
-    #[arg(long, value_name = "WASM")]
-    pub path: PathBuf,
-    /// user: $XDG_CONFIG_HOME/vmguest/plugins; system: /etc/vmguest/plugins
-    #[arg(long, default_value = "user", value_parser = ["user", "system"], ignore_case = true)]
-    pub scope: String,
-    /// The plugin's name (default: the component's file name without .wasm)
-    #[arg(long)]
-    pub name: Option<String>,
-    /// The plugin's own version, for the manifest
-    #[arg(long, default_value = "0.1.0")]
-    pub version: String,
-    /// Lower runs first
-    #[arg(long, default_value_t = 50)]
-    pub order: i64,
-    /// A setting for the plugin, KEY=VALUE (repeatable)
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub setting: Vec<String>,
-    /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
-    #[arg(long, value_name = "GUEST=HOST")]
-    pub grant: Vec<String>,
-    /// Replace an installed plugin of the same name
-    #[arg(long)]
-    pub force: bool,
-    /// Show where it would go; write nothing
-    #[arg(long)]
-    pub what_if: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct NewPluginArgs {
-    /// The plugin's name: lowercase letters, digits and dashes
-    #[arg(long)]
-    pub name: String,
-    #[arg(long, value_enum, ignore_case = true)]
-    pub language: Language,
-    /// policy: choose the ISO; hooks: pre- and post-install
-    #[arg(long, value_enum, ignore_case = true)]
-    pub world: World,
-    /// The directory to write (default: ./NAME); it must be empty or missing
-    #[arg(long, value_name = "DIR")]
-    pub path: Option<PathBuf>,
-    /// Write into a directory that is not empty
-    #[arg(long)]
-    pub force: bool,
-    /// Show what would be written; write nothing
-    #[arg(long)]
-    pub what_if: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct TestPluginArgs {
-    /// The component (.wasm), with no manifest
-    #[arg(
-        long,
-        value_name = "WASM",
-        required_unless_present = "manifest",
-        conflicts_with = "manifest"
-    )]
-    pub path: Option<PathBuf>,
-    /// A plugin manifest: its component, settings, grants and limits, checked as an
-    /// install would (a pin that does not match is a warning)
-    #[arg(long, value_name = "TOML")]
-    pub manifest: Option<PathBuf>,
-    /// Candidates from this directory's ISOs (as VMGUEST_IC_PATH would give) instead
-    /// of the sample store
-    #[arg(long, value_name = "DIR")]
-    pub iso_path: Option<PathBuf>,
-    /// Run for this VM: its guest OS from its agent, and the ISOs an install would
-    /// find (unless -IsoPath); nothing is changed, and post-install does not run
-    #[arg(long = "vm-name", value_name = "NAME")]
-    pub vm_name: Option<String>,
-    /// A setting for the plugin, KEY=VALUE (repeatable)
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub setting: Vec<String>,
-    /// A read-only grant, GUEST_PATH=HOST_DIR (repeatable)
-    #[arg(long, value_name = "GUEST=HOST")]
-    pub grant: Vec<String>,
-    /// The guest when no VM is given
-    #[arg(long, value_name = "OS", default_value = "windows", value_parser = ["linux", "windows", "unknown"], ignore_case = true)]
-    pub guest_os: String,
-}
-
-#[derive(Args, Debug)]
-pub struct GetIsoArgs {
-    /// Choose for this VM's guest OS (asked from its guest agent)
-    #[arg(long = "vm-name", value_name = "NAME")]
-    pub vm_name: Option<String>,
-    /// Choose for this kind of guest when no VM is given
-    #[arg(long, value_name = "OS", value_parser = ["linux", "windows", "unknown"], ignore_case = true)]
-    pub guest_os: Option<String>,
-    /// Inspect only this ISO (as Install-IntegrationComponents -Path would)
-    #[arg(long, value_name = "ISO")]
-    pub path: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct InstallArgs {
-    /// VM names; read from stdin (names or JSON objects with name/VMName) when omitted
-    #[arg(long = "vm-name", value_name = "NAME", value_delimiter = ',')]
-    pub vm_name: Vec<String>,
-    #[arg(value_name = "VMNAME", hide = true)]
-    pub positional: Vec<String>,
-    /// Use this ISO instead of the location policy
-    #[arg(long, value_name = "ISO")]
-    pub path: Option<PathBuf>,
-    /// When no drive is empty, borrow an occupied one and put its media back afterwards
-    #[arg(long)]
-    pub replace_media: bool,
-    /// Insert the media and return; the guest runs setup itself (autorun)
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Limit for the installer inside the guest, in seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub timeout_sec: u64,
-    /// Show the plan; change nothing
-    #[arg(long)]
-    pub what_if: bool,
-    /// Run this shell command in the guest on the mounted media instead of the
-    /// family's installer (also for media of no known family)
-    #[arg(long, value_name = "COMMAND")]
-    pub install_command: Option<String>,
-    /// Install even when the guest already runs the media's version
-    #[arg(long)]
-    pub force: bool,
-    /// Restart the guest through its agent when the installer asks for it (Windows
-    /// exit codes 3010 and 1641), and wait for the agent to come back
-    #[arg(long)]
-    pub restart: bool,
-    /// How many VMs to install into at once (-ErrorAction Stop runs one at a time)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_THROTTLE, value_parser = clap::value_parser!(u16).range(1..))]
-    pub throttle_limit: u16,
-}
-
-/// ForEach-Object -Parallel's default.
-pub const DEFAULT_THROTTLE: u16 = 5;
-
-#[derive(Args, Debug)]
-pub struct RepairArgs {
-    /// VM names (default: every VM with a pending restore in the journal)
-    #[arg(long = "vm-name", value_name = "NAME", value_delimiter = ',')]
-    pub vm_name: Vec<String>,
-    #[arg(value_name = "VMNAME", hide = true)]
-    pub positional: Vec<String>,
-    /// Show what would be put back; change nothing
-    #[arg(long)]
-    pub what_if: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct GetVmArgs {
-    /// VM names (default: all)
-    #[arg(long = "name", value_name = "NAME", value_delimiter = ',')]
-    pub name: Vec<String>,
-    #[arg(value_name = "NAME", hide = true)]
-    pub positional: Vec<String>,
 }
 
 /// The arguments as text; the first one that is not UTF-8 is a usage error.
@@ -527,9 +448,9 @@ mod tests {
     #[test]
     fn completions_and_the_man_page_cover_every_cmdlet() {
         let mut bash = Vec::new();
-        completions(clap_complete::Shell::Bash, &mut bash);
+        crate::commands::completions::write(clap_complete::Shell::Bash, &mut bash);
         let mut page = Vec::new();
-        man(&mut page).unwrap();
+        crate::commands::man::write(&mut page).unwrap();
         let (bash, page) = (
             String::from_utf8(bash).unwrap(),
             String::from_utf8(page).unwrap(),
@@ -548,6 +469,22 @@ mod tests {
             page.contains("VM_E_DRIVE_INVALID"),
             "the exit codes are in the man page"
         );
+    }
+
+    #[test]
+    fn the_outcomes_table_has_every_hresult() {
+        let help = Cli::command().render_long_help().to_string();
+        for h in HResult::ALL {
+            let line = help
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(h.name()))
+                .unwrap_or_else(|| panic!("--help lacks {}", h.name()));
+            assert!(
+                line.trim_start().starts_with(&h.exit_code().to_string()),
+                "{line}"
+            );
+            assert_eq!(line.ends_with(&h.hex()), !h.is_success(), "{line}");
+        }
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! -OutputFormat Json` and `Install-IntegrationComponents -OutputFormat Json` write them.
 //! An object's `host` (or `ComputerName`) property pins the VM to that host.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+
+use crate::args::USAGE_ERROR;
 
 /// A VM named on the command line or in the pipeline, maybe pinned to one host.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +22,35 @@ impl Target {
         Target {
             name: name.into(),
             host: None,
+        }
+    }
+}
+
+/// Names from the arguments, else from stdin; on a usage error, the exit code.
+pub fn vm_names(
+    cmdlet: &str,
+    named: Vec<String>,
+    positional: Vec<String>,
+) -> Result<Vec<Target>, i32> {
+    let mut names = named;
+    names.extend(positional);
+    if !names.is_empty() {
+        return Ok(names.into_iter().map(Target::named).collect());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("{cmdlet} : missing -VMName (give it, or pipe names or Get-VM -OutputFormat Json into it)");
+        return Err(USAGE_ERROR);
+    }
+    match read_names(stdin.lock()) {
+        Ok(names) if !names.is_empty() => Ok(names),
+        Ok(_) => {
+            eprintln!("{cmdlet} : no VM names on stdin");
+            Err(USAGE_ERROR)
+        }
+        Err(e) => {
+            eprintln!("{cmdlet} : cannot read pipeline input: {e:#}");
+            Err(USAGE_ERROR)
         }
     }
 }

@@ -6,16 +6,20 @@
 //! DIR/NAME.toml   optional definition: keeps a stopped VM known, may name other sockets
 //! ```
 //!
-//! Which directory is decided once, in `settings.rs`.
+//! Which directory is decided once, in `settings.rs`. A VM is resolved once, to its
+//! sockets ([`VmEntry`]); `monitor.rs` speaks QMP on the first of them.
+
+mod monitor;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::hresult::{Failure, HResult, OrHResult, Outcome};
-use crate::vm::qemu::{QemuAgent, QemuVm};
-use crate::vm::{CallError, GuestAgent, Hypervisor, Timeouts, VmControl};
+pub use crate::vm::agent::{QemuAgent, EXEC_OUTPUT_KEEP};
+pub use monitor::{fdset_id, QemuVm, FDSET};
+
+use crate::vm::{CallError, GuestAgent, Hypervisor, Timeouts, Vm, VmControl, VmError};
 
 /// `NAME.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -66,14 +70,11 @@ impl Inventory {
         Ok(names)
     }
 
-    /// Resolve a name to its sockets; VM_E_VM_UNKNOWN if the directory knows no such VM.
-    pub fn entry(&self, name: &str) -> Outcome<VmEntry> {
-        let unknown = || {
-            Failure::msg(
-                HResult::VmUnknown,
-                format!("no VM named {name:?} in {}", self.dir.display()),
-            )
-        };
+    /// Resolve a name to its sockets; [`VmError::Unknown`] if the directory knows no
+    /// such VM.
+    pub fn entry(&self, name: &str) -> Result<VmEntry, VmError> {
+        let unknown =
+            || VmError::Unknown(format!("no VM named {name:?} in {}", self.dir.display()));
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(unknown());
         }
@@ -82,10 +83,10 @@ impl Inventory {
         let def = if def_path.exists() {
             let text = std::fs::read_to_string(&def_path)
                 .with_context(|| format!("reading {}", def_path.display()))
-                .or_hresult(HResult::DispException)?;
+                .map_err(VmError::Definition)?;
             toml::from_str::<Definition>(&text)
                 .with_context(|| format!("parsing VM definition {}", def_path.display()))
-                .or_hresult(HResult::DispException)?
+                .map_err(VmError::Definition)?
         } else if qmp.exists() {
             Definition::default()
         } else {
@@ -102,73 +103,86 @@ impl Inventory {
             qga,
         })
     }
+}
 
-    /// Connect to a VM's QMP socket. A socket that does not answer means QEMU is gone.
-    pub fn connect(&self, entry: &VmEntry) -> Outcome<Box<dyn VmControl>> {
-        match QemuVm::connect(&entry.qmp, self.timeouts.call) {
+impl VmEntry {
+    /// Connect to the VM's QMP socket. A socket that does not answer means QEMU is gone.
+    pub fn connect(&self, timeouts: Timeouts) -> Result<Box<dyn VmControl>, VmError> {
+        match QemuVm::connect(&self.qmp, timeouts.call) {
             Ok(vm) => Ok(Box::new(vm)),
             // QEMU runs; someone else is talking to it.
-            Err(e @ CallError::Busy(..)) => Err(Failure::new(
-                HResult::DispException,
-                anyhow::Error::new(e).context(format!("VM {:?}: QMP is busy", entry.name)),
-            )),
+            Err(e @ CallError::Busy(..)) => Err(VmError::Monitor {
+                what: format!("VM {:?}: QMP is busy", self.name),
+                source: e,
+            }),
             // Something answers, but not as QEMU does: not a stopped VM.
-            Err(e @ CallError::TooLong(_)) => Err(Failure::new(
-                HResult::DispException,
-                anyhow::Error::new(e).context(format!("VM {:?}: QMP greeting", entry.name)),
-            )),
-            Err(e) => Err(Failure::new(
-                HResult::VmNotRunning,
-                anyhow::Error::new(e).context(format!(
+            Err(e @ CallError::TooLong(_)) => Err(VmError::Monitor {
+                what: format!("VM {:?}: QMP greeting", self.name),
+                source: e,
+            }),
+            Err(e) => Err(VmError::NotRunning {
+                what: format!(
                     "VM {:?}: QMP socket {} does not answer, so QEMU is not running",
-                    entry.name,
-                    entry.qmp.display()
-                )),
-            )),
+                    self.name,
+                    self.qmp.display()
+                ),
+                source: e,
+            }),
         }
     }
 
     /// The guest agent, if the VM has one that answers. `Ok(None)`: no agent socket.
-    pub fn open_agent(&self, entry: &VmEntry) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
-        let Some(path) = &entry.qga else {
+    pub fn open_agent(&self, timeouts: Timeouts) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        let Some(path) = &self.qga else {
             return Ok(None);
         };
-        let agent = QemuAgent::connect(path, self.timeouts.call, self.timeouts.agent_ready)?;
+        let agent = QemuAgent::connect(path, timeouts.call, timeouts.agent_ready)?;
         Ok(Some(Box::new(agent)))
     }
 }
 
+/// One VM of the directory, resolved to its sockets.
+struct SocketVm {
+    entry: VmEntry,
+    identity: String,
+    timeouts: Timeouts,
+}
+
+impl Vm for SocketVm {
+    fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn control(&self) -> Result<Box<dyn VmControl>, VmError> {
+        self.entry.connect(self.timeouts)
+    }
+
+    fn agent(&self) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
+        self.entry.open_agent(self.timeouts)
+    }
+}
+
 impl Hypervisor for Inventory {
-    fn names(&self) -> Outcome<Vec<String>> {
-        Ok(self.list()?)
-    }
-
-    fn lookup(&self, name: &str) -> Outcome<()> {
-        self.entry(name).map(drop)
-    }
-
-    fn identity(&self, name: &str) -> String {
-        let qmp = match self.entry(name) {
-            Ok(e) => e.qmp,
-            Err(_) => self.dir.join(format!("{name}.qmp")),
-        };
-        let qmp = std::fs::canonicalize(&qmp).unwrap_or(qmp);
-        format!("qmp:{}", qmp.display())
+    fn names(&self) -> Result<Vec<String>, VmError> {
+        self.list().map_err(VmError::Definition)
     }
 
     fn location(&self) -> String {
         self.dir.display().to_string()
     }
 
-    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
-        self.connect(&self.entry(name)?)
-    }
-
-    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
-        match self.entry(name) {
-            Ok(entry) => self.open_agent(&entry),
-            // The operation resolves the VM before it asks for the agent.
-            Err(_) => Ok(None),
-        }
+    /// The identity is the QMP socket's canonical path.
+    fn open(&self, name: &str) -> Result<Box<dyn Vm>, VmError> {
+        let entry = self.entry(name)?;
+        let qmp = std::fs::canonicalize(&entry.qmp).unwrap_or_else(|_| entry.qmp.clone());
+        Ok(Box::new(SocketVm {
+            identity: format!("qmp:{}", qmp.display()),
+            entry,
+            timeouts: self.timeouts,
+        }))
     }
 }

@@ -1,318 +1,14 @@
-//! The libvirt backend: a host's domains behind [`Hypervisor`], [`VmControl`] and
-//! [`GuestAgent`], so the operation, the ISO policy and the plugins do not know whether a
-//! VM came from a socket directory or from libvirt.
-//!
-//! libvirt's own C library (Debian's `libvirt0`) does the talking, so every transport
-//! libvirt has (`qemu:///system`, `qemu+ssh://`, `qemu+tcp://`, unix sockets) and its
-//! authentication (ssh keys, socket permissions, SASL) come for free, and no RPC is
-//! hand-rolled. It is loaded on first use, not linked ([`virt`] says why). `quick-xml`
-//! (serde) reads the live domain XML and writes the `<disk>` element that changes media.
-//!
-//! One connection per host is opened on first use and shared by every VM of that host
-//! (libvirt connections are thread-safe), so a fleet pays one ssh handshake per host.
-//!
-//! Media changes are what `virsh change-media --live` does: `virDomainUpdateDeviceFlags`
-//! with the drive's `<disk>` element, with or without a `<source>`. vmguest never passes
-//! `VIR_DOMAIN_DEVICE_MODIFY_FORCE`: a forced eject breaks the guest's tray lock.
-//!
-//! A cdrom holds media when its `<source>` has any attribute (but libvirt's own `index`)
-//! or any child: a storage-pool volume (`type='volume'`, `pool`/`volume`) or a network
-//! source holds media as a file does. Only a plain file or block device is described by
-//! its path alone. Anything more (a volume, `startupPolicy`, `auth`, `encryption`,
-//! `seclabel`, ...) is kept as the disk's `type` and its whole `<source>` (with any
-//! disk-level `<auth>` and `<encryption>`) in [`Media::exact`], written back verbatim
-//! when borrowed media goes back, and compared with the live XML afterwards: a restore
-//! that libvirt did not take exactly is an error, not a success. A disk `type` that
-//! vmguest does not know how to write back is never borrowed ([`VmControl::can_restore`]).
-//!
-//! The IC ISO reaches libvirt as a path ([`VmControl::stage_iso`]'s default): right
-//! before the media change vmguest checks that the path still names the file it opened,
-//! hashed and checked ([`super::same_file`]); then `virDomainUpdateDeviceFlags` goes to
-//! the daemon, and QEMU, told by libvirt, opens the path. A file renamed over the path
-//! in that window (one update round trip, after the check and before QEMU's open) is
-//! what the VM gets; only someone who can write the ISO's directory can do that, which
-//! the trust rule on IC files (`crate::trust`) keeps to root and the effective user.
-//! Closing the window takes handing over the checked descriptor: `virDomainFDAssociate`
-//! and `<source file='...' fdgroup='NAME'/>` (libvirt 9.0 and later, and only over a
-//! local unix socket: `qemu+ssh://` cannot pass descriptors). With Debian 12's libvirt
-//! 9.0.0 the association succeeds, but a live media change with that fd group fails in
-//! QEMU's `blockdev-add` ("Could not dup FD for /dev/fdset/1 flags 0: No such file or
-//! directory": QEMU has no such fd set), so vmguest does not use it.
-//!
-//! The guest agent is reached through `virDomainQemuAgentCommand`, with the same command
-//! types (`qapi-qga`) and the same file and exec logic as the socket backend.
+//! The live domain XML: the parts vmguest reads (drives, the agent channel) and the
+//! `<disk>` element it writes to change media, with media that a path alone does not
+//! describe kept exactly.
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-use super::virt::{self, Code, Connect, Domain, Error as VirtError};
-use qapi_spec::Command;
 use serde::{Deserialize, Serialize};
 
-use super::channel::decode_response;
-use super::qemu::QemuAgent;
-use super::qga::AgentTransport;
-use super::{CallError, DvdDrive, GuestAgent, Hypervisor, Media, Timeouts, VmControl};
-use crate::hresult::{Failure, HResult, Outcome};
+use super::ffi::Domain;
+use super::AGENT_CHANNEL;
+use crate::vm::{CallError, DvdDrive, Media};
 
-/// The agent channel's name in the domain XML; without it libvirt says "QEMU guest agent
-/// is not configured", and vmguest falls back to autorun.
-const AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
-
-/// An open connection, closed when the last VM of its host lets go of it.
-struct Conn(Connect);
-
-/// One libvirt host, named by its connection URI.
-pub struct LibvirtHost {
-    uri: String,
-    timeouts: Timeouts,
-    conn: OnceLock<Result<Arc<Conn>, VirtError>>,
-}
-
-impl LibvirtHost {
-    /// A host to connect to on first use. The URI is passed to libvirt as it is; an empty
-    /// URI is libvirt's default (`LIBVIRT_DEFAULT_URI`, then its own probing).
-    pub fn new(uri: impl Into<String>, timeouts: Timeouts) -> LibvirtHost {
-        LibvirtHost {
-            uri: uri.into(),
-            timeouts,
-            conn: OnceLock::new(),
-        }
-    }
-
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
-    fn conn(&self) -> Outcome<Arc<Conn>> {
-        let opened = self.conn.get_or_init(|| {
-            let t = Instant::now();
-            let uri = (!self.uri.is_empty()).then_some(self.uri.as_str());
-            let conn = Connect::open(uri).map(|c| Arc::new(Conn(c)));
-            tracing::debug!(uri = %self.uri, ms = t.elapsed().as_millis() as u64, ok = conn.is_ok(), "libvirt connect");
-            conn
-        });
-        opened.clone().map_err(|e| {
-            Failure::new(
-                HResult::DispException,
-                anyhow::Error::new(e)
-                    .context(format!("cannot connect to libvirt at {}", self.shown_uri())),
-            )
-        })
-    }
-
-    fn shown_uri(&self) -> &str {
-        if self.uri.is_empty() {
-            "libvirt's default URI"
-        } else {
-            &self.uri
-        }
-    }
-
-    /// The domain, or VM_E_VM_UNKNOWN naming this host.
-    fn domain(&self, name: &str) -> Outcome<Domain> {
-        let conn = self.conn()?;
-        if name.is_empty() || name.contains('\0') {
-            return Err(self.unknown(name));
-        }
-        match Domain::lookup_by_name(&conn.0, name) {
-            Ok(d) => Ok(d),
-            Err(e) if e.code() == Code::NoDomain => Err(self.unknown(name)),
-            Err(e) => Err(Failure::new(
-                HResult::DispException,
-                anyhow::Error::new(e).context(format!(
-                    "looking up domain {name:?} on {}",
-                    self.shown_uri()
-                )),
-            )),
-        }
-    }
-
-    fn unknown(&self, name: &str) -> Failure {
-        Failure::msg(
-            HResult::VmUnknown,
-            format!("no domain named {name:?} on {}", self.shown_uri()),
-        )
-    }
-}
-
-impl Hypervisor for LibvirtHost {
-    fn names(&self) -> Outcome<Vec<String>> {
-        let conn = self.conn()?;
-        let domains = conn.0.list_all_domains().map_err(|e| {
-            Failure::new(
-                HResult::DispException,
-                anyhow::Error::new(e).context(format!("listing domains on {}", self.shown_uri())),
-            )
-        })?;
-        let mut names: Vec<String> = domains.iter().filter_map(|d| d.name().ok()).collect();
-        names.sort();
-        Ok(names)
-    }
-
-    fn lookup(&self, name: &str) -> Outcome<()> {
-        self.domain(name).map(drop)
-    }
-
-    /// The domain's UUID on this host, as the admin named the host (its URI). The UUID
-    /// alone would let any host of a run claim another host's domain by defining one with
-    /// its UUID, and have this host's journal entry restored into it (`crate::journal`).
-    /// The price: one domain reached through two URIs (ssh and local) is two VMs to the
-    /// journal and the lock. The UUID has a fixed length, so `UUID@URI` is unambiguous.
-    fn identity(&self, name: &str) -> String {
-        match self.domain(name).ok().and_then(|d| d.uuid_string().ok()) {
-            Some(uuid) => format!("libvirt:{uuid}@{}", self.uri),
-            None => format!("libvirt-name:{name}@{}", self.uri),
-        }
-    }
-
-    fn location(&self) -> String {
-        self.shown_uri().to_owned()
-    }
-
-    fn control(&self, name: &str) -> Outcome<Box<dyn VmControl>> {
-        let domain = self.domain(name)?;
-        Ok(Box::new(LibvirtVm {
-            domain,
-            _conn: self.conn()?,
-        }))
-    }
-
-    fn agent(&self, name: &str) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
-        let Ok(domain) = self.domain(name) else {
-            // The operation resolves the VM before it asks for the agent.
-            return Ok(None);
-        };
-        let xml: DomainXml = live_xml(&domain)?;
-        if !xml.devices.channel.iter().any(|c| c.is_agent()) {
-            return Ok(None);
-        }
-        let mut transport = AgentCommand {
-            domain,
-            timeout: self.timeouts.call,
-        };
-        transport.wait_ready(self.timeouts.agent_ready)?;
-        Ok(Some(Box::new(QemuAgent::over(transport))))
-    }
-}
-
-/// One domain's run state and drives.
-pub struct LibvirtVm {
-    domain: Domain,
-    _conn: Arc<Conn>,
-}
-
-impl VmControl for LibvirtVm {
-    /// libvirt's state name (`virsh domstate`); "paused" carries its reason, as a paused
-    /// domain still accepts media changes and only this check stops the install.
-    fn run_state(&mut self) -> Result<String, CallError> {
-        let (state, reason) = self.domain.state()?;
-        Ok(match state {
-            virt::DOMAIN_RUNNING => "running".into(),
-            virt::DOMAIN_PAUSED => format!("paused ({})", paused_reason(reason)),
-            virt::DOMAIN_BLOCKED => "blocked".into(),
-            virt::DOMAIN_SHUTDOWN => "shutting down".into(),
-            virt::DOMAIN_SHUTOFF => "shut off".into(),
-            virt::DOMAIN_CRASHED => "crashed".into(),
-            virt::DOMAIN_PMSUSPENDED => "pmsuspended".into(),
-            _ => "no state".into(),
-        })
-    }
-
-    fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError> {
-        let xml = live_xml(&self.domain)?;
-        Ok(xml.devices.disk.iter().filter_map(Disk::as_drive).collect())
-    }
-
-    /// Media described exactly ([`Media::exact`]) goes back verbatim, and the live XML
-    /// must show it back as it was.
-    fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError> {
-        let disk = self.disk(drive)?;
-        self.change(disk.with_media(Some(media))?)?;
-        let Some(want) = &media.exact else {
-            return Ok(());
-        };
-        let now = self.disk(drive)?.exact();
-        if now.as_ref() != Some(want) {
-            return Err(CallError::Decode(format!(
-                "drive {drive} holds {} after writing back {want}: libvirt did not take the \
-                 media back exactly",
-                now.as_deref().unwrap_or("nothing")
-            )));
-        }
-        Ok(())
-    }
-
-    fn can_restore(&mut self, drive: &DvdDrive) -> bool {
-        self.disk(&drive.id).is_ok_and(|d| d.restorable())
-    }
-
-    /// Without force: libvirt asks the guest to open the tray and, when the guest holds
-    /// it locked, gives up after about 5 s ("timed out waiting to open tray"), leaving
-    /// the media in.
-    fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
-        let disk = self.disk(drive)?;
-        self.change(disk.with_media(None)?).map_err(locked_tray)
-    }
-
-    /// libvirt closes the tray itself when media goes in.
-    fn close_tray(&mut self, _drive: &str) -> Result<(), CallError> {
-        Ok(())
-    }
-}
-
-impl LibvirtVm {
-    fn disk(&self, target: &str) -> Result<Disk, CallError> {
-        let xml = live_xml(&self.domain)?;
-        xml.devices
-            .disk
-            .into_iter()
-            .find(|d| d.is_cdrom() && d.target.as_ref().is_some_and(|t| t.dev == target))
-            .ok_or_else(|| CallError::Decode(format!("the domain has no cdrom drive {target}")))
-    }
-
-    fn change(&self, disk_xml: String) -> Result<(), CallError> {
-        tracing::debug!(xml = %disk_xml, "virDomainUpdateDeviceFlags");
-        self.domain
-            .update_device_flags(&disk_xml, virt::AFFECT_LIVE)?;
-        Ok(())
-    }
-}
-
-/// libvirt reports a tray the guest keeps locked as an operation failure whose text is
-/// the only sign (`qemuHotplugWaitForTrayEject` in libvirt's `qemu_hotplug.c`: "timed out
-/// waiting to open tray of '%s'"); this is the one place that reads it.
-fn locked_tray(e: CallError) -> CallError {
-    match e {
-        CallError::Libvirt(v)
-            if v.code() == Code::OperationFailed && v.message().contains("open tray") =>
-        {
-            CallError::TrayLocked(v.to_string())
-        }
-        other => other,
-    }
-}
-
-/// `virDomainPausedReason`, by number as in `libvirt-domain.h`.
-fn paused_reason(reason: i32) -> &'static str {
-    match reason as u32 {
-        1 => "user",
-        2 => "migrating",
-        3 => "saving",
-        4 => "dumping",
-        5 => "I/O error",
-        6 => "watchdog",
-        7 => "from snapshot",
-        8 => "shutting down",
-        9 => "snapshot",
-        10 => "crashed",
-        11 => "starting up",
-        12 => "post-copy",
-        _ => "unknown reason",
-    }
-}
-
-fn live_xml(domain: &Domain) -> Result<DomainXml, CallError> {
+pub(super) fn live_xml(domain: &Domain) -> Result<DomainXml, CallError> {
     parse_domain(&domain.xml_desc(0)?)
 }
 
@@ -519,27 +215,27 @@ fn canonical(raw: &str, drop_index: bool) -> Result<Canonical, String> {
 /// The parts of the live domain XML that vmguest reads
 /// (<https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms>).
 #[derive(Deserialize)]
-struct DomainXml {
+pub(super) struct DomainXml {
     #[serde(default)]
-    devices: Devices,
+    pub(super) devices: Devices,
 }
 
 #[derive(Default, Deserialize)]
-struct Devices {
+pub(super) struct Devices {
     #[serde(default)]
-    disk: Vec<Disk>,
+    pub(super) disk: Vec<Disk>,
     #[serde(default)]
-    channel: Vec<ChannelXml>,
+    pub(super) channel: Vec<ChannelXml>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
-struct Disk {
+pub(super) struct Disk {
     #[serde(rename = "@type")]
     kind: Option<String>,
     #[serde(rename = "@device")]
     device: Option<String>,
     driver: Option<DriverXml>,
-    target: Option<TargetXml>,
+    pub(super) target: Option<TargetXml>,
     readonly: Option<serde::de::IgnoredAny>,
     /// Filled in by [`parse_domain`].
     #[serde(skip)]
@@ -553,9 +249,9 @@ struct DriverXml {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-struct TargetXml {
+pub(super) struct TargetXml {
     #[serde(rename = "@dev")]
-    dev: String,
+    pub(super) dev: String,
     #[serde(rename = "@bus")]
     bus: Option<String>,
     #[serde(rename = "@tray")]
@@ -563,7 +259,7 @@ struct TargetXml {
 }
 
 #[derive(Deserialize)]
-struct ChannelXml {
+pub(super) struct ChannelXml {
     target: Option<ChannelTarget>,
 }
 
@@ -574,7 +270,7 @@ struct ChannelTarget {
 }
 
 impl ChannelXml {
-    fn is_agent(&self) -> bool {
+    pub(super) fn is_agent(&self) -> bool {
         self.target
             .as_ref()
             .and_then(|t| t.name.as_deref())
@@ -583,11 +279,11 @@ impl ChannelXml {
 }
 
 impl Disk {
-    fn is_cdrom(&self) -> bool {
+    pub(super) fn is_cdrom(&self) -> bool {
         self.device.as_deref() == Some("cdrom")
     }
 
-    fn as_drive(&self) -> Option<DvdDrive> {
+    pub(super) fn as_drive(&self) -> Option<DvdDrive> {
         if !self.is_cdrom() {
             return None;
         }
@@ -642,7 +338,7 @@ impl Disk {
     }
 
     /// The disk's `type` and media elements, canonical; `None` without media.
-    fn exact(&self) -> Option<String> {
+    pub(super) fn exact(&self) -> Option<String> {
         if self.raw.is_empty() {
             return None;
         }
@@ -655,7 +351,7 @@ impl Disk {
 
     /// Whether the media in this drive can be written back as it is: a disk `type` that
     /// holds removable media and that a live media change takes.
-    fn restorable(&self) -> bool {
+    pub(super) fn restorable(&self) -> bool {
         self.raw.is_empty()
             || matches!(
                 self.kind.as_deref().unwrap_or("file"),
@@ -664,7 +360,7 @@ impl Disk {
     }
 
     /// This drive's `<disk>` element holding `media`, or empty.
-    fn with_media(&self, media: Option<&Media>) -> Result<String, CallError> {
+    pub(super) fn with_media(&self, media: Option<&Media>) -> Result<String, CallError> {
         let target = self
             .target
             .as_ref()
@@ -771,72 +467,6 @@ struct TargetOut {
     dev: String,
     #[serde(rename = "@bus", skip_serializing_if = "Option::is_none")]
     bus: Option<String>,
-}
-
-/// Agent commands through `virDomainQemuAgentCommand`; libvirt does the guest-sync.
-struct AgentCommand {
-    domain: Domain,
-    timeout: Duration,
-}
-
-impl AgentCommand {
-    /// An agent still starting in the guest is "not connected" to libvirt; ask again
-    /// until `within`.
-    fn wait_ready(&mut self, within: Duration) -> Result<(), CallError> {
-        let give_up = Instant::now() + within;
-        loop {
-            match self.execute(qapi_qga::guest_ping {}) {
-                Ok(_) => return Ok(()),
-                Err(CallError::Libvirt(e))
-                    if e.code() == Code::AgentUnresponsive && Instant::now() < give_up =>
-                {
-                    std::thread::sleep(Duration::from_millis(250))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl AgentTransport for AgentCommand {
-    fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError> {
-        let json = serde_json::to_string(&qapi_spec::Execute::<C>::with_command(cmd))
-            .map_err(|e| CallError::Decode(e.to_string()))?;
-        let secs = i32::try_from(self.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
-        let reply = self
-            .domain
-            .qemu_agent_command(&json, secs)
-            .map_err(|e| agent_error(e, self.timeout))?;
-        let value = serde_json::from_str(&reply)
-            .map_err(|e| CallError::Decode(format!("{e} in agent reply")))?;
-        decode_response(value)
-    }
-
-    /// `VIR_DOMAIN_QEMU_AGENT_COMMAND_NOWAIT` (0): libvirt sends and does not wait.
-    fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
-        let json = serde_json::to_string(&qapi_spec::Execute::<C>::with_command(cmd))
-            .map_err(|e| CallError::Decode(e.to_string()))?;
-        match self.domain.qemu_agent_command(&json, 0) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(agent_error(e, self.timeout)),
-        }
-    }
-}
-
-/// libvirt turns the agent's own error answers into an internal error ("unable to
-/// execute QEMU agent command '%s': %s", `qemuAgentCheckError` in `qemu_agent.c`);
-/// those are the agent refusing, as [`CallError::Qapi`] is on the socket.
-fn agent_error(e: VirtError, timeout: Duration) -> CallError {
-    match e.code() {
-        Code::AgentCommandTimeout | Code::OperationTimeout => CallError::Timeout(timeout),
-        Code::InternalError if e.message().contains("unable to execute QEMU agent command") => {
-            CallError::Qapi {
-                class: "libvirt".into(),
-                desc: e.message().to_owned(),
-            }
-        }
-        _ => CallError::Libvirt(e),
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libloading::Library;
@@ -322,8 +323,18 @@ pub struct Domain {
     api: &'static Api,
 }
 
+/// Domain lookups this process made, for the debug log: each one is a round trip to the
+/// daemon (over ssh, a network one).
+static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many domains this process looked up so far.
+pub fn lookups() -> usize {
+    LOOKUPS.load(Ordering::Relaxed)
+}
+
 impl Domain {
     pub fn lookup_by_name(conn: &Connect, name: &str) -> Result<Domain, Error> {
+        LOOKUPS.fetch_add(1, Ordering::Relaxed);
         let name = c_string(name)?;
         // SAFETY: a live connection and a valid C string.
         let ptr = unsafe { (conn.api.lookup_by_name)(conn.ptr, name.as_ptr()) };

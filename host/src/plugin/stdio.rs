@@ -11,8 +11,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-/// Bytes of output kept per stream and call.
-pub const OUTPUT_CAP: usize = 64 * 1024;
+use super::limits::OUTPUT_CAP;
 
 #[derive(Default)]
 struct Kept {

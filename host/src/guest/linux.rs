@@ -1,0 +1,222 @@
+//! The Linux guest: the IC media found by its primary volume descriptor among
+//! `/dev/sr*`, mounted at [`MOUNT_POINT`], its installer run with POSIX `sh` from there,
+//! and unmounted again; the installer's pid is journaled, so that a later run can end it.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::{sh, wait, Check, GuestInstaller, InstallerCall, Verdict, KILL_TREE, MOUNT_POINT};
+use crate::iso::{Recipe, PVD_OFFSET, SECTOR};
+use crate::progress::Progress;
+use crate::vm::{ExecStatus, GuestAgent};
+
+/// Find the guest block device that holds our media, by comparing its primary volume
+/// descriptor with the ISO's. Freshly inserted media take a moment to become readable.
+pub fn find_device(
+    agent: &mut dyn GuestAgent,
+    pvd: &[u8],
+    within: Duration,
+    check: Check<'_>,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    let mut last_error = String::from("no /dev/sr* device");
+    loop {
+        check()?;
+        for i in 0..8 {
+            let dev = format!("/dev/sr{i}");
+            match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
+                Ok(bytes) if bytes == pvd => return Ok(dev),
+                Ok(_) => {}
+                Err(e) if e.is_disconnect() => return Err(e.into()),
+                Err(e) => {
+                    if i == 0 {
+                        last_error = format!("{dev}: {}", crate::hresult::chain(&e));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the IC media did not appear in the guest within {}s ({last_error})",
+                within.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+}
+
+/// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
+/// after insertion fails with EINVAL on Linux, so retry.
+pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow::Result<String> {
+    if let Some(existing) = mount_point_of(agent, dev)? {
+        return Ok(existing);
+    }
+    let mut last = ExecStatus::default();
+    for _ in 0..20 {
+        check()?;
+        last = sh(
+            agent,
+            "mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"",
+            &[MOUNT_POINT, dev],
+        )?;
+        if last.succeeded() {
+            return Ok(MOUNT_POINT.to_owned());
+        }
+        sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "cannot mount {dev} in the guest: {}",
+        last.stderr.trim().lines().last().unwrap_or("mount failed")
+    )
+}
+
+/// The guest's mounts, as (device, mount point) pairs from `/proc/mounts`.
+fn mounts(agent: &mut dyn GuestAgent) -> anyhow::Result<Vec<(String, String)>> {
+    let text = agent.read_file("/proc/mounts", 0, 1 << 20)?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_owned(), f.next()?.to_owned()))
+        })
+        .collect())
+}
+
+fn mount_point_of(agent: &mut dyn GuestAgent, dev: &str) -> anyhow::Result<Option<String>> {
+    Ok(mounts(agent)?
+        .into_iter()
+        .find_map(|(d, dir)| (d == dev).then_some(dir)))
+}
+
+/// Run the recipe's Linux installer and wait for it, at most `timeout`. `started` learns
+/// its pid in the guest before the wait begins.
+#[allow(clippy::too_many_arguments)]
+pub fn run_installer(
+    agent: &mut dyn GuestAgent,
+    mount_point: &str,
+    command: &str,
+    timeout: Duration,
+    vm: &str,
+    progress: &dyn Progress,
+    check: Check<'_>,
+    started: &mut dyn FnMut(i64),
+) -> anyhow::Result<ExecStatus> {
+    let env = vec![
+        format!("VMGUEST_IC_MEDIA={mount_point}"),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    let script = format!("cd \"$VMGUEST_IC_MEDIA\" && {command}");
+    let pid = agent
+        .exec("/bin/sh", &["-c".to_owned(), script], &env)
+        .context("starting the installer in the guest")?;
+    started(pid);
+    wait(
+        agent,
+        pid,
+        timeout,
+        &mut |elapsed| progress.waiting(vm, "installer", elapsed, timeout),
+        check,
+    )
+    .context("waiting for the installer")
+}
+
+/// Make the guest let go of media an earlier, interrupted run left: end its installer
+/// (and everything that installer started), then unmount.
+pub fn release(
+    agent: &mut dyn GuestAgent,
+    installer: Option<i64>,
+    mount_point: &str,
+) -> anyhow::Result<()> {
+    if let Some(pid) = installer {
+        let st = sh(agent, KILL_TREE, &[&pid.to_string()])?;
+        tracing::debug!(pid, exit = ?st.exit_code, "ended an earlier run's installer");
+    }
+    match mounts(agent)?.iter().any(|(_, dir)| dir == mount_point) {
+        true => unmount(agent, mount_point),
+        false => Ok(()),
+    }
+}
+
+/// Unmount, retrying briefly: the kernel may still hold the device for a moment.
+pub fn unmount(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<()> {
+    let mut last = ExecStatus::default();
+    for _ in 0..3 {
+        last = sh(agent, "umount \"$1\"", &[mount_point])?;
+        if last.succeeded() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "the guest keeps {mount_point} mounted: {}",
+        last.stderr.trim().lines().last().unwrap_or("umount failed")
+    )
+}
+
+/// The Linux guest's [`GuestInstaller`].
+pub struct Linux;
+
+impl GuestInstaller for Linux {
+    fn os_name(&self) -> &'static str {
+        "Linux"
+    }
+
+    fn family_command(&self, recipe: &Recipe, _machine: Option<&str>) -> Option<String> {
+        recipe.linux.clone()
+    }
+
+    fn prepare(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        pvd: &[u8],
+        within: Duration,
+        check: Check<'_>,
+    ) -> anyhow::Result<String> {
+        let dev = find_device(agent, pvd, within, check)?;
+        mount(agent, &dev, check)
+    }
+
+    fn run(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        place: &str,
+        call: &InstallerCall<'_>,
+        check: Check<'_>,
+        started: &mut dyn FnMut(i64),
+    ) -> anyhow::Result<(String, ExecStatus)> {
+        let status = run_installer(
+            agent,
+            place,
+            call.command,
+            call.timeout,
+            call.vm,
+            call.progress,
+            check,
+            started,
+        )?;
+        Ok((call.command.to_owned(), status))
+    }
+
+    fn verdict(&self, status: &ExecStatus) -> Verdict {
+        if status.succeeded() {
+            return Verdict::Installed;
+        }
+        Verdict::Failed(format!(
+            "{}{}",
+            status.exit_code.map_or("none".into(), |c| c.to_string()),
+            status
+                .signal
+                .map_or(String::new(), |s| format!(", signal {s}")),
+        ))
+    }
+
+    fn mounts(&self) -> bool {
+        true
+    }
+
+    fn unmount(&mut self, agent: &mut dyn GuestAgent, place: &str) -> anyhow::Result<()> {
+        unmount(agent, place)
+    }
+}

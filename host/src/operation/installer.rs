@@ -1,0 +1,181 @@
+//! Running the installer in the guest, or leaving the media for its autorun.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use super::{Operation, Step};
+use crate::guest::{self, GuestInstaller, InstalledComponents, InstallerCall, Verdict};
+use crate::hresult::{chain, Failure, HResult, OrHResult, Outcome};
+use crate::iso::IcIso;
+use crate::report::InstallerRun;
+use crate::vm::{GuestAgent, VmControl};
+
+/// How long freshly inserted media may take to show up in the guest.
+pub(super) const MEDIA_APPEAR: Duration = Duration::from_secs(30);
+
+/// How the components reached the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Installed {
+    /// The installer ran through the agent and succeeded.
+    ByAgent,
+    /// The media stays in for the guest's own setup.
+    LeftForAutorun,
+}
+
+impl Operation<'_> {
+    pub(super) fn guest_is_windows(&self) -> bool {
+        self.guest_os.as_ref().is_some_and(|o| o.is_windows())
+    }
+
+    /// `-InstallCommand`, else the family's unattended command for this guest's OS.
+    pub(super) fn installer_command(
+        &self,
+        iso: &IcIso,
+        os: &dyn GuestInstaller,
+    ) -> Outcome<String> {
+        let machine = self.guest_os.as_ref().and_then(|o| o.machine.as_deref());
+        self.options
+            .install_command
+            .clone()
+            .or_else(|| os.family_command(&iso.recipe, machine))
+            .ok_or_else(|| {
+                Failure::msg(
+                    HResult::DispException,
+                    format!(
+                        "{} {} has no unattended installer for {} guests",
+                        iso.name,
+                        iso.version.as_deref().unwrap_or(""),
+                        os.os_name()
+                    ),
+                )
+            })
+    }
+
+    /// The media stays in for the guest; make sure the VM is still there to see it. If it
+    /// is not, the media comes out again.
+    pub(super) fn autorun(&mut self, vm: &mut dyn VmControl) -> Option<Installed> {
+        self.run(Step::Autorun, |_| {
+            vm.run_state()
+                .context("VM went away right after inserting the media")
+                .or_hresult(HResult::DispException)
+        })
+        .map(|_| Installed::LeftForAutorun)
+    }
+
+    /// Find the media in the guest, run the installer, and let go of the media whatever
+    /// happened ([`GuestInstaller`] says how, for this guest's OS). Between polls the VM
+    /// must still run and no stop may be asked for; when the agent or the VM is gone,
+    /// nothing more is asked of the guest.
+    pub(super) fn install_in_guest(
+        &mut self,
+        vm: &mut dyn VmControl,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Option<Installed> {
+        let cancel = self.options.cancel.clone();
+        let mut check = || -> anyhow::Result<()> {
+            cancel.check()?;
+            match vm.run_state() {
+                Ok(state) if state == "running" => Ok(()),
+                Ok(state) => Err(guest::VmStopped(state).into()),
+                Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
+            }
+        };
+        let mut os = guest::installer_for(self.guest_is_windows());
+        let place = self.run(Step::PrepareGuest, |op| {
+            Ok(os
+                .prepare(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
+                .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?)
+        })?;
+        let installed = self.run(Step::RunInstaller, |op| {
+            op.run_installer(os.as_mut(), agent, &place, iso, &mut check)
+        });
+        if !os.mounts() {
+            return installed;
+        }
+        // A mount the guest keeps is not yet a failure: the eject decides.
+        self.run(Step::UnmountInGuest, |op| {
+            if op.agent_gone {
+                op.report
+                    .note("not unmounting in the guest: the guest agent or the VM is gone");
+            } else if let Err(e) = os.unmount(agent, &place) {
+                op.report.note(format!("{e:#}"));
+            }
+            Ok(())
+        });
+        installed
+    }
+
+    pub(super) fn run_installer(
+        &mut self,
+        os: &mut dyn GuestInstaller,
+        agent: &mut dyn GuestAgent,
+        place: &str,
+        iso: &IcIso,
+        check: guest::Check<'_>,
+    ) -> Outcome<Installed> {
+        let command = self.installer_command(iso, os)?;
+        let t = Instant::now();
+        let (journal, entry) = (self.journal.clone(), &mut self.journaled);
+        let mut started = |pid: i64| {
+            // So that a run killed from here on can still be finished by the next one.
+            if let (Some(journal), Some(entry)) = (&journal, entry.as_mut()) {
+                entry.guest_mount = Some(place.to_owned());
+                entry.guest_pid = Some(pid);
+                if let Err(e) = journal.record(entry) {
+                    tracing::warn!("journal: {}", chain(&e));
+                }
+            }
+        };
+        let call = InstallerCall {
+            command: &command,
+            custom: self.options.install_command.is_some(),
+            timeout: self.options.timeout,
+            vm: &self.report.vm,
+            progress: self.progress,
+        };
+        let (shown, status) = os
+            .run(agent, place, &call, check, &mut started)
+            .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
+        self.report.installer = Some(InstallerRun {
+            command: shown,
+            exit_code: status.exit_code,
+            signal: status.signal,
+            stdout: status.stdout.clone(),
+            stderr: status.stderr.clone(),
+            ms: t.elapsed().as_millis() as u64,
+        });
+        match os.verdict(&status) {
+            Verdict::Installed => {}
+            Verdict::RebootRequired => self.reboot_required = true,
+            Verdict::Failed(why) => {
+                return Err(Failure::msg(
+                    HResult::DispException,
+                    format!(
+                        "the installer failed (exit code {why}): {}",
+                        status.stderr.trim().lines().last().unwrap_or("no output")
+                    ),
+                ))
+            }
+        }
+        if !os.mounts() {
+            return Ok(Installed::ByAgent);
+        }
+        if let Some(components) = self.components.clone() {
+            let record = InstalledComponents {
+                components,
+                iso_volume_id: self.report.iso_volume_id.clone().unwrap_or_default(),
+                installed_unix: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            if let Err(e) = guest::record_installed(agent, &record) {
+                self.report
+                    .note(format!("could not record the installed version: {e:#}"));
+            }
+        }
+        Ok(Installed::ByAgent)
+    }
+}

@@ -1,0 +1,77 @@
+//! The family's installed version, read before (nothing to do) and after (verified).
+
+use anyhow::Context;
+
+use super::Operation;
+use crate::guest::{self};
+use crate::hresult::{Failure, HResult, Outcome};
+use crate::iso::{IcIso, Probe};
+use crate::vm::GuestAgent;
+
+impl Operation<'_> {
+    /// The family's installed version, where the guest can tell it. The guest already
+    /// running the media's version is left alone (unless -Force): `Some(message)`.
+    pub(super) fn check_version(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Outcome<Option<String>> {
+        let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+            return Ok(None);
+        };
+        let before = guest::read_version(agent, &probe).context("reading the installed version")?;
+        self.report.version_before = before.clone();
+        match before {
+            Some(v) if guest::same_version(&v, &want) && !self.options.force => {
+                self.report.verified = Some(true);
+                Ok(Some(format!(
+                    "already up to date: the guest runs {} {v}; nothing was mounted (-Force reinstalls)",
+                    iso.name
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// After an installer that reported success: does the guest now run the media's
+    /// version? A readable, different version is a failed install.
+    pub(super) fn verify_version(
+        &mut self,
+        agent: &mut dyn GuestAgent,
+        iso: &IcIso,
+    ) -> Outcome<()> {
+        let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+            return Ok(());
+        };
+        let after = guest::read_version(agent, &probe).context("reading the installed version")?;
+        self.report.version_after = after.clone();
+        match after {
+            Some(v) if !guest::same_version(&v, &want) => {
+                self.report.verified = Some(false);
+                Err(Failure::msg(
+                    HResult::DispException,
+                    format!("installer reported success but the guest still runs {} {v} (expected {want})", iso.name),
+                ))
+            }
+            Some(_) => {
+                self.report.verified = Some(true);
+                Ok(())
+            }
+            None => {
+                self.report.note(format!(
+                    "the installed version cannot be read after the install ({probe} tells nothing)"
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// The command that prints the installed version; `-InstallCommand` installs
+    /// something else, so nothing is verified then.
+    pub(super) fn verify_command(&self, iso: &IcIso) -> Option<Probe> {
+        if self.options.install_command.is_some() {
+            return None;
+        }
+        iso.recipe.version_probe(self.guest_is_windows())
+    }
+}
