@@ -27,6 +27,7 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 impl Cancel {
+    /// A token nobody has asked to stop yet.
     pub fn new() -> Cancel {
         Cancel::default()
     }
@@ -47,6 +48,7 @@ impl Cancel {
         (v & REQUESTED != 0).then_some(v & !REQUESTED)
     }
 
+    /// [`Cancelled`] once a stop was asked for.
     pub fn check(&self) -> Result<(), Cancelled> {
         match self.requested() {
             Some(sig) => Err(Cancelled(sig)),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::hresult::{Failure, HResult};
 use crate::settings::{HostSpec, Settings};
-use crate::{VirtualMachine, VirtualPc};
+use crate::virtual_pc::{VirtualMachine, VirtualPc};
 
 /// The hosts of one run, sharing its settings.
 pub struct Fleet {
@@ -25,7 +25,9 @@ pub struct Fleet {
 /// A failure and the host it belongs to (`None` when it belongs to no single host, as
 /// a name found nowhere).
 pub struct HostFailure {
+    /// The host, as reports name it.
     pub host: Option<String>,
+    /// What failed there.
     pub failure: Failure,
 }
 
@@ -50,6 +52,7 @@ impl Fleet {
         }
     }
 
+    /// Every host of the run, in the order the settings name them.
     pub fn hosts(&self) -> &[VirtualPc] {
         &self.hosts
     }

@@ -12,16 +12,24 @@ use serde::{Serialize, Serializer};
 /// anything unexpected is [`HResult::DispException`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HResult {
+    /// `S_OK`: installed (or, without a guest agent, media inserted for autorun).
     SOk,
+    /// `VM_E_VM_NOT_RUNNING`: the VM is not running, or QEMU does not answer.
     VmNotRunning,
+    /// `VM_E_VM_UNKNOWN`: there is no VM of that name.
     VmUnknown,
+    /// `VM_E_DRIVE_INVALID`: no CD/DVD drive, or every drive holds media.
     DriveInvalid,
+    /// `VM_E_MEDIA_UNMOUNT_FAIL`: a guest-locked tray keeps media in the drive.
     MediaUnmountFail,
+    /// `DISP_E_EXCEPTION`: anything unexpected, a failed installer or a bug included.
     DispException,
+    /// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`: no usable IC ISO.
     FileNotFound,
 }
 
 impl HResult {
+    /// All seven, in the documentation's order.
     pub const ALL: [HResult; 7] = [
         HResult::SOk,
         HResult::VmNotRunning,
@@ -107,10 +115,12 @@ impl HResult {
         format!("0x{:08X}", self.value())
     }
 
+    /// Whether this is `S_OK`.
     pub fn is_success(self) -> bool {
         self == HResult::SOk
     }
 
+    /// The outcome with this symbolic name (`VM_E_VM_UNKNOWN`, ...).
     pub fn from_name(name: &str) -> Option<HResult> {
         HResult::ALL.into_iter().find(|h| h.name() == name)
     }
@@ -131,11 +141,14 @@ impl Serialize for HResult {
 /// A failed operation: the documented outcome plus the cause chain behind it.
 #[derive(Debug)]
 pub struct Failure {
+    /// The documented outcome; never `S_OK`.
     pub hresult: HResult,
+    /// The cause chain behind it.
     pub error: anyhow::Error,
 }
 
 impl Failure {
+    /// A failure with this outcome; `S_OK` (a bug) becomes DISP_E_EXCEPTION.
     pub fn new(hresult: HResult, error: impl Into<anyhow::Error>) -> Self {
         debug_assert!(!hresult.is_success(), "a failure cannot be S_OK");
         let hresult = if hresult.is_success() {
@@ -149,6 +162,7 @@ impl Failure {
         }
     }
 
+    /// A failure with this outcome and one message as its cause.
     pub fn msg(hresult: HResult, msg: impl fmt::Display) -> Self {
         Failure::new(hresult, anyhow::anyhow!("{msg}"))
     }
@@ -200,6 +214,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// What every call of the API returns: a value, or a [`Failure`].
 pub type Outcome<T> = Result<T, Failure>;
 
 /// Attach an explicit outcome to any error.

@@ -6,7 +6,7 @@
 //! drive, the user's media exactly as it was (or that the drive was empty) and the IC ISO
 //! that goes in. It is written durably: a temporary file, `fsync`, a rename, and an
 //! `fsync` of the directory. It is removed only once the drive is back as it was found.
-//! Every later run that touches the VM finishes an open entry first (`operation.rs`,
+//! Every later run that touches the VM finishes an open entry first (`operation/recovery.rs`,
 //! `Repair-VMMedia`), and `Get-VM` shows it.
 //!
 //! Entries live in `STATE/journal/`, one file per VM identity (`settings.rs` says where
@@ -31,6 +31,7 @@ use crate::vm::Media;
 /// One install's change to one drive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The VM's name.
     pub vm: String,
     /// What names this VM across runs: its host and its name there
     /// (`vm::Vm::identity`).
@@ -39,6 +40,7 @@ pub struct Entry {
     /// empty in entries written before entries named their host.
     #[serde(default)]
     pub host: String,
+    /// The drive vmguest borrowed.
     pub drive: String,
     /// The user's media as it was; `None` when the drive was empty.
     pub user_media: Option<Media>,
@@ -55,13 +57,17 @@ pub struct Entry {
     /// run ends that installer and unmounts, so the guest lets go of the tray.
     #[serde(default)]
     pub guest_mount: Option<String>,
+    /// The installer's pid in the guest, with `guest_mount`.
     #[serde(default)]
     pub guest_pid: Option<i64>,
+    /// The vmguest process that recorded the entry.
     pub pid: u32,
+    /// When that run started, in seconds since the Unix epoch.
     pub started_unix: u64,
 }
 
 impl Entry {
+    /// An entry for a borrow that is about to happen.
     pub fn new(
         vm: &str,
         identity: &str,
@@ -98,10 +104,13 @@ impl Entry {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Reading or writing the journal failed.
 pub enum JournalError {
     #[error("journal {}", .0.display())]
+    /// The journal file or directory at this path could not be read or written.
     Io(PathBuf, #[source] std::io::Error),
     #[error("journal entry {} is unreadable", .0.display())]
+    /// The entry at this path is not valid JSON of an entry.
     Corrupt(PathBuf, #[source] serde_json::Error),
 }
 
@@ -112,12 +121,14 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The journal in `state_dir`.
     pub fn new(state_dir: &Path) -> Journal {
         Journal {
             dir: state_dir.join("journal"),
         }
     }
 
+    /// Where the entries are, one file each.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -41,9 +41,13 @@ pub struct Verify {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+/// Which components an IC medium holds.
 pub struct Components {
+    /// The IC family (`virtio-win`, `vmware-tools`, ...).
     pub family: String,
+    /// Their name, as people know them.
     pub name: String,
+    /// Their version.
     pub version: String,
 }
 

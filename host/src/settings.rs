@@ -5,7 +5,7 @@
 //! | setting | from, in order |
 //! |---|---|
 //! | VM socket directory | `-VmDir`, `$VMGUEST_VM_DIR`, `$XDG_RUNTIME_DIR/vmguest`, `/run/vmguest` |
-//! | hosts searched for VMs | see [`Settings::hosts`]: flags, then the environment, then what exists here |
+//! | hosts searched for VMs | see `Settings::hosts`: flags, then the environment, then what exists here |
 //! | config files | `$XDG_CONFIG_HOME/vmguest/config.toml` (else `~/.config/…`), then `/etc/vmguest/config.toml` |
 //! | extra IC search path | `$VMGUEST_IC_PATH` (colon-separated) |
 //! | the user's IC store | `$XDG_DATA_HOME/vmguest/ic` (else `~/.local/share/…`) |
@@ -40,7 +40,9 @@ pub const LIBVIRT_URI_ENV: &str = "LIBVIRT_DEFAULT_URI";
 /// Where VMs are looked for: a socket directory, or a libvirt host by its URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostSpec {
+    /// A socket directory: one QMP and one agent socket per VM.
     Sockets(PathBuf),
+    /// A libvirt host, by its URI.
     Libvirt(String),
 }
 
@@ -197,7 +199,9 @@ pub fn computer_uri(host: &str) -> String {
 /// What the command line may override.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
+    /// The socket directory, instead of `VMGUEST_VM_DIR` or the default.
     pub vm_dir: Option<PathBuf>,
+    /// The only directory plugins are looked for in, instead of the configured ones.
     pub plugin_dir: Option<PathBuf>,
     /// `-ConnectionUri`, and `-ComputerName` already turned into URIs.
     pub connection_uris: Vec<String>,
@@ -206,8 +210,9 @@ pub struct Overrides {
 /// The resolved settings of one run.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The socket directory.
     pub vm_dir: PathBuf,
-    /// Every host searched for VMs, in order ([`Settings::hosts`] tells the rule).
+    /// Every host searched for VMs, in order (`Settings::hosts` tells the rule).
     pub hosts: Vec<HostSpec>,
     /// The config files, user before system, with what went wrong reading them.
     pub config: Effective,
@@ -478,6 +483,7 @@ impl Settings {
         }
     }
 
+    /// Where compiled plugins are cached, if anywhere.
     pub fn plugin_cache(&self) -> Option<&Path> {
         self.plugin_cache.as_deref()
     }

@@ -32,7 +32,7 @@ fn decisions(r: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Issue 15: every New-Plugin skeleton (three languages, two worlds) builds with its own
+/// Every New-Plugin skeleton (three languages, two worlds) builds with its own
 /// build.sh and passes Test-Plugin -Manifest: the default decision, the decision its
 /// setting changes, and a warning while the manifest's pin is unset. After
 /// Install-Plugin, the installed manifest tests clean.
@@ -165,7 +165,7 @@ fn new_plugin_skeletons_build_and_pass_test_plugin() {
     }
 }
 
-/// Issue 15: Test-Plugin -Manifest runs with the manifest's settings, on the real ISOs
+/// Test-Plugin -Manifest runs with the manifest's settings, on the real ISOs
 /// of a directory (-IsoPath) or for a live VM (-VMName), and shows each candidate's
 /// version and usability, the built-in choice and the plugin's. A live VM is not
 /// changed. A pin that no longer matches is a warning that names both digests.

@@ -164,7 +164,7 @@ fn get_vm_json_pipes_into_install_and_error_action_applies() {
         Some(&piped),
     );
     let r = results(&out);
-    // Results stream as each VM ends (issue 11); compare them by VM.
+    // Results stream as each VM ends; compare them by VM.
     let mut got: Vec<(&str, &str)> = r
         .iter()
         .map(|v| (v["vm"].as_str().unwrap(), v["result"].as_str().unwrap()))

@@ -1,5 +1,5 @@
 //! vmguest interrupted, killed, or left without its agent or a running VM mid-install,
-//! concurrent installs on one VM, and the parallel pipeline (issue 11). Real QEMU, the
+//! concurrent installs on one VM, and the parallel pipeline. Real QEMU, the
 //! real test guest and the real binary. Every check of a drive goes through the test's
 //! own QMP monitor (`NAME.ctl`), apart from vmguest; every case ends with the user's disc
 //! back in its drive.
@@ -430,7 +430,7 @@ fn a_throttled_pipeline_goes_on_past_a_failing_vm() {
 }
 
 /// QEMU serves one QMP client per monitor. A socket held by another client (a management
-/// tool) is reported as busy, not as a VM that does not run (issue 11).
+/// tool) is reported as busy, not as a VM that does not run.
 #[test]
 fn a_qmp_socket_held_by_another_client_is_busy_not_stopped() {
     let vm = TestVm::start("busy", Spec::default());

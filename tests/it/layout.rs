@@ -1,11 +1,14 @@
 //! The library's modules import each other without cycles, so each layer can be read,
-//! tested and replaced on its own (issue 9).
+//! tested and replaced on its own.
 //!
-//! Two graphs are checked, both read from the `crate::…` and `super::…` paths in the
-//! sources: the top-level modules (`operation`, `iso`, `plugin`, …), and the sibling
-//! files inside each folder (`iso/family.rs`, `iso/recipe.rs`, …). A folder's `mod.rs`
-//! is its facade and may use its children as they use it, as in any Rust module tree.
-//! `lib.rs` and the binary sit above everything and are not part of the graph.
+//! Every `crate::…` and `super::…` path in the sources is an edge between the two
+//! modules it joins, drawn where their paths part: `vm/libvirt/agent.rs` using
+//! `crate::vm::agent` is an edge `vm::libvirt` → `vm::agent` among the children of `vm`.
+//! So the top-level modules form one graph, and the children of each folder, at any
+//! depth, form another. A folder's `mod.rs` is its facade and may use its children as
+//! they use it, as in any Rust module tree. `lib.rs` is a node of the top-level graph:
+//! its re-exports are its facade (a `crate::Name` path leads to the module `Name` comes
+//! from); anything else in it is code like any module's. The binary is another crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -119,54 +122,192 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
     None
 }
 
+/// The full paths after `prefix::`, expanding `{a, b::{c, d}}` at any depth; with the
+/// name each is known by (`x as y` is known as `y`).
+fn paths(text: &str, prefix: &str) -> Vec<(Vec<String>, String)> {
+    fn tree(rest: &str, base: &[String], out: &mut Vec<(Vec<String>, String)>) {
+        let mut path = base.to_vec();
+        let mut rest = rest.trim_start();
+        loop {
+            if let Some(group) = rest.strip_prefix('{') {
+                let (mut depth, mut start) = (0, 0);
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            tree(&group[start..i], &path, out);
+                            return;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            tree(&group[start..i], &path, out);
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                return;
+            }
+            let seg: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if seg.is_empty() {
+                break;
+            }
+            path.push(seg.clone());
+            rest = &rest[seg.len()..];
+            match rest.strip_prefix("::") {
+                Some(r) => rest = r.trim_start(),
+                None => break,
+            }
+        }
+        let alias = rest
+            .trim_start()
+            .strip_prefix("as ")
+            .map(|r| {
+                r.trim_start()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|a| !a.is_empty());
+        if path.len() > base.len() {
+            let name = alias.unwrap_or_else(|| path.last().unwrap().clone());
+            out.push((path, name));
+        }
+    }
+    let mut out = Vec::new();
+    let needle = format!("{prefix}::");
+    let mut rest = text;
+    while let Some(i) = rest.find(&needle) {
+        let before = rest[..i].chars().last();
+        rest = &rest[i + needle.len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        tree(rest, &[], &mut out);
+    }
+    out
+}
+
+/// Only code counts: unit tests may reach anywhere, and comments import nothing.
+fn code_of(text: &str) -> String {
+    text.split("#[cfg(test)]")
+        .next()
+        .unwrap_or(text)
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `lib.rs` without its facade, the `pub use` re-exports.
+fn without_reexports(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("pub use ") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].split_once(';').map_or("", |(_, r)| r);
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn modules_import_each_other_without_cycles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
+    // lib.rs is the node `lib`, beside the top-level modules.
     let modules: Vec<(Vec<String>, String)> = files
         .iter()
-        .map(|f| (module_of(&src, f), std::fs::read_to_string(f).unwrap()))
-        .filter(|(m, _)| m.first().is_some_and(|t| t != "lib"))
+        .map(|f| {
+            (
+                module_of(&src, f),
+                code_of(&std::fs::read_to_string(f).unwrap()),
+            )
+        })
         .collect();
-    let tops: BTreeSet<String> = modules.iter().map(|(m, _)| m[0].clone()).collect();
+    let known: BTreeSet<Vec<String>> = modules.iter().map(|(m, _)| m.clone()).collect();
+    let lib = vec!["lib".to_owned()];
+    let lib_code = &modules.iter().find(|(m, _)| *m == lib).unwrap().1;
+    let tops: Vec<String> = known
+        .iter()
+        .filter(|m| m.len() == 1 && **m != lib)
+        .map(|m| m[0].clone())
+        .collect();
+    // A path leads into its longest known prefix, through lib.rs's re-exports; a name
+    // lib.rs defines itself leads to `lib`.
+    let reexports: BTreeMap<String, Vec<String>> = tops
+        .iter()
+        .flat_map(|t| paths(lib_code, t))
+        .map(|(p, name)| (name, p))
+        .collect();
+    let resolve = |path: &[String]| -> Option<Vec<String>> {
+        let path = match reexports.get(path.first()?) {
+            Some(p) if !known.contains(&path[..1]) => p.as_slice(),
+            _ => path,
+        };
+        let found = (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| known.contains(p));
+        Some(found.unwrap_or_else(|| lib.clone()))
+    };
     let mut top_graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut folder_graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (module, text) in &modules {
-        // Unit tests may reach anywhere, and comments import nothing: only code counts.
-        let code: String = text
-            .split("#[cfg(test)]")
-            .next()
-            .unwrap_or(text)
-            .lines()
-            .map(|l| l.split("//").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let code = code.as_str();
-        for t in targets(code, "crate") {
-            if tops.contains(&t) && t != module[0] {
-                top_graph
-                    .entry(module[0].clone())
-                    .or_default()
-                    .insert(t.clone());
-            }
-            // crate::iso::reader from inside iso/ is a sibling edge too.
-            if module.len() == 2 && t == module[0] {
-                let inner = format!("crate::{}", module[0]);
-                for s in targets(code, &inner) {
-                    folder_edge(&mut folder_graph, &modules, module, &s);
-                }
+    for (module, code) in &modules {
+        let mut uses: Vec<Vec<String>> = Vec::new();
+        if *module == lib {
+            let code = without_reexports(code);
+            for t in &tops {
+                uses.extend(paths(&code, t).into_iter().map(|(p, _)| p));
             }
         }
-        if module.len() == 2 {
-            for s in targets(code, "super") {
-                folder_edge(&mut folder_graph, &modules, module, &s);
+        uses.extend(paths(code, "crate").into_iter().map(|(p, _)| p));
+        for (mut p, _) in paths(code, "super") {
+            // `super` is the parent of this file's module; each further `super` one up.
+            let mut base = module[..module.len() - 1].to_vec();
+            while p.first().is_some_and(|s| s == "super") {
+                p.remove(0);
+                base.pop();
             }
+            uses.push(base.into_iter().chain(p).collect());
+        }
+        for used in uses {
+            let Some(target) = resolve(&used) else {
+                continue;
+            };
+            // A folder and its children are one unit: its mod.rs is their facade.
+            if target.starts_with(module) || module.starts_with(&target) {
+                continue;
+            }
+            let common = module
+                .iter()
+                .zip(&target)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let (from, to) = (module[..=common].join("::"), target[..=common].join("::"));
+            let graph = if common == 0 {
+                &mut top_graph
+            } else {
+                &mut folder_graph
+            };
+            graph.entry(from).or_default().insert(to);
         }
     }
     assert!(
         top_graph.len() > 5,
         "the scan found too few edges to mean anything: {top_graph:?}"
+    );
+    assert!(
+        top_graph.values().flatten().any(|t| t == "virtual_pc"),
+        "the scan missed the COM-shaped API's module: {top_graph:?}"
+    );
+    assert!(
+        folder_graph.keys().any(|m| m.matches("::").count() == 2),
+        "the scan found no edge among files two folders deep: {folder_graph:?}"
     );
     if let Some(c) = find_cycle(&top_graph) {
         panic!(
@@ -179,23 +320,6 @@ fn modules_import_each_other_without_cycles() {
             "sibling modules import each other in a cycle: {}",
             c.join(" → ")
         );
-    }
-}
-
-fn folder_edge(
-    graph: &mut BTreeMap<String, BTreeSet<String>>,
-    modules: &[(Vec<String>, String)],
-    from: &[String],
-    sibling: &str,
-) {
-    let exists = modules
-        .iter()
-        .any(|(m, _)| m.len() == 2 && m[0] == from[0] && m[1] == sibling);
-    if exists && sibling != from[1] {
-        graph
-            .entry(from.join("::"))
-            .or_default()
-            .insert(format!("{}::{sibling}", from[0]));
     }
 }
 

@@ -438,7 +438,7 @@ fn fleet_over_two_hosts_one_by_ssh() {
     );
 }
 
-/// libvirt is opened only for a libvirt host (`vm::virt`): a socket-directory command
+/// libvirt is opened only for a libvirt host (`vm::libvirt::ffi`): a socket-directory command
 /// must not pay for loading it and its ~55 libraries at every start. glibc's loader
 /// names each library it initialises under `LD_DEBUG=libs`. libvirt's built-in
 /// `test:///default` driver runs inside the client, so no daemon is needed here.

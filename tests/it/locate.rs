@@ -425,7 +425,7 @@ fn rock_ridge_names_are_read_when_there_is_no_joliet() {
 }
 
 /// A manifest that breaks the schema is refused with the line, table and field, not as a
-/// corrupt image (issue 9).
+/// corrupt image.
 #[test]
 fn a_manifest_schema_error_names_the_line_table_and_field() {
     let store = tempfile::tempdir().unwrap();
@@ -455,7 +455,7 @@ fn a_manifest_schema_error_names_the_line_table_and_field() {
 }
 
 /// An empty or relative XDG_* value is ignored, as the XDG spec says: the default under
-/// $HOME is used instead (issue 9).
+/// $HOME is used instead.
 #[test]
 fn a_relative_xdg_config_home_is_ignored_for_the_default_under_home() {
     let home = tempfile::tempdir().unwrap();

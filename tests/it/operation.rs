@@ -113,7 +113,7 @@ fn without_an_agent_the_media_stays_in_for_autorun() {
     let c = case(w);
     let r = c.install(|_| {});
     assert_eq!(r.result, HResult::SOk, "{}", r.message);
-    assert_eq!(r.mode, Some(vmguest::report::Mode::Autorun));
+    assert_eq!(r.mode, Some(vmguest::Mode::Autorun));
     assert_eq!(c.hv.world().media("dvd0"), Some(c.ic()));
     assert!(r.message.contains("autorun"), "{}", r.message);
 }
@@ -370,7 +370,7 @@ fn get_vm_opens_one_monitor_and_one_agent_connection_per_vm() {
 }
 
 /// The audit digest comes from the digest cache while the ISO is unchanged, so a warm
-/// install does not re-read the image; a changed ISO is hashed again (issue 14).
+/// install does not re-read the image; a changed ISO is hashed again.
 #[test]
 fn the_iso_digest_comes_from_the_cache_until_the_file_changes() {
     let c = case(World::new());
@@ -406,12 +406,12 @@ fn the_iso_digest_comes_from_the_cache_until_the_file_changes() {
 }
 
 mod journal {
-    //! The crash journal and the per-VM lock (issue 11), in process. The real-QEMU tests
+    //! The crash journal and the per-VM lock, in process. The real-QEMU tests
     //! in `crash.rs` kill a real vmguest; these cover each branch of the recovery.
 
     use super::*;
-    use vmguest::journal::{Entry, Journal};
     use vmguest::vm::Media;
+    use vmguest::{Journal, JournalEntry as Entry};
 
     fn media(file: &str) -> Media {
         Media::iso(file)
@@ -599,11 +599,11 @@ mod journal {
 }
 
 /// SIGINT, SIGTERM or SIGHUP while the installer runs: the installer is killed, the IC
-/// media comes out and the borrowed disc goes back (issue 11).
+/// media comes out and the borrowed disc goes back.
 #[test]
 fn a_cancel_request_mid_install_kills_the_installer_and_restores_the_disc() {
     let c = case(with_user_disc().fault(Fault::InstallerHangs));
-    let cancel = vmguest::cancel::Cancel::new();
+    let cancel = vmguest::Cancel::new();
     let asker = cancel.clone();
     let hv = c.hv.clone();
     let signal = std::thread::spawn(move || {
@@ -632,7 +632,7 @@ fn a_cancel_request_mid_install_kills_the_installer_and_restores_the_disc() {
 #[test]
 fn a_cancel_request_before_the_media_moves_changes_nothing() {
     let c = case(with_user_disc());
-    let cancel = vmguest::cancel::Cancel::new();
+    let cancel = vmguest::Cancel::new();
     cancel.request(libc::SIGINT);
     let r = c.install(|o| {
         o.replace_media = true;
@@ -644,7 +644,7 @@ fn a_cancel_request_before_the_media_moves_changes_nothing() {
 }
 
 /// A VM paused under the installer is named as the cause at the next poll, not after
-/// the agent's timeouts, and the guest is asked nothing more (issue 11).
+/// the agent's timeouts, and the guest is asked nothing more.
 #[test]
 fn a_vm_paused_mid_install_is_named_and_fails_fast() {
     let c = case(with_user_disc().fault(Fault::PausesDuringInstall));

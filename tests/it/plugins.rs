@@ -199,7 +199,7 @@ fn get_integration_components_iso_shows_the_choice_plugins_make() {
     assert_eq!(chosen[0]["reason"], "chosen by plugin pin-versions");
 }
 
-/// Issue 15: after a plugin's choice, the other candidates' reasons name the plugin's
+/// After a plugin's choice, the other candidates' reasons name the plugin's
 /// choice, not the built-in winner; and when the plugins cannot run, no row is selected.
 #[test]
 fn reasons_follow_the_plugins_choice_and_a_failed_choice_selects_nothing() {
@@ -282,7 +282,7 @@ pub(crate) fn status(vm: &TestVm) -> String {
 
 /// A component that claims vmguest:plugin@0.2.0 but whose `choose` returns a string is
 /// refused at load time, in Get-Plugin and Test-Plugin, naming the export and both
-/// signatures (issue 12, defect 3). It is never admitted, so it never runs in an install.
+/// signatures (a lying WIT). It is never admitted, so it never runs in an install.
 #[test]
 fn a_component_that_lies_about_its_wit_is_refused_at_load() {
     let dir = plugin_dir(&[PluginSpec::new("liar", "lying_wit", "")]);
@@ -317,7 +317,7 @@ fn a_component_that_lies_about_its_wit_is_refused_at_load() {
 }
 
 /// A plugin that writes more than the output cap and then answers normally is not
-/// stopped: its output is cut and the log says so (issue 12, defect 2).
+/// stopped: its output is cut and the log says so.
 #[test]
 fn a_plugin_that_floods_its_output_still_answers() {
     let vm = TestVm::start("flood", Spec::default());
@@ -361,7 +361,7 @@ fn a_plugin_that_floods_its_output_still_answers() {
     assert_eq!(chosen.len(), 1, "{}", describe(&out));
 }
 
-/// Issue 12, defect 1 (TOCTOU): a policy plugin provides a granted ISO; its own
+/// Check-then-use (TOCTOU): a policy plugin provides a granted ISO; its own
 /// pre-install hook then swaps that path for a symlink to a file outside every grant.
 /// QEMU must get the file that was checked, as its own open files show, and the record
 /// must carry that file's SHA-256. Before the fix QEMU opened the outside file.
@@ -411,7 +411,7 @@ fn a_provided_iso_swapped_after_the_check_never_reaches_qemu() {
     );
 }
 
-/// Issue 12, defect 5: a call blocked in a host function (a sleep in wasi:io/poll) is
+/// A call blocked in a host function (a sleep in wasi:io/poll) is
 /// stopped at its deadline, and leaves no thread behind: the old design abandoned one
 /// sleeping thread per blocked call. Threads are counted in a child process of this
 /// test binary, where no other test runs beside it.
@@ -491,7 +491,7 @@ fn hostile_plugins_end_in_disp_e_exception_naming_the_plugin_and_the_vm_is_untou
         ("outside", "outside its granted directories"),
         ("symlink", "outside its granted directories"),
         ("huge", "limit 4096"),
-        // Issue 12, defect 4: open files are capped per plugin, with a clear message.
+        // Open files are capped per plugin, with a clear message.
         ("fds", "exceeded its limit of 256 open handles"),
         ("pre-loop", "pre-install ran past its 500 ms deadline"),
         ("pre-panic", "pre-install trapped"),
@@ -682,7 +682,7 @@ fn closed_window() -> String {
 }
 
 /// maintenance-window's veto: before the VM is touched, and it reads as nothing
-/// installed (issue 15: no mode or components), while the choice stays on record.
+/// installed (no mode or components), while the choice stays on record.
 fn assert_vetoed_by_the_window(vm: &TestVm, r: &Value, out: &std::process::Output) {
     assert_outcome(r, out, "DISP_E_EXCEPTION", "0x80020009", 14);
     assert!(
@@ -701,7 +701,7 @@ fn assert_vetoed_by_the_window(vm: &TestVm, r: &Value, out: &std::process::Outpu
     );
 }
 
-/// Issue 15: the Python (componentize-py) and JavaScript (componentize-js) examples in
+/// The Python (componentize-py) and JavaScript (componentize-js) examples in
 /// plugins/python and plugins/js do on the real guest what their Rust twins do, checked
 /// with the same assertions. One cache serves every run, as on an admin's machine.
 #[test]
@@ -811,7 +811,7 @@ fn the_docs_template_builds_loads_and_decides() {
         "refuse DISP_E_EXCEPTION: sample-vm is protected from IC installs"
     );
 
-    // Issue 15: the guide's Python and JavaScript versions, built with the commands and
+    // The guide's Python and JavaScript versions, built with the commands and
     // tool versions it gives (the tools as scripts/build-plugins.sh installed them).
     let tools = workspace();
     let py = tools.join("target/tools/python/bin/componentize-py");
@@ -855,7 +855,7 @@ fn the_docs_template_builds_loads_and_decides() {
     }
 }
 
-/// Issue 15: the first plugin-directory rule that is set wins whole (as the guide says),
+/// The first plugin-directory rule that is set wins whole (as the guide says),
 /// and `Get-Plugin` shows each plugin's directory and the rule that chose it.
 #[test]
 fn get_plugin_shows_the_directory_and_the_rule_that_chose_it() {
@@ -911,7 +911,7 @@ fn get_plugin_shows_the_directory_and_the_rule_that_chose_it() {
     );
 }
 
-/// Issue 15: settings take any TOML value. site-mirror's `require = true`, a TOML
+/// Settings take any TOML value. site-mirror's `require = true`, a TOML
 /// boolean, was a refused manifest ("expected a string"); now it reaches the plugin as
 /// "true", so a missing mirror copy is its documented refusal, HRESULT_FROM_WIN32
 /// (ERROR_FILE_NOT_FOUND).
@@ -941,7 +941,7 @@ fn a_typed_setting_reaches_a_real_plugin() {
     );
 }
 
-/// Issue 15: a plugin's choice must have an install for the guest's OS. pin-versions
+/// A plugin's choice must have an install for the guest's OS. pin-versions
 /// pinning Linux guests to virtio-win (Windows installers only) was accepted and
 /// selected; now it is the plugin's DISP_E_EXCEPTION and nothing is selected.
 #[test]
@@ -981,7 +981,7 @@ fn a_plugins_choice_with_no_install_for_the_guest_is_refused() {
     assert_eq!(chosen[0]["family"], "virtio-win", "{chosen:?}");
 }
 
-/// Issue 15: an author sees their plugin's log in `Test-Plugin` without `-Verbose`, and a
+/// An author sees their plugin's log in `Test-Plugin` without `-Verbose`, and a
 /// trap's error record carries the plugin's last stderr lines (its panic message).
 #[test]
 fn test_plugin_shows_the_plugins_log_and_a_trap_names_its_last_words() {
@@ -1018,7 +1018,7 @@ fn test_plugin_shows_the_plugins_log_and_a_trap_names_its_last_words() {
     );
 }
 
-/// Issue 15: `Install-Plugin` checks the world and WIT version, pins the SHA-256, writes
+/// `Install-Plugin` checks the world and WIT version, pins the SHA-256, writes
 /// the manifest and precompiles, so the first install finds the cache warm; it replaces
 /// an installed plugin only with -Force, and a component it refuses leaves nothing.
 #[test]

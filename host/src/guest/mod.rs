@@ -9,7 +9,7 @@
 mod linux;
 pub mod windows;
 
-pub use linux::{find_device, mount, release, run_installer, unmount, Linux};
+pub use linux::{release, Linux};
 pub use windows::Windows;
 
 use std::thread::sleep;
@@ -259,11 +259,15 @@ pub fn agent_gone(e: &anyhow::Error) -> bool {
 #[error("the VM is {0} (it stopped running during the install)")]
 pub struct VmStopped(pub String);
 
-/// What [`INSTALLED_RECORD`] holds.
+/// What the guest records of the components vmguest installed last, in
+/// `/var/lib/vmguest/integration-components.toml` inside the guest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InstalledComponents {
+    /// The family, version and components installed.
     pub components: Components,
+    /// The volume ID of the ISO they came from.
     pub iso_volume_id: String,
+    /// When, in seconds since the Unix epoch.
     pub installed_unix: u64,
 }
 

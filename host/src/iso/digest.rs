@@ -1,5 +1,5 @@
 //! SHA-256 of IC ISOs for the audit field `iso_sha256`, cached so that an install costs
-//! the same whatever the ISO's size (issue 14).
+//! the same whatever the ISO's size.
 //!
 //! An entry is keyed by what proves the file unchanged since it was hashed: device,
 //! inode, size, and modification and change times in nanoseconds, all from `fstat` of

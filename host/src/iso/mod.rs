@@ -13,7 +13,7 @@
 pub mod digest;
 mod family;
 mod locator;
-pub mod open;
+pub(crate) mod open;
 mod pe;
 pub mod reader;
 mod recipe;

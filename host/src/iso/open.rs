@@ -1,7 +1,7 @@
 //! Opening an IC ISO: every place that reads one opens it here.
 //!
 //! A candidate's content decides what runs as root in every guest, so it must pass the
-//! ownership rule of [`crate::trust`], and the file must be a regular file. The path is
+//! ownership rule of `crate::trust`, and the file must be a regular file. The path is
 //! opened with `O_NONBLOCK`, so a FIFO or a device named `x.iso` cannot block the
 //! open, and the type is taken from the descriptor (`fstat`), not from the path, before
 //! anything is read. The flag is then cleared: QEMU gets this descriptor.

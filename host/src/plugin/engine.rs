@@ -2,7 +2,7 @@
 //! cache.
 //!
 //! **Deadlines.** The engine uses epoch interruption. One background thread bumps the
-//! epoch every [`EPOCH_TICK`], and at each tick a call compares the monotonic clock with its
+//! epoch every `EPOCH_TICK`, and at each tick a call compares the monotonic clock with its
 //! deadline (`sandbox.rs`). Ticks only say when to look, never how much time passed, so
 //! a tick that a busy host delays delays the stop by that much and no more; it never
 //! stretches the deadline itself.

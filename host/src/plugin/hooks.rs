@@ -12,6 +12,7 @@ use super::{check_len, Fault, PluginRecord, PluginSet};
 use crate::hresult::Failure;
 
 impl PluginSet {
+    #[doc(hidden)]
     pub fn pre_install(
         &self,
         ctx: &wit::InstallContext,
@@ -49,6 +50,7 @@ impl PluginSet {
         Ok(())
     }
 
+    #[doc(hidden)]
     /// Returns the first failure; every hook plugin runs regardless.
     pub fn post_install(
         &self,

@@ -492,7 +492,7 @@ mod tests {
     const HEAD: &str = "name = \"p\"\nversion = \"1.0.0\"\nwit = \"0.2.0\"\n\
                         component = \"p.wasm\"\nsha256 = \"00\"\n";
 
-    /// Issue 15: a TOML list in `[settings]` was refused ("invalid type: sequence,
+    /// Regression: a TOML list in `[settings]` was refused ("invalid type: sequence,
     /// expected a string") without naming the key.
     #[test]
     fn any_toml_value_is_a_setting_and_non_strings_arrive_as_json() {

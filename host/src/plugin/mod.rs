@@ -24,19 +24,19 @@
 
 pub mod context;
 pub mod engine;
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod install;
-pub mod limits;
+pub(crate) mod limits;
 pub mod manifest;
-pub mod policy;
+pub(crate) mod policy;
 pub mod probe;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod sandbox;
 pub mod skeleton;
-pub mod stdio;
+pub(crate) mod stdio;
 #[cfg(test)]
 mod testing;
-pub mod versions;
+pub(crate) mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

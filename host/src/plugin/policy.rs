@@ -14,6 +14,7 @@ use crate::iso::{self, Named, Selection};
 use crate::vm::GuestOsInfo;
 
 impl PluginSet {
+    #[doc(hidden)]
     /// Let the policy plugins confirm, change or refuse the built-in choice.
     ///
     /// `autorun`: the media is left for the guest's autorun, so a plugin may choose an
@@ -32,6 +33,7 @@ impl PluginSet {
         self.apply_policy_to(&vm_info, &guest_os, autorun, sel, records)
     }
 
+    #[doc(hidden)]
     pub fn apply_policy_to(
         &self,
         vm: &wit::VmInfo,

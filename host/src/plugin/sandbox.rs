@@ -207,7 +207,7 @@ pub enum CallError {
         what: String,
         #[source]
         stop: Stop,
-        /// The last lines of its stderr ([`last_lines`]), if it wrote any.
+        /// The last lines of its stderr (`last_lines`), if it wrote any.
         stderr: String,
     },
 }
@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(last_lines(b""), "");
     }
 
-    /// Issue 15: "exceeded its memory limit of 1 MiB (asked for 1 MiB)".
+    /// The message names the cap and the request: "exceeded its memory limit of 1 MiB (asked for 1 MiB)".
     #[test]
     fn the_memory_message_gives_both_figures_exactly() {
         let mut limiter = Limiter::new(1 << 20);

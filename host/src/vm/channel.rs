@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::libvirt::ffi::{Code, Error as LibvirtError};
+use super::libvirt_error::{Code, Error as LibvirtError};
 use qapi_spec::Command;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -39,6 +39,7 @@ pub enum CallError {
     #[error("no answer within {:.1}s", .0.as_secs_f64())]
     Timeout(Duration),
     #[error("socket error")]
+    /// Reading or writing the socket failed.
     Io(#[source] io::Error),
     /// The guest locked the tray (a file system on the media is mounted), so the media
     /// cannot be ejected without force, which vmguest never uses.

@@ -5,10 +5,11 @@
 //! operation. Backends fail with the typed [`VmError`]; it becomes an outcome in one
 //! place (`error.rs`).
 
-pub mod agent;
-pub mod channel;
-pub mod error;
-pub mod libvirt;
+pub(crate) mod agent;
+pub(crate) mod channel;
+pub(crate) mod error;
+pub(crate) mod libvirt;
+pub(crate) mod libvirt_error;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
@@ -44,14 +45,18 @@ impl Default for Timeouts {
 /// A removable CD/DVD drive, addressed by its qdev id.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DvdDrive {
+    /// The drive's device ID, as the hypervisor names it.
     pub id: String,
+    /// Whether its tray is open.
     pub tray_open: bool,
     /// Locked by the guest (for example while a file system on it is mounted).
     pub locked: bool,
+    /// The media in it; `None` when it is empty.
     pub media: Option<Media>,
 }
 
 impl DvdDrive {
+    /// Whether the drive holds no media.
     pub fn is_empty(&self) -> bool {
         self.media.is_none()
     }
@@ -60,8 +65,11 @@ impl DvdDrive {
 /// What is in a drive, enough to put it back exactly.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Media {
+    /// The file, as the hypervisor names it.
     pub file: String,
+    /// Its image format (`raw` for an ISO).
     pub format: String,
+    /// Whether the drive sees it read-only.
     pub read_only: bool,
     /// Where the path alone would not put this media back as it was, the backend's own
     /// description of it, written back verbatim (libvirt: the disk's `type` and its whole
@@ -99,19 +107,27 @@ pub fn same_file(opened: &File, path: &Path) -> Result<(), CallError> {
 /// What the guest agent says about the guest OS (`guest-get-osinfo`).
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct GuestOsInfo {
+    /// `id`: `mswindows`, `ubuntu`, ...
     pub id: Option<String>,
+    /// `name`: the OS's name.
     pub name: Option<String>,
+    /// `pretty-name`: its name with the version.
     pub pretty_name: Option<String>,
+    /// `version-id`: its version.
     pub version_id: Option<String>,
+    /// `kernel-release`: the kernel's release.
     pub kernel_release: Option<String>,
+    /// `machine`: the architecture (`x86_64`, ...).
     pub machine: Option<String>,
 }
 
 impl GuestOsInfo {
+    /// Whether the guest runs Windows.
     pub fn is_windows(&self) -> bool {
         self.id.as_deref() == Some("mswindows")
     }
 
+    /// The name to show: the pretty name, else what there is.
     pub fn display_name(&self) -> String {
         self.pretty_name
             .clone()
@@ -125,21 +141,29 @@ impl GuestOsInfo {
 /// mount point is a drive letter (`D:\`) and the type `CDFS` or `UDF` for optical media.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FsInfo {
+    /// Where it is mounted (`D:\` on Windows).
     pub mountpoint: String,
+    /// Its file system type (`CDFS`, `iso9660`, ...).
     pub fs_type: String,
 }
 
 /// State of a process started with `guest-exec`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ExecStatus {
+    /// Whether the program has ended.
     pub exited: bool,
+    /// Its exit code, once it ended by itself.
     pub exit_code: Option<i64>,
+    /// The signal that ended it, on Linux guests.
     pub signal: Option<i64>,
+    /// What it wrote to standard output.
     pub stdout: String,
+    /// What it wrote to standard error.
     pub stderr: String,
 }
 
 impl ExecStatus {
+    /// Whether it ended with exit code 0.
     pub fn succeeded(&self) -> bool {
         self.exited && self.exit_code == Some(0) && self.signal.is_none()
     }
@@ -149,7 +173,9 @@ impl ExecStatus {
 pub trait VmControl {
     /// QEMU's run state name: "running", "paused", "prelaunch", "shutdown", ...
     fn run_state(&mut self) -> Result<String, CallError>;
+    /// The VM's CD/DVD drives.
     fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError>;
+    /// Put `media` into `drive`, which is empty.
     fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError>;
     /// Hand the hypervisor the IC ISO that vmguest opened and checked, and return the
     /// media to insert: that very file, whatever happens to `path` afterwards. The
@@ -169,17 +195,21 @@ pub trait VmControl {
     }
     /// Eject without force: a guest-locked tray fails with [`CallError::TrayLocked`].
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
+    /// Close `drive`'s tray.
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
 }
 
 /// The guest side of one VM, through an agent running inside it.
 pub trait GuestAgent {
+    /// `guest-get-osinfo`.
     fn os_info(&mut self) -> Result<GuestOsInfo, CallError>;
     /// Start a program; returns its pid for [`GuestAgent::exec_status`].
     fn exec(&mut self, path: &str, args: &[String], env: &[String]) -> Result<i64, CallError>;
+    /// How the program started as `pid` is doing.
     fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, CallError>;
     /// Up to `max` bytes from `offset`; fewer at end of file.
     fn read_file(&mut self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, CallError>;
+    /// Create or replace the file at `path` with `data`.
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), CallError>;
     /// Mounted file systems; how a Windows guest's drive letters are found.
     fn fs_info(&mut self) -> Result<Vec<FsInfo>, CallError>;

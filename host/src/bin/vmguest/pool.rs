@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use vmguest::fleet::HostFailure;
+use vmguest::HostFailure;
 use vmguest::{Fleet, InstallReport, Progress, VirtualMachine};
 
 use crate::args::{Common, ErrorAction, OutputFormat};

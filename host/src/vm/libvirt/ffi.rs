@@ -12,11 +12,12 @@
 //! `libvirt-host.h`, `virterror.h`, `libvirt-qemu.h`), which libvirt never changes.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use libloading::Library;
+
+pub use crate::vm::libvirt_error::{Code, Error};
 
 /// `virDomainState`.
 pub const DOMAIN_RUNNING: c_int = 1;
@@ -33,87 +34,7 @@ pub const AFFECT_LIVE: c_uint = 1;
 /// `VIR_UUID_STRING_BUFLEN`.
 const UUID_STRING_BUFLEN: usize = 37;
 
-/// The `virErrorNumber`s vmguest decides on; every other code is kept as its number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    InternalError,
-    NoConnect,
-    OperationFailed,
-    NoSupport,
-    SystemError,
-    Rpc,
-    NoDomain,
-    OperationInvalid,
-    OperationTimeout,
-    AgentUnresponsive,
-    AgentCommandTimeout,
-    Other(c_int),
-}
-
-impl Code {
-    fn from_raw(n: c_int) -> Code {
-        match n {
-            1 => Code::InternalError,
-            3 => Code::NoSupport,
-            5 => Code::NoConnect,
-            9 => Code::OperationFailed,
-            38 => Code::SystemError,
-            39 => Code::Rpc,
-            42 => Code::NoDomain,
-            55 => Code::OperationInvalid,
-            68 => Code::OperationTimeout,
-            86 => Code::AgentUnresponsive,
-            112 => Code::AgentCommandTimeout,
-            n => Code::Other(n),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Code::InternalError => "internalerror",
-            Code::NoConnect => "noconnect",
-            Code::OperationFailed => "operationfailed",
-            Code::NoSupport => "nosupport",
-            Code::SystemError => "systemerror",
-            Code::Rpc => "rpc",
-            Code::NoDomain => "nodomain",
-            Code::OperationInvalid => "operationinvalid",
-            Code::OperationTimeout => "operationtimeout",
-            Code::AgentUnresponsive => "agentunresponsive",
-            Code::AgentCommandTimeout => "agentcommandtimeout",
-            Code::Other(_) => "other",
-        }
-    }
-}
-
-/// A libvirt error, copied out of libvirt's thread-local last error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    code: c_int,
-    domain: c_int,
-    level: c_int,
-    message: String,
-}
-
 impl Error {
-    pub fn code(&self) -> Code {
-        Code::from_raw(self.code)
-    }
-
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// Not from libvirt: it could not be loaded, or was handed a string it cannot take.
-    fn local(code: c_int, message: String) -> Error {
-        Error {
-            code,
-            domain: 0,
-            level: 2,
-            message,
-        }
-    }
-
     /// The calling thread's last libvirt error, read right after the call that failed.
     fn last(api: &Api) -> Error {
         // SAFETY: virGetLastError returns NULL or a pointer to this thread's error, valid
@@ -137,27 +58,6 @@ impl Error {
                 message,
             }
         }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl fmt::Display for Error {
-    /// `virsh`'s shape, with the code's name and number kept for the error record.
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self.level {
-            1 => write!(f, "warning: ")?,
-            2 => write!(f, "error: ")?,
-            _ => {}
-        }
-        write!(
-            f,
-            "{} [code={} ({}), domain={}]",
-            self.message,
-            self.code().name(),
-            self.code,
-            self.domain
-        )
     }
 }
 
@@ -413,23 +313,6 @@ impl Drop for Domain {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_error_text_keeps_libvirts_code_by_name_and_number() {
-        let e = Error {
-            code: 9,
-            domain: 10,
-            level: 2,
-            message: "operation failed: timed out waiting to open tray".into(),
-        };
-        assert_eq!(e.code(), Code::OperationFailed);
-        assert_eq!(
-            e.to_string(),
-            "error: operation failed: timed out waiting to open tray \
-             [code=operationfailed (9), domain=10]"
-        );
-        assert_eq!(Code::from_raw(4711), Code::Other(4711));
-    }
 
     #[test]
     fn a_nul_in_a_name_is_an_error_not_a_panic() {

@@ -86,10 +86,6 @@ impl LibvirtHost {
         }
     }
 
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
     fn conn(&self) -> Result<Arc<Conn>, VmError> {
         let opened = self.conn.get_or_init(|| {
             let t = Instant::now();

@@ -90,7 +90,7 @@ impl iso_policy::Guest for Hostile {
             "index" => PolicyDecision::Choose(ctx.candidates.len() as u32 + 999),
             "outside" => PolicyDecision::Provide("/etc/passwd".into()),
             "symlink" => PolicyDecision::Provide("/grant/escape.iso".into()),
-            // TOCTOU (issue 12): provide a good ISO now, swap it for an escape in
+            // Check-then-use (TOCTOU): provide a good ISO now, swap it for an escape in
             // pre-install, after the host checked the path.
             "swap" => PolicyDecision::Provide("/grant/ic.iso".into()),
             "huge" => PolicyDecision::Refuse(Refusal {

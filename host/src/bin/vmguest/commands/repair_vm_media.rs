@@ -1,7 +1,7 @@
 //! `Repair-VMMedia`: put back media that an interrupted install borrowed.
 
 use clap::Args;
-use vmguest::journal::Journal;
+use vmguest::Journal;
 use vmguest::{Fleet, InstallOptions, Settings};
 
 use crate::args::Common;
