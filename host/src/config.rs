@@ -1,5 +1,5 @@
 //! The configuration files' schema and how they merge: the user's file overrides the
-//! system's key by key. Where the files are is decided in `settings.rs`.
+//! system's key by key. Where the files are is decided in `settings/`.
 //!
 //! ```toml
 //! # Always use this ISO (a pin: nothing else is considered).

@@ -9,7 +9,7 @@
 //! Every later run that touches the VM finishes an open entry first (`operation/recovery.rs`,
 //! `Repair-VMMedia`), and `Get-VM` shows it.
 //!
-//! Entries live in `STATE/journal/`, one file per VM identity (`settings.rs` says where
+//! Entries live in `STATE/journal/`, one file per VM identity (`settings/` says where
 //! `STATE` is), named by a hash of the identity so any identity is a safe file name.
 //!
 //! An identity names the host as the admin named it (the libvirt URI, the socket

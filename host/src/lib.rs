@@ -65,8 +65,8 @@ pub use cancel::{Cancel, Cancelled};
 pub use fleet::{Fleet, HostFailure};
 pub use guest::InstalledComponents;
 pub use hresult::{Failure, HResult, Outcome};
+pub use iso::manifest::Components;
 pub use journal::{Entry as JournalEntry, Journal, JournalError};
-pub use manifest::Components;
 pub use operation::InstallOptions;
 pub use plugin::{PluginRecord, PluginSet};
 pub use progress::{Progress, Silent};
@@ -88,8 +88,6 @@ pub mod iso;
 pub mod kinds;
 #[doc(hidden)]
 pub mod lock;
-#[doc(hidden)]
-pub mod manifest;
 #[doc(hidden)]
 pub mod operation;
 #[doc(hidden)]

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::hresult::{Failure, HResult};
-use crate::manifest::Components;
+use crate::iso::manifest::Components;
 use crate::vm::{GuestOsInfo, Media};
 
 /// How the components reach the guest.

@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use vmguest::iso::reader::{Image, IsoError, Limits};
 use vmguest::iso::{fake_exe, identify, Version};
 use vmguest::kinds::Family;
-use vmguest::manifest::Manifest;
+use vmguest::iso::manifest::Manifest;
 
 const SECTOR: usize = 2048;
 /// Identification reads the descriptors, a few directories, a manifest (64 KiB at

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::iso::manifest::Components;
 use crate::iso::{Probe, Recipe};
-use crate::manifest::Components;
 use crate::progress::Progress;
 use crate::vm::{CallError, ExecStatus, GuestAgent};
 

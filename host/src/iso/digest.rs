@@ -10,7 +10,7 @@
 //!
 //! Entries live in `DIR/DEV-INO` (one per file), written through a temporary file and a
 //! rename, so concurrent writers never leave half an entry and the last one wins. The
-//! directory is vmguest's cache directory (`settings.rs`); without one, nothing is cached.
+//! directory is vmguest's cache directory (`settings/`); without one, nothing is cached.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;

@@ -17,8 +17,8 @@ use super::pe;
 use super::reader::{Image, IsoError};
 use super::recipe::Recipe;
 use super::version::Version;
+use crate::iso::manifest::{self, Manifest};
 use crate::kinds::Family;
-use crate::manifest::{self, Manifest};
 
 /// An identified IC ISO.
 #[derive(Clone, Debug)]

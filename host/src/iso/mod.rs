@@ -13,6 +13,7 @@
 pub mod digest;
 mod family;
 mod locator;
+pub mod manifest;
 pub(crate) mod open;
 mod pe;
 pub mod reader;

@@ -58,7 +58,7 @@ pub enum IsoError {
     TooLarge(String),
     /// A valid image whose `vmguest-ic.toml` breaks the manifest's schema.
     #[error(transparent)]
-    Manifest(#[from] crate::manifest::ManifestError),
+    Manifest(#[from] crate::iso::manifest::ManifestError),
 }
 
 pub type Result<T> = std::result::Result<T, IsoError>;

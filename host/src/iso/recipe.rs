@@ -17,8 +17,8 @@
 
 use serde::Serialize;
 
+use crate::iso::manifest::Manifest;
 use crate::kinds::Family;
-use crate::manifest::Manifest;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Recipe {

@@ -2,9 +2,9 @@
 
 use super::Operation;
 use crate::hresult::Outcome;
+use crate::iso::manifest::Components;
 use crate::iso::{self, IcIso};
 use crate::kinds::GuestKind;
-use crate::manifest::Components;
 use crate::report::Mode;
 
 impl Operation<'_> {

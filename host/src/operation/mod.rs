@@ -64,8 +64,8 @@ use seal::sealed;
 use std::time::Instant;
 
 use crate::hresult::{Failure, HResult, Outcome};
+use crate::iso::manifest::Components;
 use crate::journal::{self, Journal};
-use crate::manifest::Components;
 use crate::plugin::context;
 use crate::progress::Progress;
 use crate::report::{InstallReport, Mode, PhaseTiming};

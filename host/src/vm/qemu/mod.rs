@@ -6,7 +6,7 @@
 //! DIR/NAME.toml   optional definition: keeps a stopped VM known, may name other sockets
 //! ```
 //!
-//! Which directory is decided once, in `settings.rs`. A VM is resolved once, to its
+//! Which directory is decided once, in `settings/`. A VM is resolved once, to its
 //! sockets ([`VmEntry`]); `monitor.rs` speaks QMP on the first of them.
 
 mod monitor;
