@@ -126,6 +126,21 @@ pub fn sha256(file: &File, dir: Option<&Path>) -> std::io::Result<(String, Sourc
     Ok((sha256, Source::Hashed))
 }
 
+/// Keep a digest the caller computed from `file`'s bytes, read after `before` was taken,
+/// so the file need not be read a second time to be cached. False when the file's key
+/// is no longer `before`: it changed while it was read, and nothing is kept.
+pub fn remember(file: &File, dir: Option<&Path>, before: Key, sha256: &str) -> bool {
+    if Key::of(file).ok() != Some(before) {
+        return false;
+    }
+    if let Some(entry) = dir.and_then(trusted).map(|d| entry(d, &before)) {
+        if let Err(e) = store(&entry, before, sha256) {
+            tracing::debug!("cannot cache the digest in {}: {e}", entry.display());
+        }
+    }
+    true
+}
+
 fn lookup(entry: &Path, key: &Key) -> Option<String> {
     let text = std::fs::read_to_string(entry).ok()?;
     let e: Entry = serde_json::from_str(&text).ok()?;

@@ -42,6 +42,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::iso::digest::Key;
+
 use super::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -366,23 +368,17 @@ impl ComponentFile {
                 bytes: None,
             });
         }
+        let before = Key::of(&file).map_err(|e| unreadable("component", path, e))?;
         let bytes = read_all(&file).map_err(|e| unreadable("component", path, e))?;
         let sha256 = crate::iso::sha256_bytes(&bytes);
-        if digests.is_some() {
-            // Remember the digest for the next load. The digest cache hashes through
-            // this same descriptor and keeps nothing for a file that changed meanwhile;
-            // an answer other than ours means it changed while we read it.
-            match crate::iso::digest::sha256(&file, digests.as_deref()) {
-                Ok((again, _)) if again == sha256 => {}
-                Ok((now, _)) => {
-                    return Err(Refused::Unreadable {
-                        what: "component",
-                        path: path.to_owned(),
-                        why: format!("changed while it was read (SHA-256 {sha256}, then {now})"),
-                    })
-                }
-                Err(e) => return Err(unreadable("component", path, e)),
-            }
+        // Remember the digest for the next load, from the bytes just read; a file whose
+        // size, times or inode moved meanwhile gives no trustworthy digest at all.
+        if !crate::iso::digest::remember(&file, digests.as_deref(), before, &sha256) {
+            return Err(Refused::Unreadable {
+                what: "component",
+                path: path.to_owned(),
+                why: format!("changed while it was read (SHA-256 {sha256} of what was read)"),
+            });
         }
         Ok(ComponentFile {
             path: path.to_owned(),
