@@ -16,7 +16,19 @@
 //! ```
 //!
 //! `plugin_dirs = ["/etc/vmguest/plugins"]` sets where plugins are found.
+//!
+//! A Proxmox VE host (`-ConnectionUri pve://HOST[:PORT]`) has a table keyed by the URI's
+//! authority as written (`"HOST:PORT"`, or `"HOST"` when no port was given):
+//!
+//! ```toml
+//! [pve."pve1.example.com:8006"]
+//! token_file = "/etc/vmguest/pve.token"   # USER@REALM!TOKENID=SECRET; mode 0600
+//! ca_file = "/etc/vmguest/pve-root-ca.pem"
+//! fingerprint = "AA:BB:...:FF"            # SHA-256 of the API's certificate
+//! storage = "local"                       # the ISO storage to use and upload to
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -33,6 +45,24 @@ pub struct Config {
     pub families: Families,
     /// Directories of plugin manifests (see `plugin::manifest`).
     pub plugin_dirs: Option<Vec<PathBuf>>,
+    /// Proxmox VE hosts, by the authority of their `pve://` URI as written.
+    #[serde(default)]
+    pub pve: BTreeMap<String, PveHost>,
+}
+
+/// One Proxmox VE host's table. The environment's `$PVE_*` variables win over it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PveHost {
+    /// A file holding `USER@REALM!TOKENID=SECRET`: owned by root or the effective user,
+    /// mode 0600.
+    pub token_file: Option<PathBuf>,
+    /// The CA that signed the API's certificate, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the API's certificate, as `pvenode cert info` prints it.
+    pub fingerprint: Option<String>,
+    /// The ISO storage to find and upload the IC ISO on.
+    pub storage: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -129,6 +159,18 @@ impl Effective {
             .find_map(|l| get(&l.config).map(|v| (v, l.path.as_path())))
     }
 
+    /// A Proxmox VE host's table, by the authority of its URI (compared without case),
+    /// from the first file (user before system) that has one, with its path. Tables are
+    /// not merged key by key: a host's token, CA and pin belong together.
+    pub fn pve_host(&self, authority: &str) -> Option<(PveHost, &Path)> {
+        self.first(|c| {
+            c.pve
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(authority))
+                .map(|(_, v)| v.clone())
+        })
+    }
+
     pub fn search_well_known(&self) -> bool {
         self.first(|c| c.search_well_known).is_none_or(|(v, _)| v)
     }
@@ -162,6 +204,34 @@ impl Effective {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pve_host_table_is_found_by_its_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[pve.\"PVE1:8006\"]\ntoken_file = \"/etc/vmguest/pve.token\"\n\
+             fingerprint = \"aa:bb\"\nstorage = \"local\"\n[pve.other]\nca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let eff = Effective::load(std::slice::from_ref(&path));
+        assert!(eff.problems.is_empty(), "{:?}", eff.problems);
+        let (host, from) = eff.pve_host("pve1:8006").unwrap();
+        assert_eq!(host.storage.as_deref(), Some("local"));
+        assert_eq!(host.fingerprint.as_deref(), Some("aa:bb"));
+        assert_eq!(from, path);
+        assert!(eff.pve_host("pve1").is_none());
+        assert_eq!(
+            eff.pve_host("other").unwrap().0.ca_file,
+            Some(PathBuf::from("/ca.pem"))
+        );
+        std::fs::write(&path, "[pve.h]\ninsecure = true\n").unwrap();
+        assert_eq!(
+            Effective::load(std::slice::from_ref(&path)).problems.len(),
+            1
+        );
+    }
 
     #[test]
     fn a_config_file_of_another_user_is_not_loaded_and_says_why() {

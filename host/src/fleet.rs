@@ -88,7 +88,10 @@ impl Fleet {
         for host in &searched {
             match host.find_virtual_machine(name) {
                 Ok(vm) => out.push(Ok(vm)),
-                Err(f) if f.hresult == HResult::VmUnknown => unknown.push(host.location()),
+                // A name that fits several VMs of a host is reported, not searched on.
+                Err(f) if f.hresult == HResult::VmUnknown && !is_ambiguous(&f) => {
+                    unknown.push(host.location())
+                }
                 Err(failure) => out.push(Err(HostFailure {
                     host: Some(host.location()),
                     failure,
@@ -142,4 +145,12 @@ impl Fleet {
         }
         out
     }
+}
+
+/// Whether a VM_E_VM_UNKNOWN failure is a name that fits several VMs of one host.
+fn is_ambiguous(f: &Failure) -> bool {
+    matches!(
+        f.error.downcast_ref::<crate::vm::VmError>(),
+        Some(crate::vm::VmError::Ambiguous(_))
+    )
 }

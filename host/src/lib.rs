@@ -74,8 +74,8 @@ pub use report::{ErrorDetail, InstallReport, InstallerRun, Mode, PhaseTiming};
 pub use settings::{HostSpec, Overrides, Settings};
 pub use virtual_pc::{GuestOs, VersionStatus, VirtualMachine, VirtualPc, VmSummary};
 pub use vm::{
-    CallError, DvdDrive, ExecStatus, FsInfo, GuestAgent, GuestOsInfo, Hypervisor, Media, Vm,
-    VmControl, VmError,
+    CallError, DvdDrive, ExecStatus, FsInfo, GuestAgent, GuestOsInfo, Hypervisor, Media, Placement,
+    Vm, VmControl, VmError,
 };
 
 // The internals. They stay reachable for the `vmguest` binary, the integration tests,

@@ -186,23 +186,9 @@ impl InstallReport {
     }
 
     #[doc(hidden)]
-    /// Record a failure. The first one decides the outcome; later ones (usually from
-    /// clean-up) are kept as notes so nothing is hidden.
+    /// Record a failure after the operation's own ([`record_failure`]).
     pub fn fail(&mut self, f: Failure) {
-        tracing::debug!(vm = %self.vm, "{f}");
-        if self.failure.is_some() {
-            self.notes
-                .push(format!("{}: {:#}", f.hresult.name(), f.error));
-        } else {
-            self.failure = Some(f);
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn note(&mut self, note: impl Into<String>) {
-        let note = note.into();
-        tracing::info!(vm = %self.vm, "{note}");
-        self.notes.push(note);
+        record_failure(&self.vm, &mut self.failure, &mut self.notes, f);
     }
 
     #[doc(hidden)]
@@ -223,5 +209,21 @@ impl InstallReport {
             }
         }
         self.hresult = self.result.hex();
+    }
+}
+
+/// Record a failure. The first one decides the outcome; later ones (usually from
+/// clean-up) are kept as notes so nothing is hidden.
+pub(crate) fn record_failure(
+    vm: &str,
+    first: &mut Option<Failure>,
+    notes: &mut Vec<String>,
+    f: Failure,
+) {
+    tracing::debug!(vm = %vm, "{f}");
+    if first.is_some() {
+        notes.push(format!("{}: {:#}", f.hresult.name(), f.error));
+    } else {
+        *first = Some(f);
     }
 }

@@ -56,6 +56,7 @@ impl VirtualPc {
                 uri.clone(),
                 vm::Timeouts::default(),
             )),
+            HostSpec::Pve(uri) => Box::new(pve_host(uri, &settings)),
         };
         VirtualPc {
             hypervisor,
@@ -116,6 +117,47 @@ impl VirtualPc {
     }
 }
 
+/// A Proxmox VE host of the run: its URI read, and its settings.
+fn pve_host(uri: &str, settings: &Settings) -> vm::pve::PveHost {
+    let address = crate::settings::PveAddress::parse(uri);
+    let authority = address
+        .as_ref()
+        .map(|a| a.authority.clone())
+        .unwrap_or_default();
+    let endpoint = address
+        .map(|a| vm::pve::Endpoint {
+            host: a.host,
+            port: a.port,
+            authority: a.authority,
+        })
+        .map_err(|e| e.into());
+    let options = pve_options(&authority, settings);
+    vm::pve::PveHost::new(uri, endpoint, options, vm::Timeouts::default())
+}
+
+/// One Proxmox VE host's settings: the environment's `$PVE_*` first, as settings of
+/// this run, then the host's `[pve."AUTHORITY"]` table in the config files.
+fn pve_options(authority: &str, settings: &Settings) -> vm::pve::PveOptions {
+    use vm::pve::TokenSource;
+    let table = settings
+        .config
+        .pve_host(authority)
+        .map(|(t, _)| t)
+        .unwrap_or_default();
+    let env = &settings.pve;
+    let token = match (&env.token, table.token_file) {
+        (Some(secret), _) => Some(TokenSource::Env(secret.expose().to_owned())),
+        (None, Some(file)) => Some(TokenSource::File(file)),
+        (None, None) => None,
+    };
+    vm::pve::PveOptions {
+        token,
+        ca_file: env.ca_file.clone().or(table.ca_file),
+        fingerprint: env.fingerprint.clone().or(table.fingerprint),
+        storage: table.storage,
+    }
+}
+
 /// One VM (`IVMVirtualMachine`).
 pub struct VirtualMachine<'a> {
     host: &'a VirtualPc,
@@ -129,8 +171,11 @@ pub struct VirtualMachine<'a> {
 pub struct VmSummary {
     /// The VM's name on its host.
     pub name: String,
-    /// The host it came from: a libvirt URI or a socket directory.
+    /// The host it came from: a libvirt or Proxmox VE URI, or a socket directory.
     pub host: String,
+    /// Its node and VMID, for a VM of a Proxmox VE cluster.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<vm::Placement>,
     /// QEMU's run state, or "not-running" when QMP does not answer.
     pub state: String,
     /// The VM's DVD drives and their media.
@@ -260,6 +305,7 @@ impl<'a> VirtualMachine<'a> {
             let mut s = VmSummary {
                 name: self.name.clone(),
                 host: self.host.location(),
+                placement: self.handle().ok().and_then(|h| h.placement()),
                 state: "not-running".into(),
                 dvd_drives: Vec::new(),
                 guest_os: None,
@@ -409,5 +455,48 @@ impl GuestOs<'_> {
             operation::install_target(self.vm.target(), &host.settings, options, progress);
         report.host = Some(host.location());
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Effective, Loaded, PveHost};
+    use crate::vm::pve::TokenSource;
+
+    /// The environment wins over the host's table, key by key; the table is found by
+    /// the URI's authority.
+    #[test]
+    fn pve_settings_come_from_the_environment_then_the_hosts_table() {
+        let mut settings = Settings::isolated("/nonexistent");
+        let mut config = Config::default();
+        config.pve.insert(
+            "pve1:8006".into(),
+            PveHost {
+                token_file: Some("/etc/vmguest/pve.token".into()),
+                ca_file: Some("/etc/vmguest/ca.pem".into()),
+                fingerprint: Some("AA".into()),
+                storage: Some("isos".into()),
+            },
+        );
+        settings.config = Effective {
+            files: vec![Loaded {
+                path: "/etc/vmguest/config.toml".into(),
+                config,
+            }],
+            problems: Vec::new(),
+        };
+        let o = pve_options("pve1:8006", &settings);
+        assert!(matches!(o.token, Some(TokenSource::File(ref p)) if p.ends_with("pve.token")));
+        assert_eq!(o.fingerprint.as_deref(), Some("AA"));
+        assert_eq!(o.storage.as_deref(), Some("isos"));
+        settings.pve.token = Some(crate::settings::Secret::new("u@pve!t=x"));
+        settings.pve.fingerprint = Some("BB".into());
+        let o = pve_options("pve1:8006", &settings);
+        assert!(matches!(o.token, Some(TokenSource::Env(_))));
+        assert_eq!(o.fingerprint.as_deref(), Some("BB"));
+        assert_eq!(o.ca_file, Some("/etc/vmguest/ca.pem".into()));
+        // Another host has no table.
+        assert_eq!(pve_options("pve2", &settings).storage, None);
     }
 }

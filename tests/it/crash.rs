@@ -417,6 +417,7 @@ fn a_throttled_pipeline_goes_on_past_a_failing_vm() {
         let mut c = vm.control();
         #[allow(deprecated)]
         c.qmp()
+            .expect("QMP")
             .execute(qapi_qmp::eject {
                 device: None,
                 id: Some("cd0".into()),

@@ -235,6 +235,43 @@ pub fn good_installer(version: &str) -> String {
     )
 }
 
+/// The media of the every-outcome tests: a good IC ISO (1.0.0) and the user's disc in
+/// `dir`, and a failing installer (1.0.1) in a directory of its own, so that a search
+/// of `dir` never finds it.
+pub struct OutcomeMedia {
+    pub dir: TempDir,
+    pub good: PathBuf,
+    pub bad: PathBuf,
+    pub user: PathBuf,
+    _bad_dir: TempDir,
+}
+
+impl OutcomeMedia {
+    pub fn new() -> OutcomeMedia {
+        let dir = tempfile::tempdir().unwrap();
+        let good = ic_iso(dir.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+        let bad_dir = tempfile::tempdir().unwrap();
+        let bad = ic_iso(
+            bad_dir.path(),
+            "bad.iso",
+            "1.0.1",
+            "#!/bin/sh\necho broken >&2\nexit 3\n",
+        );
+        let user = user_iso(dir.path());
+        OutcomeMedia {
+            dir,
+            good,
+            bad,
+            user,
+            _bad_dir: bad_dir,
+        }
+    }
+
+    pub fn good_s(&self) -> &str {
+        self.good.to_str().unwrap()
+    }
+}
+
 /// A data ISO standing for the user's own media.
 pub fn user_iso(dir: &Path) -> PathBuf {
     let src = dir.join("user.d");
@@ -249,6 +286,8 @@ pub enum Cd {
     Empty,
     None,
     With(PathBuf),
+    /// The empty CD-ROM drive qemu-server creates for `ide2: none,media=cdrom`.
+    PveIde2,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -331,6 +370,13 @@ impl TestVm {
             Cd::Empty => {
                 cmd.args(["-device", "ide-cd,id=cd0,bus=ide.1"]);
             }
+            Cd::PveIde2 => {
+                cmd.args(["-drive", "if=none,id=drive-ide2,media=cdrom"]);
+                cmd.args([
+                    "-device",
+                    "ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2",
+                ]);
+            }
             Cd::With(iso) => {
                 cmd.arg("-drive").arg(format!(
                     "if=none,id=cd0drv,media=cdrom,readonly=on,format=raw,file={}",
@@ -396,7 +442,7 @@ impl TestVm {
     /// Pause (`stop`) or resume (`cont`) the VM through the test's monitor.
     pub fn set_running(&self, running: bool) {
         let mut vm = self.control();
-        let qmp = vm.qmp();
+        let qmp = vm.qmp().expect("QMP");
         if running {
             qmp.execute(qapi_qmp::cont {}).expect("cont");
         } else {
@@ -515,6 +561,7 @@ impl Monitor {
         };
         let sets = vm
             .qmp()
+            .expect("QMP")
             .execute(qapi_qmp::query_fdsets {})
             .expect("query-fdsets");
         let fd = sets
@@ -593,6 +640,9 @@ fn vmguest_command(args: &[&str], env: &[(&str, &str)], config: &Path) -> Comman
         .env_remove("RUST_LOG")
         .env_remove("VMGUEST_IC_PATH")
         .env_remove("VMGUEST_PLUGIN_PATH")
+        .env_remove("PVE_API_TOKEN")
+        .env_remove("PVE_CA_FILE")
+        .env_remove("PVE_FINGERPRINT")
         .env("VMGUEST_PLUGIN_CACHE", config.join("plugin-cache"))
         .env("XDG_CONFIG_HOME", config)
         .env("XDG_DATA_HOME", config)

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::fixtures::{
     assert_file_not_found, assert_outcome, describe, good_installer, ic_iso, results, user_iso,
-    vmguest_with, Cd,
+    vmguest_with, Cd, OutcomeMedia,
 };
 use crate::libvirtd::{DomainSpec, Libvirtd, Sshd};
 
@@ -35,17 +35,8 @@ fn install(uri: &str, vm: &str, extra: &[&str]) -> (Value, std::process::Output)
 fn every_outcome_through_libvirt() {
     let mut host = Libvirtd::start();
     let uri = host.uri();
-    let isos = tempfile::tempdir().unwrap();
-    let good = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
-    let bad_dir = tempfile::tempdir().unwrap();
-    let bad = ic_iso(
-        bad_dir.path(),
-        "bad.iso",
-        "1.0.1",
-        "#!/bin/sh\necho broken >&2\nexit 3\n",
-    );
-    let user = user_iso(isos.path());
-    let good_s = good.to_str().unwrap();
+    let media = OutcomeMedia::new();
+    let (isos, good_s, bad, user) = (&media.dir, media.good_s(), &media.bad, &media.user);
 
     host.domain(
         "guest",
@@ -148,7 +139,7 @@ fn every_outcome_through_libvirt() {
     );
 
     // The user's disc in the drive: borrowed with -ReplaceMedia and put back.
-    insert(&host, "guest", &user);
+    insert(&host, "guest", user);
     let (r, out) = install(&uri, "guest", &["-Path", good_s, "-ReplaceMedia"]);
     assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
     assert_eq!(r["media_restored"], true, "{}", describe(&out));

@@ -235,9 +235,11 @@ impl Libvirtd {
         let cd = match &spec.cd {
             _ if spec.cd_xml.is_some() => spec.cd_xml.clone().unwrap_or_default(),
             Cd::None => String::new(),
-            Cd::Empty => "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+            Cd::Empty | Cd::PveIde2 => {
+                "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
                           <target dev='hdc' bus='ide'/><readonly/></disk>"
-                .into(),
+                    .into()
+            }
             Cd::With(iso) => format!(
                 "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
                  <source file='{}'/><target dev='hdc' bus='ide'/><readonly/></disk>",

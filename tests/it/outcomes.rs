@@ -67,7 +67,11 @@ fn vm_not_running_when_paused() {
     let iso_dir = tempfile::tempdir().unwrap();
     let iso = ic_iso(iso_dir.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
     let vm = TestVm::start("paused", Spec::default());
-    vm.control().qmp().execute(qapi_qmp::stop {}).unwrap();
+    vm.control()
+        .qmp()
+        .expect("QMP")
+        .execute(qapi_qmp::stop {})
+        .unwrap();
     let (r, out) = install_json(&vm, &["-Path", iso.to_str().unwrap()]);
     assert_outcome(&r, &out, "VM_E_VM_NOT_RUNNING", "0xA0040206", 10);
     assert!(r["message"].as_str().unwrap().contains("paused"), "{r}");

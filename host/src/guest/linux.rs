@@ -3,48 +3,33 @@
 //! and unmounted again; the installer's pid is journaled, so that a later run can end it.
 
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{sh, wait, Check, GuestInstaller, InstallerCall, Verdict, KILL_TREE, MOUNT_POINT};
+use super::{find_media, sh, wait, Check, GuestInstaller, InstallerCall, Look, MediaNotFound};
+use super::{Verdict, KILL_TREE, MOUNT_POINT};
 use crate::iso::{Recipe, PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
 use crate::vm::{ExecStatus, GuestAgent};
 
-/// Find the guest block device that holds our media, by comparing its primary volume
-/// descriptor with the ISO's. Freshly inserted media take a moment to become readable.
-pub fn find_device(
-    agent: &mut dyn GuestAgent,
-    pvd: &[u8],
-    within: Duration,
-    check: Check<'_>,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + within;
-    let mut last_error = String::from("no /dev/sr* device");
-    loop {
-        check()?;
-        for i in 0..8 {
-            let dev = format!("/dev/sr{i}");
-            match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
-                Ok(bytes) if bytes == pvd => return Ok(dev),
-                Ok(_) => {}
-                Err(e) if e.is_disconnect() => return Err(e.into()),
-                Err(e) => {
-                    if i == 0 {
-                        last_error = format!("{dev}: {}", crate::hresult::chain(&e));
-                    }
+/// One look among `/dev/sr*` for the block device that holds our media: its primary
+/// volume descriptor is the ISO's.
+fn look_for_device(agent: &mut dyn GuestAgent, pvd: &[u8], seen: &mut String) -> Look {
+    for i in 0..8 {
+        let dev = format!("/dev/sr{i}");
+        match agent.read_file(&dev, PVD_OFFSET, SECTOR) {
+            Ok(bytes) if bytes == pvd => return Ok(Some(dev)),
+            Ok(_) => {}
+            Err(e) if e.is_disconnect() => return Err(e.into()),
+            Err(e) => {
+                if i == 0 {
+                    *seen = format!("{dev}: {}", crate::hresult::chain(&e));
                 }
             }
         }
-        if Instant::now() >= deadline {
-            bail!(
-                "the IC media did not appear in the guest within {}s ({last_error})",
-                within.as_secs()
-            );
-        }
-        sleep(Duration::from_millis(500));
     }
+    Ok(None)
 }
 
 /// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
@@ -174,7 +159,10 @@ impl GuestInstaller for Linux {
         within: Duration,
         check: Check<'_>,
     ) -> anyhow::Result<String> {
-        let dev = find_device(agent, pvd, within, check)?;
+        let missing = MediaNotFound::new("in the guest", within, "no /dev/sr* device");
+        let dev = find_media(agent, check, missing, &mut |a, seen| {
+            look_for_device(a, pvd, seen)
+        })?;
         mount(agent, &dev, check)
     }
 
@@ -212,7 +200,11 @@ impl GuestInstaller for Linux {
         ))
     }
 
-    fn mounts(&self) -> bool {
+    fn mounts_media(&self) -> bool {
+        true
+    }
+
+    fn writes_install_record(&self) -> bool {
         true
     }
 

@@ -4,7 +4,8 @@
 //! What differs between guest OSes is behind [`GuestInstaller`]: `linux.rs` (POSIX `sh`,
 //! `mount` and `umount`, which every Linux guest with an agent has) and `windows.rs`
 //! (drive letters, `cmd`-free argv, MSI exit codes). This file holds what both share:
-//! running and waiting on guest processes, and the version and install records.
+//! polling for the media to appear, running and waiting on guest processes, and the
+//! version and install records.
 
 mod linux;
 pub mod windows;
@@ -50,9 +51,12 @@ pub trait GuestInstaller {
     ) -> anyhow::Result<(String, ExecStatus)>;
     /// What the installer's exit status means.
     fn verdict(&self, status: &ExecStatus) -> Verdict;
-    /// Whether the media stays mounted in the guest after the installer, for
-    /// [`GuestInstaller::unmount`]; and whether vmguest's install record is written.
-    fn mounts(&self) -> bool;
+    /// Whether [`GuestInstaller::prepare`] mounts the media, so that it stays mounted
+    /// after the installer until [`GuestInstaller::unmount`].
+    fn mounts_media(&self) -> bool;
+    /// Whether vmguest writes its install record ([`INSTALLED_RECORD`], a POSIX path)
+    /// into this guest after a successful install.
+    fn writes_install_record(&self) -> bool;
     /// Let go of the media at `place`.
     fn unmount(&mut self, agent: &mut dyn GuestAgent, place: &str) -> anyhow::Result<()>;
 }
@@ -92,8 +96,60 @@ pub const MOUNT_POINT: &str = "/run/vmguest-ic";
 pub const INSTALLED_RECORD: &str = "/var/lib/vmguest/integration-components.toml";
 
 const POLL: Duration = Duration::from_millis(250);
+/// How often [`find_media`] looks again.
+const MEDIA_POLL: Duration = Duration::from_millis(500);
 /// Small helper commands (mkdir, mount, umount) must finish within this.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The IC media did not show up in the guest in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the IC media did not appear {place} within {}s ({seen})", .within.as_secs())]
+pub struct MediaNotFound {
+    /// Where it was looked for: "in the guest", "as a drive letter in the guest".
+    pub place: &'static str,
+    /// How long it was looked for.
+    pub within: Duration,
+    /// What the looks saw instead.
+    pub seen: String,
+}
+
+impl MediaNotFound {
+    /// Looking `place` for up to `within`, having seen `nothing` yet.
+    fn new(place: &'static str, within: Duration, nothing: &str) -> MediaNotFound {
+        MediaNotFound {
+            place,
+            within,
+            seen: nothing.to_owned(),
+        }
+    }
+}
+
+/// What one look for the IC media found: where it is, or not yet.
+pub type Look = anyhow::Result<Option<String>>;
+
+/// Poll until `look` finds the IC media in the guest (each OS knows it by its primary
+/// volume descriptor): freshly inserted media take a moment to become readable. `look`
+/// says where the media is, or updates `seen` with what it saw instead; its error (the
+/// agent is gone) stops the search. Past `missing.within`, `missing` is the error, with
+/// what was seen last.
+fn find_media(
+    agent: &mut dyn GuestAgent,
+    check: Check<'_>,
+    mut missing: MediaNotFound,
+    look: &mut dyn FnMut(&mut dyn GuestAgent, &mut String) -> Look,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + missing.within;
+    loop {
+        check()?;
+        if let Some(place) = look(agent, &mut missing.seen)? {
+            return Ok(place);
+        }
+        if Instant::now() >= deadline {
+            return Err(missing.into());
+        }
+        sleep(MEDIA_POLL);
+    }
+}
 
 /// The installed version a probe reads, or `None` when the family is not installed.
 pub fn read_version(agent: &mut dyn GuestAgent, probe: &Probe) -> anyhow::Result<Option<String>> {

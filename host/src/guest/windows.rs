@@ -14,12 +14,12 @@
 //! - `guest-exec` starts `path` with `arg` (`g_spawn_async_with_pipes`); there is no
 //!   working directory, so the installer is named by its full path on the media.
 
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{wait_on, Check, GuestInstaller, InstallerCall, Os, Verdict};
+use super::{find_media, wait_on, Check, GuestInstaller, InstallerCall, Look, MediaNotFound};
+use super::{Os, Verdict};
 use crate::iso::Recipe;
 use crate::iso::{Probe, PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
@@ -30,35 +30,19 @@ fn raw_volume(letter: &str) -> String {
     format!("\\\\.\\{}", letter.trim_end_matches('\\'))
 }
 
-/// The drive letter (`D:\`) whose media is the IC ISO, by its primary volume
-/// descriptor. Freshly inserted media take a moment to appear.
-pub fn find_letter(
-    agent: &mut dyn GuestAgent,
-    pvd: &[u8],
-    within: Duration,
-    check: Check<'_>,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + within;
-    let mut seen = String::from("no optical volume");
-    loop {
-        check()?;
-        let volumes = agent.fs_info().context("guest-get-fsinfo")?;
-        for v in volumes.iter().filter(|v| is_optical(&v.fs_type)) {
-            match agent.read_file(&raw_volume(&v.mountpoint), PVD_OFFSET, SECTOR) {
-                Ok(bytes) if bytes == pvd => return Ok(v.mountpoint.clone()),
-                Ok(_) => seen = format!("{} holds other media", v.mountpoint),
-                Err(e) if e.is_disconnect() => return Err(e.into()),
-                Err(e) => seen = format!("{}: {}", v.mountpoint, crate::hresult::chain(&e)),
-            }
+/// One look for the drive letter (`D:\`) whose media is the IC ISO: its primary volume
+/// descriptor is the ISO's.
+fn look_for_letter(agent: &mut dyn GuestAgent, pvd: &[u8], seen: &mut String) -> Look {
+    let volumes = agent.fs_info().context("guest-get-fsinfo")?;
+    for v in volumes.iter().filter(|v| is_optical(&v.fs_type)) {
+        match agent.read_file(&raw_volume(&v.mountpoint), PVD_OFFSET, SECTOR) {
+            Ok(bytes) if bytes == pvd => return Ok(Some(v.mountpoint.clone())),
+            Ok(_) => *seen = format!("{} holds other media", v.mountpoint),
+            Err(e) if e.is_disconnect() => return Err(e.into()),
+            Err(e) => *seen = format!("{}: {}", v.mountpoint, crate::hresult::chain(&e)),
         }
-        if Instant::now() >= deadline {
-            bail!(
-                "the IC media did not appear as a drive letter in the guest within {}s ({seen})",
-                within.as_secs()
-            );
-        }
-        sleep(Duration::from_millis(500));
     }
+    Ok(None)
 }
 
 fn is_optical(fs_type: &str) -> bool {
@@ -258,7 +242,11 @@ impl GuestInstaller for Windows {
         within: Duration,
         check: Check<'_>,
     ) -> anyhow::Result<String> {
-        find_letter(agent, pvd, within, check)
+        let place = "as a drive letter in the guest";
+        let missing = MediaNotFound::new(place, within, "no optical volume");
+        find_media(agent, check, missing, &mut |a, seen| {
+            look_for_letter(a, pvd, seen)
+        })
     }
 
     fn run(
@@ -289,7 +277,11 @@ impl GuestInstaller for Windows {
         }
     }
 
-    fn mounts(&self) -> bool {
+    fn mounts_media(&self) -> bool {
+        false
+    }
+
+    fn writes_install_record(&self) -> bool {
         false
     }
 

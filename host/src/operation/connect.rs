@@ -26,7 +26,7 @@ impl Operation<'_> {
         if state != "running" {
             return Err(Failure::msg(
                 HResult::VmNotRunning,
-                format!("VM {:?} is {state}, not running", self.report.vm),
+                format!("VM {:?} is {state}, not running", self.vm),
             ));
         }
         Ok(())
@@ -41,7 +41,7 @@ impl Operation<'_> {
             Ok(None) => return self.autorun_mode(),
             Err(_) if self.options.no_wait => return self.autorun_mode(),
             Err(e) => {
-                self.report.note(format!(
+                self.note(format!(
                     "guest agent does not answer ({}); falling back to autorun",
                     chain(&e)
                 ));
@@ -49,20 +49,18 @@ impl Operation<'_> {
             }
         };
         match agent.os_info() {
-            Ok(info) => self.guest_os = Some(info),
-            Err(e) => self
-                .report
-                .note(format!("guest-get-osinfo failed: {}", chain(&e))),
+            Ok(info) => self.state.guest_os = Some(info),
+            Err(e) => self.note(format!("guest-get-osinfo failed: {}", chain(&e))),
         }
         if self.options.no_wait {
             return self.autorun_mode();
         }
-        self.mode = Some(Mode::Agent);
+        self.state.mode = Some(Mode::Agent);
         Some(agent)
     }
 
     pub(super) fn autorun_mode(&mut self) -> Option<Box<dyn GuestAgent>> {
-        self.mode = Some(Mode::Autorun);
+        self.state.mode = Some(Mode::Autorun);
         None
     }
 
@@ -76,7 +74,7 @@ impl Operation<'_> {
         if iso.family != Family::Other || self.options.install_command.is_some() {
             return agent;
         }
-        self.report.note(format!(
+        self.note(format!(
             "{} is ISO 9660 of no known IC family: inserted for the guest's autorun \
              (-InstallCommand runs a command on it instead)",
             iso.path.display()

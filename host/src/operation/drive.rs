@@ -20,13 +20,13 @@ impl Operation<'_> {
         vm: &mut dyn VmControl,
         has_agent: bool,
     ) -> Outcome<Plan> {
-        let name = &self.report.vm;
+        let name = &self.vm;
         let drives = vm
             .dvd_drives()
             .context("query-block")
             .or_hresult(HResult::DispException)?;
         if let Some(empty) = drives.iter().find(|d| d.is_empty()) {
-            self.report.drive = Some(empty.id.clone());
+            self.state.drive.id = Some(empty.id.clone());
             return Ok(Plan {
                 drive: empty.clone(),
                 borrow: None,
@@ -70,7 +70,7 @@ impl Operation<'_> {
                 ),
             ));
         }
-        self.report.drive = Some(occupied.id.clone());
+        self.state.drive.id = Some(occupied.id.clone());
         Ok(Plan {
             drive: occupied.clone(),
             borrow: media,

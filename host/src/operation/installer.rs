@@ -16,7 +16,7 @@ pub(super) const MEDIA_APPEAR: Duration = Duration::from_secs(30);
 
 /// How the components reached the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Installed {
+pub(super) enum Delivery {
     /// The installer ran through the agent and succeeded.
     ByAgent,
     /// The media stays in for the guest's own setup.
@@ -25,7 +25,7 @@ pub(super) enum Installed {
 
 impl Operation<'_> {
     pub(super) fn guest_is_windows(&self) -> bool {
-        self.guest_os.as_ref().is_some_and(|o| o.is_windows())
+        self.state.guest_os.as_ref().is_some_and(|o| o.is_windows())
     }
 
     /// `-InstallCommand`, else the family's unattended command for this guest's OS.
@@ -34,7 +34,11 @@ impl Operation<'_> {
         iso: &IcIso,
         os: &dyn GuestInstaller,
     ) -> Outcome<String> {
-        let machine = self.guest_os.as_ref().and_then(|o| o.machine.as_deref());
+        let machine = self
+            .state
+            .guest_os
+            .as_ref()
+            .and_then(|o| o.machine.as_deref());
         self.options
             .install_command
             .clone()
@@ -54,29 +58,33 @@ impl Operation<'_> {
 
     /// The media stays in for the guest; make sure the VM is still there to see it. If it
     /// is not, the media comes out again.
-    pub(super) fn autorun(&mut self, vm: &mut dyn VmControl) -> Option<Installed> {
+    pub(super) fn autorun(&mut self, vm: &mut dyn VmControl) -> Option<Delivery> {
         self.run(Step::Autorun, |_| {
             vm.run_state()
                 .context("VM went away right after inserting the media")
                 .or_hresult(HResult::DispException)
         })
-        .map(|_| Installed::LeftForAutorun)
+        .map(|_| Delivery::LeftForAutorun)
     }
 
     /// Find the media in the guest, run the installer, and let go of the media whatever
     /// happened ([`GuestInstaller`] says how, for this guest's OS). Between polls the VM
     /// must still run and no stop may be asked for; when the agent or the VM is gone,
     /// nothing more is asked of the guest.
-    pub(super) fn install_in_guest(
+    pub(super) fn run_in_guest(
         &mut self,
         vm: &mut dyn VmControl,
         agent: &mut dyn GuestAgent,
         iso: &IcIso,
-    ) -> Option<Installed> {
+    ) -> Option<Delivery> {
         let cancel = self.options.cancel.clone();
         let mut check = || -> anyhow::Result<()> {
             cancel.check()?;
-            match vm.run_state() {
+            let state = vm.run_state();
+            // The one monitor call of the wait connects again: let go at once, so that
+            // no monitor is held across the wait.
+            vm.release();
+            match state {
                 Ok(state) if state == "running" => Ok(()),
                 Ok(state) => Err(guest::VmStopped(state).into()),
                 Err(e) => Err(anyhow::Error::new(e).context("QEMU stopped answering")),
@@ -88,23 +96,22 @@ impl Operation<'_> {
                 .prepare(agent, &iso.pvd, MEDIA_APPEAR, &mut check)
                 .inspect_err(|e| op.agent_gone |= guest::agent_gone(e))?)
         })?;
-        let installed = self.run(Step::RunInstaller, |op| {
+        let delivery = self.run(Step::RunInstaller, |op| {
             op.run_installer(os.as_mut(), agent, &place, iso, &mut check)
         });
-        if !os.mounts() {
-            return installed;
+        if !os.mounts_media() {
+            return delivery;
         }
         // A mount the guest keeps is not yet a failure: the eject decides.
         self.run(Step::UnmountInGuest, |op| {
             if op.agent_gone {
-                op.report
-                    .note("not unmounting in the guest: the guest agent or the VM is gone");
+                op.note("not unmounting in the guest: the guest agent or the VM is gone");
             } else if let Err(e) = os.unmount(agent, &place) {
-                op.report.note(format!("{e:#}"));
+                op.note(format!("{e:#}"));
             }
             Ok(())
         });
-        installed
+        delivery
     }
 
     pub(super) fn run_installer(
@@ -114,7 +121,7 @@ impl Operation<'_> {
         place: &str,
         iso: &IcIso,
         check: guest::Check<'_>,
-    ) -> Outcome<Installed> {
+    ) -> Outcome<Delivery> {
         let command = self.installer_command(iso, os)?;
         let t = Instant::now();
         let (journal, entry) = (self.journal.clone(), &mut self.journaled);
@@ -132,13 +139,13 @@ impl Operation<'_> {
             command: &command,
             custom: self.options.install_command.is_some(),
             timeout: self.options.timeout,
-            vm: &self.report.vm,
+            vm: &self.vm,
             progress: self.progress,
         };
         let (shown, status) = os
             .run(agent, place, &call, check, &mut started)
             .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
-        self.report.installer = Some(InstallerRun {
+        self.state.installer = Some(InstallerRun {
             command: shown,
             exit_code: status.exit_code,
             signal: status.signal,
@@ -148,7 +155,7 @@ impl Operation<'_> {
         });
         match os.verdict(&status) {
             Verdict::Installed => {}
-            Verdict::RebootRequired => self.reboot_required = true,
+            Verdict::RebootRequired => self.state.reboot_required = true,
             Verdict::Failed(why) => {
                 return Err(Failure::msg(
                     HResult::DispException,
@@ -159,23 +166,22 @@ impl Operation<'_> {
                 ))
             }
         }
-        if !os.mounts() {
-            return Ok(Installed::ByAgent);
+        if !os.writes_install_record() {
+            return Ok(Delivery::ByAgent);
         }
-        if let Some(components) = self.components.clone() {
+        if let Some(components) = self.state.components.clone() {
             let record = InstalledComponents {
                 components,
-                iso_volume_id: self.report.iso_volume_id.clone().unwrap_or_default(),
+                iso_volume_id: iso.volume_id.clone(),
                 installed_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
             };
             if let Err(e) = guest::record_installed(agent, &record) {
-                self.report
-                    .note(format!("could not record the installed version: {e:#}"));
+                self.note(format!("could not record the installed version: {e:#}"));
             }
         }
-        Ok(Installed::ByAgent)
+        Ok(Delivery::ByAgent)
     }
 }

@@ -71,8 +71,7 @@ impl Operation<'_> {
     /// went in. A failure only leaves a descriptor in QEMU, so it is a note.
     pub(super) fn unstage(&mut self, vm: &mut dyn VmControl, ic: &Media) {
         if let Err(e) = vm.unstage_iso(ic) {
-            self.report
-                .note(format!("could not release {}: {}", ic.file, chain(&e)));
+            self.note(format!("could not release {}: {}", ic.file, chain(&e)));
         }
     }
 
@@ -84,9 +83,8 @@ impl Operation<'_> {
     ) -> Outcome<Option<Media>> {
         match vm.eject_media(&drive.id) {
             Ok(()) => {
-                self.report
-                    .note(format!("borrowed drive {} from {}", drive.id, media.file));
-                self.report.borrowed_media = Some(media.clone());
+                self.note(format!("borrowed drive {} from {}", drive.id, media.file));
+                self.state.drive.borrowed = Some(media.clone());
                 Ok(Some(media))
             }
             Err(e @ CallError::TrayLocked(_)) => Err(Failure::new(
@@ -103,15 +101,15 @@ impl Operation<'_> {
         }
     }
 
-    /// Eject the IC media and put borrowed media back. `installed` says whether the
+    /// Eject the IC media and put borrowed media back. `delivered` says whether the
     /// components went in, for the message when the media cannot come out.
     pub(super) fn unmount(
         &mut self,
         vm: &mut dyn VmControl,
         mounted: Mounted,
-        installed: bool,
+        delivered: bool,
     ) -> Option<()> {
-        self.run(Step::EjectIc, |op| op.eject_ic(vm, &mounted, installed))?;
+        self.run(Step::EjectIc, |op| op.eject_ic(vm, &mounted, delivered))?;
         self.unstage(vm, &mounted.ic);
         if mounted.borrowed.is_some() {
             return self.run(Step::RestoreMedia, |op| op.restore_media(vm, &mounted));
@@ -119,7 +117,7 @@ impl Operation<'_> {
         // Leave the tray as it was found: eject opens it.
         if !mounted.drive.tray_open {
             if let Err(e) = vm.close_tray(&mounted.drive.id) {
-                self.report.note(format!(
+                self.note(format!(
                     "could not close the tray of {}: {e}",
                     mounted.drive.id
                 ));
@@ -132,7 +130,7 @@ impl Operation<'_> {
         &mut self,
         vm: &mut dyn VmControl,
         m: &Mounted,
-        installed: bool,
+        delivered: bool,
     ) -> Outcome<()> {
         let drive = &m.drive.id;
         // Retrying only helps while the guest can still release its tray.
@@ -144,7 +142,7 @@ impl Operation<'_> {
             CallError::TrayLocked(_) => HResult::MediaUnmountFail,
             _ => HResult::DispException,
         };
-        let what = match (&self.components, installed) {
+        let what = match (&self.state.components, delivered) {
             (Some(c), true) => format!(
                 "{} {} were installed, but the IC media is still in drive {drive}",
                 c.name, c.version
@@ -153,7 +151,7 @@ impl Operation<'_> {
         };
         let borrowed = match &m.borrowed {
             Some(media) => {
-                self.report.media_restored = Some(false);
+                self.state.drive.restored = Some(false);
                 format!("; borrowed media {} could not be put back", media.file)
             }
             None => String::new(),
@@ -186,7 +184,7 @@ impl Operation<'_> {
                 );
                 Ok(())
             });
-        self.report.media_restored = Some(result.is_ok());
+        self.state.drive.restored = Some(result.is_ok());
         result
             .with_context(|| format!("putting borrowed media {} back into {drive}", media.file))
             .or_hresult(HResult::DispException)

@@ -4,10 +4,16 @@ use super::{Mounted, Operation, Plan};
 use crate::report::Mode;
 
 impl Operation<'_> {
+    /// The located ISO's path, as the messages name it.
+    fn iso_path(&self) -> String {
+        let located = self.state.located.as_ref();
+        located.map(|l| l.path.clone()).unwrap_or_default()
+    }
+
     pub(super) fn what_if_message(&self, plan: &Plan) -> String {
         let drive = &plan.drive.id;
-        let iso = self.report.iso.clone().unwrap_or_default();
-        let how = match self.mode {
+        let iso = self.iso_path();
+        let how = match self.state.mode {
             Some(Mode::Agent) => "run its installer through the guest agent, then eject it",
             _ => "leave it for the guest's autorun",
         };
@@ -17,29 +23,32 @@ impl Operation<'_> {
             ""
         };
         let why = self
-            .report
-            .iso_reason
-            .as_deref()
-            .map(|r| format!(" (chosen: {r})"))
+            .state
+            .located
+            .as_ref()
+            .map(|l| format!(" (chosen: {})", l.reason))
             .unwrap_or_default();
         format!("What if: would insert {iso}{why} into drive {drive}{borrow} and {how}")
     }
 
+    /// The media stays in for the guest's autorun.
     pub(super) fn autorun_message(&self, m: &Mounted) -> String {
-        let iso = self.report.iso.clone().unwrap_or_default();
+        let iso = self.iso_path();
         format!(
             "inserted {iso} into drive {}; the guest must run setup itself (autorun)",
             m.drive.id
         )
     }
 
-    pub(super) fn installed_message(&self) -> String {
-        let iso = self.report.iso.clone().unwrap_or_default();
-        let drive = self.report.drive.clone().unwrap_or_default();
-        let c = self.components.as_ref();
-        let after = match (&self.report.borrowed_media, self.report.media_restored) {
-            (Some(user), Some(true)) => format!("drive {drive} holds {} again", user.file),
-            _ => format!("drive {drive} is empty again"),
+    /// The installer ran through the agent and the drive is back as it was found.
+    pub(super) fn by_agent_message(&self) -> String {
+        let iso = self.iso_path();
+        let drive = &self.state.drive;
+        let id = drive.id.clone().unwrap_or_default();
+        let c = self.state.components.as_ref();
+        let after = match (&drive.borrowed, drive.restored) {
+            (Some(user), Some(true)) => format!("drive {id} holds {} again", user.file),
+            _ => format!("drive {id} is empty again"),
         };
         format!(
             "installed {} {} from {iso}; {after}",

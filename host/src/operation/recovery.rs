@@ -15,56 +15,40 @@ use crate::lock::{self, VmLock};
 use crate::progress::Progress;
 use crate::report::InstallReport;
 use crate::settings::Settings;
-use crate::vm::Hypervisor;
 use crate::vm::{CallError, DvdDrive, Media, Vm, VmControl};
 
 /// `Repair-VMMedia`: finish what an earlier run left in the journal for this VM (its IC
 /// media out, the user's media back), and nothing else. With `what_if`, say what it
 /// would do.
-pub fn repair(
-    hypervisor: &dyn Hypervisor,
-    settings: &Settings,
-    vm_name: &str,
-    options: &InstallOptions,
-    progress: &dyn Progress,
-) -> InstallReport {
-    let target = Target::Named {
-        hypervisor,
-        name: vm_name,
-    };
-    repair_target(target, settings, options, progress)
-}
-
-/// [`repair`] on a [`Target`].
 pub fn repair_target(
     target: Target<'_>,
     settings: &Settings,
     options: &InstallOptions,
     progress: &dyn Progress,
 ) -> InstallReport {
-    let vm_name = target.name().to_owned();
-    let op = sealed(settings, options, progress, &vm_name, |op| {
-        let resolved = op.run(Step::Resolve, |op| op.resolve(target))?;
-        let vm_handle = resolved.get();
-        let _lock = op.run(Step::Lock, |op| op.lock())?;
-        let mut vm = op.run(Step::Connect, |_| Ok(vm_handle.control()?))?;
-        let notes = op.report.notes.len();
-        op.run(Step::Recover, |op| op.recover(vm_handle, vm.as_mut()))?;
-        Some(match op.report.notes.get(notes..).and_then(|n| n.last()) {
+    sealed(target, settings, options, progress, Operation::repair).1
+}
+
+impl Operation<'_> {
+    /// Resolve, lock, connect and recover; the message says what was repaired.
+    fn repair(&mut self, target: Target<'_>) -> Option<String> {
+        let (resolved, _lock, mut vm) = self.reach(target)?;
+        let notes = self.state.notes.len();
+        self.run(Step::Recover, |op| op.recover(resolved.get(), vm.as_mut()))?;
+        Some(match self.state.notes.get(notes..).and_then(|n| n.last()) {
             Some(what) => what.clone(),
-            None if op.journal.is_none() => {
+            None if self.journal.is_none() => {
                 "nothing to repair: no state directory, so no journal".into()
             }
-            None => format!("nothing to repair: no journal entry for VM {vm_name:?}"),
+            None => format!("nothing to repair: no journal entry for VM {:?}", self.vm),
         })
-    });
-    op.report
+    }
 }
 
 impl Operation<'_> {
     /// One install per VM at a time: wait for another vmguest that holds the VM.
     pub(super) fn lock(&mut self) -> Outcome<Option<VmLock>> {
-        let vm = self.report.vm.clone();
+        let vm = self.vm.clone();
         let Some(state) = &self.settings.state_dir else {
             return Ok(None);
         };
@@ -75,8 +59,7 @@ impl Operation<'_> {
         })
         .map_err(|e| Failure::new(HResult::DispException, e))?;
         if waited {
-            self.report
-                .note(format!("waited for another vmguest install on VM {vm:?}"));
+            self.note(format!("waited for another vmguest install on VM {vm:?}"));
         }
         Ok(Some(lock))
     }
@@ -105,7 +88,7 @@ impl Operation<'_> {
             .context("query-block")
             .or_hresult(HResult::DispException)?;
         let Some(drive) = drives.iter().find(|d| d.id == entry.drive) else {
-            self.report.note(format!(
+            self.note(format!(
                 "{earlier}; the drive no longer exists, so there is nothing to put back (was: {})",
                 user.unwrap_or("empty")
             ));
@@ -113,14 +96,14 @@ impl Operation<'_> {
         };
         let now = drive.media.as_ref().map(|m| m.file.as_str());
         if now == user || (now.is_some() && now != Some(entry.ic_media.as_str())) {
-            self.report.note(format!(
+            self.note(format!(
                 "{earlier}; the drive now holds {}, which is left as it is",
                 now.unwrap_or("nothing")
             ));
             return journal.remove(&self.identity).map_err(failed);
         }
         if self.options.what_if {
-            self.report.note(format!(
+            self.note(format!(
                 "{earlier}; would eject it and put {} back first",
                 user.unwrap_or("nothing")
             ));
@@ -169,8 +152,8 @@ impl Operation<'_> {
             }
             None => {}
         }
-        self.report.recovered = Some(entry.clone());
-        self.report.note(format!(
+        self.state.recovered = Some(entry.clone());
+        self.note(format!(
             "{earlier}; finished its restore: {} is back in drive {}",
             user.unwrap_or("nothing (the drive was empty)"),
             entry.drive
@@ -187,13 +170,11 @@ impl Operation<'_> {
             Err(e) => Err(anyhow::Error::new(e)),
         };
         match released {
-            Ok(()) => self.report.note(format!(
+            Ok(()) => self.note(format!(
                 "ended the earlier run's installer (guest pid {}) and unmounted {mount}",
                 entry.guest_pid.map_or("unknown".into(), |p| p.to_string())
             )),
-            Err(e) => self
-                .report
-                .note(format!("could not release the media in the guest: {e:#}")),
+            Err(e) => self.note(format!("could not release the media in the guest: {e:#}")),
         }
     }
 
@@ -204,11 +185,11 @@ impl Operation<'_> {
         let Some(journal) = &self.journal else {
             return Ok(());
         };
-        if self.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
+        if self.state.mode == Some(Mode::Autorun) && plan.borrow.is_none() {
             return Ok(());
         }
         let mut entry = journal::Entry::new(
-            &self.report.vm,
+            &self.vm,
             &self.identity,
             &plan.drive.id,
             plan.borrow.clone(),
@@ -247,13 +228,12 @@ impl Operation<'_> {
             });
         if back {
             if let Err(e) = journal.remove(&entry.identity) {
-                self.report
-                    .note(format!("closing the journal entry: {}", chain(&e)));
+                self.note(format!("closing the journal entry: {}", chain(&e)));
             }
             return;
         }
-        self.report.journal_pending = true;
-        self.report.note(format!(
+        self.state.journal_pending = true;
+        self.note(format!(
             "the journal keeps this run's entry ({}): the next vmguest run on this VM, or \
              Repair-VMMedia, ejects the IC media and puts {} back into drive {}",
             journal.dir().display(),

@@ -21,7 +21,7 @@ impl Operation<'_> {
             .context("asking the guest to restart (guest-shutdown)")?;
         let deadline = Instant::now() + self.options.timeout;
         let gave_up = |op: &mut Self, what: &str| {
-            op.report.restarted = Some(false);
+            op.state.restarted = Some(false);
             Failure::msg(
                 HResult::DispException,
                 format!(
@@ -49,8 +49,8 @@ impl Operation<'_> {
                 .or_hresult(HResult::DispException)?;
             if let Ok(Some(mut a)) = vm_handle.agent() {
                 if let Ok(info) = a.os_info() {
-                    self.guest_os = Some(info);
-                    self.report.restarted = Some(true);
+                    self.state.guest_os = Some(info);
+                    self.state.restarted = Some(true);
                     return Ok(());
                 }
             }

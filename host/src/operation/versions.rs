@@ -20,10 +20,10 @@ impl Operation<'_> {
             return Ok(None);
         };
         let before = guest::read_version(agent, &probe).context("reading the installed version")?;
-        self.report.version_before = before.clone();
+        self.state.versions.before = before.clone();
         match before {
             Some(v) if guest::same_version(&v, &want) && !self.options.force => {
-                self.report.verified = Some(true);
+                self.state.versions.verified = Some(true);
                 Ok(Some(format!(
                     "already up to date: the guest runs {} {v}; nothing was mounted (-Force reinstalls)",
                     iso.name
@@ -44,21 +44,21 @@ impl Operation<'_> {
             return Ok(());
         };
         let after = guest::read_version(agent, &probe).context("reading the installed version")?;
-        self.report.version_after = after.clone();
+        self.state.versions.after = after.clone();
         match after {
             Some(v) if !guest::same_version(&v, &want) => {
-                self.report.verified = Some(false);
+                self.state.versions.verified = Some(false);
                 Err(Failure::msg(
                     HResult::DispException,
                     format!("installer reported success but the guest still runs {} {v} (expected {want})", iso.name),
                 ))
             }
             Some(_) => {
-                self.report.verified = Some(true);
+                self.state.versions.verified = Some(true);
                 Ok(())
             }
             None => {
-                self.report.note(format!(
+                self.note(format!(
                     "the installed version cannot be read after the install ({probe} tells nothing)"
                 ));
                 Ok(())

@@ -3,9 +3,10 @@
 use super::versions::types as wit;
 
 use crate::hresult::HResult;
-use crate::iso::{Candidate, IcIso, Selection};
+use crate::iso::manifest::Components;
+use crate::iso::{Candidate, Selection};
 use crate::kinds::GuestKind;
-use crate::report::InstallReport;
+use crate::report::PhaseTiming;
 use crate::vm::GuestOsInfo;
 pub use wit::IsoInfo;
 
@@ -68,16 +69,6 @@ pub fn policy_context(
     }
 }
 
-pub fn iso_info(iso: &IcIso, sha256: String) -> wit::IsoInfo {
-    wit::IsoInfo {
-        path: iso.path.display().to_string(),
-        family: iso.family.as_str().to_owned(),
-        version: iso.version.clone(),
-        sha256,
-        source: iso.source.clone(),
-    }
-}
-
 pub fn install_context(
     vm: &str,
     guest: Option<&GuestOsInfo>,
@@ -92,24 +83,22 @@ pub fn install_context(
     }
 }
 
-pub fn outcome(report: &InstallReport) -> wit::InstallOutcome {
+/// What a post-install hook sees: the sealed outcome (`result`, `message`), the
+/// components that went in, and how long each phase took.
+pub fn outcome(
+    result: HResult,
+    message: &str,
+    installed: Option<&Components>,
+    total_ms: u64,
+    phases: &[PhaseTiming],
+) -> wit::InstallOutcome {
     wit::InstallOutcome {
-        hresult: report.result.value(),
-        name: report.result.name().to_owned(),
-        message: report.message.clone(),
-        components: report
-            .components
-            .as_ref()
-            .filter(|_| {
-                report
-                    .installer
-                    .as_ref()
-                    .is_some_and(|i| i.exit_code == Some(0))
-            })
-            .map(|c| format!("{} {}", c.name, c.version)),
-        total_ms: report.total_ms,
-        phases: report
-            .phases
+        hresult: result.value(),
+        name: result.name().to_owned(),
+        message: message.to_owned(),
+        components: installed.map(|c| format!("{} {}", c.name, c.version)),
+        total_ms,
+        phases: phases
             .iter()
             .map(|p| wit::Phase {
                 name: p.phase.to_owned(),

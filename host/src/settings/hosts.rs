@@ -1,27 +1,50 @@
-//! The hosts of a run: how they are named (a socket directory or a libvirt URI), which
-//! ones a run searches, `-ComputerName`'s rule, and how a pipeline object's `host`
+//! The hosts of a run: how they are named (a socket directory, a libvirt URI or a
+//! Proxmox VE API endpoint), which ones a run searches, `-ComputerName`'s rule, and how a pipeline object's `host`
 //! chooses among them (it never adds one).
 
 use std::path::{Path, PathBuf};
 
 use super::Overrides;
 
-/// Where VMs are looked for: a socket directory, or a libvirt host by its URI.
+/// Where VMs are looked for: a socket directory, a libvirt host by its URI, or a
+/// Proxmox VE cluster through its REST API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostSpec {
     /// A socket directory: one QMP and one agent socket per VM.
     Sockets(PathBuf),
     /// A libvirt host, by its URI.
     Libvirt(String),
+    /// A Proxmox VE API endpoint, `pve://HOST[:PORT]` or `proxmox://HOST[:PORT]`, as
+    /// written; [`PveAddress::parse`] reads it (a malformed one fails when first used).
+    Pve(String),
 }
 
+/// The schemes that name a Proxmox VE API endpoint.
+const PVE_SCHEMES: [&str; 2] = ["pve", "proxmox"];
+
+/// Proxmox VE's API port (`pveproxy`).
+pub const PVE_DEFAULT_PORT: u16 = 8006;
+
 impl HostSpec {
-    /// `Get-VM`'s `host` column and a pipeline object's `host` property: a libvirt URI,
-    /// or the socket directory.
+    /// A `-ConnectionUri` (or `$LIBVIRT_DEFAULT_URI`) value: `pve://` and `proxmox://`
+    /// name a Proxmox VE endpoint, anything else is libvirt's.
+    pub fn from_uri(uri: String) -> HostSpec {
+        let pve = uri
+            .split_once("://")
+            .is_some_and(|(scheme, _)| PVE_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)));
+        if pve {
+            HostSpec::Pve(uri)
+        } else {
+            HostSpec::Libvirt(uri)
+        }
+    }
+
+    /// `Get-VM`'s `host` column and a pipeline object's `host` property: a libvirt or
+    /// Proxmox VE URI, or the socket directory.
     pub fn label(&self) -> String {
         match self {
             HostSpec::Sockets(dir) => dir.display().to_string(),
-            HostSpec::Libvirt(uri) => uri.clone(),
+            HostSpec::Libvirt(uri) | HostSpec::Pve(uri) => uri.clone(),
         }
     }
 
@@ -34,6 +57,10 @@ impl HostSpec {
     pub fn is_named_by(&self, label: &str) -> bool {
         match self {
             HostSpec::Sockets(dir) => !label.contains("://") && Path::new(label) == dir,
+            HostSpec::Pve(uri) => match (PveAddress::parse(uri), PveAddress::parse_label(label)) {
+                (Ok(ours), Some(theirs)) => ours.same_endpoint(&theirs),
+                _ => false,
+            },
             HostSpec::Libvirt(uri) => {
                 let ours = normal_uri(uri);
                 ours == normal_uri(label)
@@ -41,6 +68,69 @@ impl HostSpec {
                         && ours == normal_uri(&computer_uri(label)))
             }
         }
+    }
+}
+
+/// A Proxmox VE API endpoint as `pve://HOST[:PORT]` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PveAddress {
+    /// The host: a name, an IPv4 address, or an IPv6 address in brackets.
+    pub host: String,
+    /// The port; 8006 unless written.
+    pub port: u16,
+    /// The URI's authority as written (`HOST:PORT`, or `HOST` alone), which keys the
+    /// host's `[pve."..."]` table in the config file.
+    pub authority: String,
+}
+
+/// Why a `pve://` URI is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a Proxmox VE endpoint: write pve://HOST[:PORT] (or proxmox://), with no \
+     user, path, query or fragment; HOST is a host name, an IPv4 address or an [IPv6] address"
+)]
+pub struct BadPveUri(pub String);
+
+impl PveAddress {
+    /// `pve://HOST[:PORT]` or `proxmox://HOST[:PORT]`, with an optional trailing `/`.
+    /// The authority follows `-ComputerName`'s rule without a user, so nothing in it can
+    /// add a path or a parameter to the URLs built from it.
+    pub fn parse(uri: &str) -> Result<PveAddress, BadPveUri> {
+        let bad = || BadPveUri(uri.to_owned());
+        let (scheme, rest) = uri.split_once("://").ok_or_else(bad)?;
+        if !PVE_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+            return Err(bad());
+        }
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        PveAddress::authority(authority).ok_or_else(bad)
+    }
+
+    /// A pipeline object's `host`: a URI, or a bare `HOST[:PORT]`.
+    fn parse_label(label: &str) -> Option<PveAddress> {
+        match label.contains("://") {
+            true => PveAddress::parse(label).ok(),
+            false => PveAddress::authority(label),
+        }
+    }
+
+    fn authority(authority: &str) -> Option<PveAddress> {
+        if authority.contains('@') || check_computer_name(authority).is_err() {
+            return None;
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !authority.ends_with(']') => (h, p.parse().ok()?),
+            _ => (authority, PVE_DEFAULT_PORT),
+        };
+        Some(PveAddress {
+            host: host.to_owned(),
+            port,
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// The same host (case-insensitive) and port.
+    fn same_endpoint(&self, other: &PveAddress) -> bool {
+        self.host.eq_ignore_ascii_case(&other.host) && self.port == other.port
     }
 }
 
@@ -141,14 +231,14 @@ pub(super) fn choose_hosts(
         let uris = overrides.connection_uris.iter().cloned();
         return dirs
             .into_iter()
-            .chain(uris.map(HostSpec::Libvirt))
+            .chain(uris.map(HostSpec::from_uri))
             .collect();
     }
     if env_dir || env_uri.is_some() {
         let dirs = env_dir.then(dir);
         return dirs
             .into_iter()
-            .chain(env_uri.map(HostSpec::Libvirt))
+            .chain(env_uri.map(HostSpec::from_uri))
             .collect();
     }
     let mut hosts = Vec::new();
@@ -287,6 +377,79 @@ mod tests {
         let unix = HostSpec::Libvirt("qemu+unix:///system?socket=/d/libvirt-sock".into());
         assert!(unix.is_named_by("qemu+unix:///system?socket=/d/libvirt-sock"));
         assert!(!unix.is_named_by("qemu+unix:///system?socket=/e/libvirt-sock"));
+    }
+
+    #[test]
+    fn pve_uris_name_an_endpoint_and_nothing_more() {
+        let a = PveAddress::parse("pve://pve1.example.com").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("pve1.example.com", 8006));
+        assert_eq!(a.authority, "pve1.example.com");
+        let b = PveAddress::parse("PROXMOX://127.0.0.1:18006/").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("127.0.0.1", 18006));
+        assert_eq!(b.authority, "127.0.0.1:18006");
+        let c = PveAddress::parse("pve://[::1]:8007").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("[::1]", 8007));
+        assert_eq!(PveAddress::parse("pve://[::1]").unwrap().port, 8006);
+        for bad in [
+            "pve://",
+            "pve://root@h",
+            "pve://h/api2/json",
+            "pve://h?x=1",
+            "pve://h#x",
+            "pve://h:0",
+            "pve://h:99999",
+            "qemu:///system",
+            "pve:/h",
+        ] {
+            assert!(PveAddress::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            HostSpec::from_uri("pve://h".into()),
+            HostSpec::Pve("pve://h".into())
+        );
+        assert_eq!(
+            HostSpec::from_uri("Proxmox://h:1".into()),
+            HostSpec::Pve("Proxmox://h:1".into())
+        );
+        assert_eq!(
+            HostSpec::from_uri("qemu:///system".into()),
+            HostSpec::Libvirt("qemu:///system".into())
+        );
+        // Mixed with the others, in order.
+        let f = flags(Some("/d"), &["pve://a", "qemu:///system", "proxmox://b:1"]);
+        assert_eq!(
+            choose_hosts(&f, Path::new("/d"), false, None, None),
+            vec![
+                HostSpec::Sockets("/d".into()),
+                HostSpec::Pve("pve://a".into()),
+                HostSpec::Libvirt("qemu:///system".into()),
+                HostSpec::Pve("proxmox://b:1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pipeline_host_names_a_pve_endpoint_by_uri_or_authority() {
+        let h = HostSpec::Pve("pve://PVE1:8006".into());
+        for yes in [
+            "pve://pve1:8006",
+            "proxmox://pve1",
+            "pve1",
+            "PVE1:8006",
+            "pve://pve1/",
+        ] {
+            assert!(h.is_named_by(yes), "{yes}");
+        }
+        for no in [
+            "pve://pve1:8007",
+            "pve2",
+            "qemu+ssh://pve1/system",
+            "pve://pve1/x",
+            "/pve1",
+        ] {
+            assert!(!h.is_named_by(no), "{no}");
+        }
+        assert!(!HostSpec::Libvirt("qemu+ssh://pve1/system".into()).is_named_by("pve://pve1"));
     }
 
     mod host_strings {

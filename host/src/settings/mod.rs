@@ -12,6 +12,7 @@
 //! | plugin directories | `-PluginDir`, `$VMGUEST_PLUGIN_PATH`, the config's `plugin_dirs`, `~/.config/vmguest/plugins` + `/etc/vmguest/plugins` |
 //! | compiled-plugin cache | `$VMGUEST_PLUGIN_CACHE`, `$XDG_CACHE_HOME/vmguest/plugins` (else `~/.cache/…`) |
 //! | ISO digest cache | `$XDG_CACHE_HOME/vmguest/digests` (else `~/.cache/…`) |
+//! | Proxmox VE API token, CA, pinned fingerprint | `$PVE_API_TOKEN`, `$PVE_CA_FILE`, `$PVE_FINGERPRINT`, then the host's `[pve."HOST:PORT"]` table in the config files |
 //! | state: the media journal, per-VM locks | `$VMGUEST_STATE_DIR`; for root `/var/lib/vmguest`; else `$XDG_STATE_HOME/vmguest` (else `~/.local/state/…`) |
 //!
 //! The XDG base directories come from the `etcetera` crate, which follows the spec: an
@@ -34,13 +35,53 @@ pub const PLUGIN_CACHE_ENV: &str = "VMGUEST_PLUGIN_CACHE";
 pub const STATE_DIR_ENV: &str = "VMGUEST_STATE_DIR";
 pub const SYSTEM_STATE: &str = "/var/lib/vmguest";
 pub const LIBVIRT_URI_ENV: &str = "LIBVIRT_DEFAULT_URI";
+pub const PVE_TOKEN_ENV: &str = "PVE_API_TOKEN";
+pub const PVE_CA_ENV: &str = "PVE_CA_FILE";
+pub const PVE_FINGERPRINT_ENV: &str = "PVE_FINGERPRINT";
 
 mod bases;
 mod hosts;
 
 use bases::Bases;
 use hosts::choose_hosts;
-pub use hosts::{check_computer_name, computer_uri, BadComputerName, HostSpec};
+pub use hosts::{
+    check_computer_name, computer_uri, BadComputerName, BadPveUri, HostSpec, PveAddress,
+    PVE_DEFAULT_PORT,
+};
+
+/// A secret read from the environment: its `Debug` never shows it, so logging the
+/// settings cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// What the environment says for every Proxmox VE host of the run; each wins over the
+/// host's table in the config file, as an explicit setting of this run should.
+#[derive(Clone, Debug, Default)]
+pub struct PveEnv {
+    /// `$PVE_API_TOKEN`: `USER@REALM!TOKENID=SECRET`.
+    pub token: Option<Secret>,
+    /// `$PVE_CA_FILE`: the CA to verify the API's certificate with.
+    pub ca_file: Option<PathBuf>,
+    /// `$PVE_FINGERPRINT`: the SHA-256 of the API's certificate, pinned.
+    pub fingerprint: Option<String>,
+}
 
 /// What the command line may override.
 #[derive(Clone, Debug, Default)]
@@ -80,6 +121,8 @@ pub struct Settings {
     /// The media journal and the per-VM locks (`journal.rs`); `None` without a home
     /// directory, for a user other than root.
     pub state_dir: Option<PathBuf>,
+    /// `$PVE_API_TOKEN`, `$PVE_CA_FILE` and `$PVE_FINGERPRINT`.
+    pub pve: PveEnv,
 }
 
 fn is_root() -> bool {
@@ -156,6 +199,12 @@ impl Settings {
                 }
             }),
             config,
+            pve: PveEnv {
+                token: var(PVE_TOKEN_ENV)
+                    .map(|v| Secret::new(v.to_string_lossy().trim().to_owned())),
+                ca_file: var(PVE_CA_ENV).map(PathBuf::from),
+                fingerprint: var(PVE_FINGERPRINT_ENV).map(|v| v.to_string_lossy().into_owned()),
+            },
         }
     }
 
@@ -202,6 +251,7 @@ impl Settings {
             plugin_cache: None,
             digest_cache: None,
             state_dir: None,
+            pve: PveEnv::default(),
         }
     }
 

@@ -65,7 +65,7 @@ pub const EXEC_OUTPUT_KEEP: usize = 64 * 1024;
 /// between them. Cut as bytes, then read as UTF-8; a character cut in two shows as
 /// U+FFFD. (The plugin host's `CappedOutput` is a wasmtime stream that keeps the start;
 /// this output arrives whole, so only its counting is the same.)
-fn kept_output(pid: i64, stream: &str, data: Vec<u8>) -> String {
+pub(crate) fn kept_output(pid: i64, stream: &str, data: Vec<u8>) -> String {
     if data.len() <= EXEC_OUTPUT_KEEP {
         return String::from_utf8_lossy(&data).into_owned();
     }

@@ -11,6 +11,12 @@ pub enum VmError {
     /// The host knows no VM by that name; the text names the host.
     #[error("{0}")]
     Unknown(String),
+    /// The name fits several VMs of the host (a cluster's VMs share names); the text
+    /// lists them. VM_E_VM_UNKNOWN like [`VmError::Unknown`]: the contract's outcome for
+    /// a name that does not single out a VM. Unlike it, this is not "not here", so a
+    /// search over many hosts reports it instead of looking elsewhere.
+    #[error("{0}")]
+    Ambiguous(String),
     /// The VM is known, but its monitor does not answer: it is not running.
     #[error("{what}")]
     NotRunning {
@@ -41,7 +47,7 @@ impl VmError {
     /// The contract's outcome for this error.
     pub fn hresult(&self) -> HResult {
         match self {
-            VmError::Unknown(_) => HResult::VmUnknown,
+            VmError::Unknown(_) | VmError::Ambiguous(_) => HResult::VmUnknown,
             VmError::NotRunning { .. } => HResult::VmNotRunning,
             VmError::Monitor { .. } | VmError::Host { .. } | VmError::Definition(_) => {
                 HResult::DispException

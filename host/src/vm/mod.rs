@@ -10,6 +10,7 @@ pub(crate) mod channel;
 pub(crate) mod error;
 pub(crate) mod libvirt;
 pub(crate) mod libvirt_error;
+pub(crate) mod pve;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
@@ -169,6 +170,15 @@ impl ExecStatus {
     }
 }
 
+/// Where a VM of a cluster runs, as `Get-VM` shows it: its node and its id there.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Placement {
+    /// The cluster node the VM runs on.
+    pub node: String,
+    /// Its id in the cluster (Proxmox's VMID).
+    pub vmid: u32,
+}
+
 /// The hypervisor side of one VM.
 pub trait VmControl {
     /// QEMU's run state name: "running", "paused", "prelaunch", "shutdown", ...
@@ -197,6 +207,10 @@ pub trait VmControl {
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError>;
     /// Close `drive`'s tray.
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError>;
+    /// Let go of the monitor between media steps: the next call connects again. QEMU's
+    /// QMP socket serves one client at a time, so holding it across the installer's wait
+    /// would starve the hypervisor's own polling (Proxmox's pvestatd).
+    fn release(&mut self) {}
 }
 
 /// The guest side of one VM, through an agent running inside it.
@@ -242,6 +256,10 @@ pub trait Vm: Send + Sync {
     fn control(&self) -> Result<Box<dyn VmControl>, VmError>;
     /// The VM's guest agent; `Ok(None)` when the VM has no agent channel.
     fn agent(&self) -> Result<Option<Box<dyn GuestAgent>>, CallError>;
+    /// Its node and id in a cluster; `None` where the host is not a cluster.
+    fn placement(&self) -> Option<Placement> {
+        None
+    }
 }
 
 #[cfg(test)]

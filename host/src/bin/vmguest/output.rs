@@ -143,7 +143,9 @@ pub fn install_reports(format: OutputFormat, reports: &[InstallReport]) {
 }
 
 pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
-    let headers = [
+    // A Proxmox VE VM's node and VMID, in columns of their own when any VM has them.
+    let placed = vms.iter().any(|v| v.placement.is_some());
+    let mut headers = vec![
         "Name",
         "State",
         "DvdDrives",
@@ -153,6 +155,9 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
         "PendingRestore",
         "ComputerName",
     ];
+    if placed {
+        headers.splice(1..1, ["Node", "VMID"]);
+    }
     emit(format, vms, &headers, |v| {
         let drives: Vec<String> = v
             .dvd_drives
@@ -162,7 +167,7 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
                 None => format!("{}=empty", d.id),
             })
             .collect();
-        vec![
+        let mut row = vec![
             v.name.clone(),
             v.state.clone(),
             drives.join(","),
@@ -188,7 +193,14 @@ pub fn vm_summaries(format: OutputFormat, vms: &[VmSummary]) {
                 })
                 .unwrap_or_default(),
             v.host.clone(),
-        ]
+        ];
+        if placed {
+            let p = v.placement.as_ref();
+            let node = p.map(|p| p.node.clone()).unwrap_or_default();
+            let vmid = p.map(|p| p.vmid.to_string()).unwrap_or_default();
+            row.splice(1..1, [node, vmid]);
+        }
+        row
     });
 }
 

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -10,19 +10,38 @@ use serde::Deserialize;
 use crate::vm::qmp::Qmp;
 use crate::vm::{CallError, DvdDrive, Media, VmControl};
 
+/// A VM's monitor. The connection is let go between media steps ([`VmControl::release`])
+/// and made again by the next call: QEMU serves one QMP client at a time, and on a
+/// Proxmox node pvestatd polls every VM's socket every few seconds.
 pub struct QemuVm {
-    qmp: Qmp,
+    socket: PathBuf,
+    timeout: Duration,
+    qmp: Option<Qmp>,
+    /// An `add-fd` set not yet opened by a drive: QEMU closes such a set's descriptor
+    /// when its last monitor goes, so the connection is kept until the insert.
+    staged: bool,
 }
 
 impl QemuVm {
+    /// Connect now: a socket that does not answer is a VM that is not running.
     pub fn connect(qmp_socket: &Path, timeout: Duration) -> Result<QemuVm, CallError> {
         Ok(QemuVm {
-            qmp: Qmp::connect(qmp_socket, timeout)?,
+            socket: qmp_socket.to_owned(),
+            timeout,
+            qmp: Some(Qmp::connect(qmp_socket, timeout)?),
+            staged: false,
         })
     }
 
-    pub fn qmp(&mut self) -> &mut Qmp {
-        &mut self.qmp
+    /// The connection, made again if it was let go.
+    pub fn qmp(&mut self) -> Result<&mut Qmp, CallError> {
+        match &mut self.qmp {
+            Some(qmp) => Ok(qmp),
+            slot => {
+                tracing::debug!(socket = %self.socket.display(), "QMP: connecting again");
+                Ok(slot.insert(Qmp::connect(&self.socket, self.timeout)?))
+            }
+        }
     }
 }
 
@@ -53,12 +72,12 @@ struct InsertedView {
 
 impl VmControl for QemuVm {
     fn run_state(&mut self) -> Result<String, CallError> {
-        let s: StatusView = self.qmp.execute_as(qapi_qmp::query_status {})?;
+        let s: StatusView = self.qmp()?.execute_as(qapi_qmp::query_status {})?;
         Ok(s.status)
     }
 
     fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError> {
-        let blocks: Vec<BlockView> = self.qmp.execute_as(qapi_qmp::query_block {})?;
+        let blocks: Vec<BlockView> = self.qmp()?.execute_as(qapi_qmp::query_block {})?;
         Ok(blocks
             .into_iter()
             .filter_map(|b| {
@@ -85,7 +104,7 @@ impl VmControl for QemuVm {
             qapi_qmp::BlockdevChangeReadOnlyMode::read_write
         };
         #[allow(deprecated)]
-        self.qmp.execute(qapi_qmp::blockdev_change_medium {
+        self.qmp()?.execute(qapi_qmp::blockdev_change_medium {
             device: None,
             id: Some(drive.to_owned()),
             filename: media.file.clone(),
@@ -93,6 +112,7 @@ impl VmControl for QemuVm {
             force: None,
             read_only_mode: Some(mode),
         })?;
+        self.staged = false;
         Ok(())
     }
 
@@ -100,13 +120,14 @@ impl VmControl for QemuVm {
     /// `/dev/fdset/N`, a duplicate of that descriptor: no path is looked up again. The
     /// set's `opaque` names the ISO for `query-fdsets`.
     fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
-        let info = self.qmp.execute_with_fd(
+        let info = self.qmp()?.execute_with_fd(
             qapi_qmp::add_fd {
                 fdset_id: None,
                 opaque: Some(format!("vmguest: {}", path.display())),
             },
             iso.as_fd(),
         )?;
+        self.staged = true;
         Ok(Media::iso(format!("{FDSET}{}", info.fdset_id)))
     }
 
@@ -114,7 +135,8 @@ impl VmControl for QemuVm {
         let Some(id) = fdset_id(&media.file) else {
             return Ok(());
         };
-        self.qmp.execute(qapi_qmp::remove_fd {
+        self.staged = false;
+        self.qmp()?.execute(qapi_qmp::remove_fd {
             fdset_id: id,
             fd: None,
         })?;
@@ -123,7 +145,7 @@ impl VmControl for QemuVm {
 
     fn eject_media(&mut self, drive: &str) -> Result<(), CallError> {
         #[allow(deprecated)]
-        let result = self.qmp.execute(qapi_qmp::eject {
+        let result = self.qmp()?.execute(qapi_qmp::eject {
             device: None,
             id: Some(drive.to_owned()),
             force: Some(false),
@@ -134,9 +156,15 @@ impl VmControl for QemuVm {
         }
     }
 
+    fn release(&mut self) {
+        if !self.staged && self.qmp.take().is_some() {
+            tracing::debug!(socket = %self.socket.display(), "QMP: let go until the next call");
+        }
+    }
+
     fn close_tray(&mut self, drive: &str) -> Result<(), CallError> {
         #[allow(deprecated)]
-        self.qmp.execute(qapi_qmp::blockdev_close_tray {
+        self.qmp()?.execute(qapi_qmp::blockdev_close_tray {
             device: None,
             id: Some(drive.to_owned()),
         })?;

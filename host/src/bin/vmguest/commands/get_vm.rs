@@ -1,5 +1,6 @@
 //! `Get-VM`: every VM of every host, or the named ones, with state, drives, guest OS
-//! and components.
+//! and components; a Proxmox VE VM also with its node and VMID (`node` and `vmid` in
+//! JSON, `Node` and `VMID` columns in the table).
 
 use clap::Args;
 use vmguest::{Fleet, HResult, Settings};
