@@ -2,6 +2,9 @@
 # Installs what vmguest's demo and tests need on Debian/Ubuntu. Idempotent.
 set -euo pipefail
 packages=(qemu-system-x86 qemu-guest-agent xorriso busybox-static cpio kmod eject util-linux python3 ca-certificates
+  # The Debian 12 test guest (tests/guest/build-debian-guest.sh): its root file system, its ext4
+  # image, and the per-VM copy-on-write overlay (qemu-img).
+  mmdebstrap e2fsprogs qemu-utils
   # libvirt: libvirt-dev for the tests (they drive their daemons with the virt crate), the daemon and clients for the tests,
   # sshd, ssh and nc for the qemu+ssh:// tests.
   libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients

@@ -14,6 +14,13 @@ for ws in plugins tests/plugins; do
 done
 cargo build --workspace
 bash tests/guest/build-guest.sh target/vmguest-guest
+# The Debian 12 guest (systemd, udev, qemu-guest-agent) on the same kernel. mmdebstrap's root
+# mode needs root; cached in target/vmguest-debian-guest like the busybox guest.
+if [ "$(id -u)" = 0 ]; then
+  bash tests/guest/build-debian-guest.sh target/vmguest-debian-guest target/vmguest-guest
+else
+  sudo bash tests/guest/build-debian-guest.sh target/vmguest-debian-guest target/vmguest-guest
+fi
 # Every QEMU the suites start is noted here by pid and start time, and removed when the
 # test reaps it. Only these pids are checked afterwards: never a name pattern, which
 # would match an admin's own VMs.

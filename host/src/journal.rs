@@ -60,6 +60,10 @@ pub struct Entry {
     /// The installer's pid in the guest, with `guest_mount`.
     #[serde(default)]
     pub guest_pid: Option<i64>,
+    /// That guest runs Windows: its installer is ended with taskkill, and `guest_mount`
+    /// is the media's drive letter, which nothing unmounts.
+    #[serde(default)]
+    pub guest_windows: bool,
     /// The vmguest process that recorded the entry.
     pub pid: u32,
     /// When that run started, in seconds since the Unix epoch.
@@ -86,6 +90,7 @@ impl Entry {
             ic_iso: None,
             guest_mount: None,
             guest_pid: None,
+            guest_windows: false,
             pid: std::process::id(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

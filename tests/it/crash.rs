@@ -226,11 +226,13 @@ fn after_kill_9_the_next_run_puts_the_disc_back_and_never_borrows_the_ic_media()
 #[test]
 fn an_agent_killed_mid_install_is_reported_and_the_next_run_restores() {
     let s = Scene::new("agentkill");
-    // The installer kills the agent that started it; the guest's init restarts it.
+    // The installer kills the agent that started it; the guest's init restarts it. It
+    // ends 10 s later: vmguest waits for it through the new agent, and its exit status
+    // is lost with the old one.
     let iso = slow_iso(
         s.vm.dir.path(),
         "VMGUEST-STARTED-AGENT",
-        "kill -9 $(pidof qemu-ga)\n",
+        "kill -9 $(pidof qemu-ga)\nsleep 10\nexit 0\n",
     );
     let running = s.start_slow(&iso, "VMGUEST-STARTED-AGENT");
     let out = running.finish();

@@ -55,6 +55,17 @@ pub enum Fault {
     InstallerHangs,
     /// The VM is paused while the installer runs (the guest keeps its tray locked).
     PausesDuringInstall,
+    /// A new agent instance answers while the installer runs (an upgrade restarted it):
+    /// `guest-exec-status` refuses the old pid as qemu-ga does ("Invalid parameter
+    /// 'pid'", `qga/commands.c`).
+    AgentRestartsDuringInstall,
+    /// The agent stops answering once the installer runs, and never answers again.
+    AgentNeverBack,
+    /// `guest-info` lists `guest-exec` and `guest-exec-status` as disabled
+    /// (`--block-rpcs`).
+    BlocksExec,
+    /// `guest-info` lists the `guest-file-*` calls as disabled.
+    BlocksFiles,
 }
 
 #[derive(Debug)]
@@ -70,6 +81,12 @@ pub struct World {
     pub agent_connections: usize,
     /// Processes vmguest's tree killer was run for.
     pub killed: usize,
+    /// How many more connects find the agent channel silent (an agent not up yet).
+    pub agent_late: usize,
+    /// What the family's version probe (`cat …`) prints; `None`: it fails.
+    pub version: Option<String>,
+    /// The version the installer leaves for the probe.
+    pub installs: Option<String>,
     inserts: usize,
     mounted: bool,
     exits: Vec<ExecStatus>,
@@ -92,6 +109,9 @@ impl World {
             control_connections: 0,
             agent_connections: 0,
             killed: 0,
+            agent_late: 0,
+            version: None,
+            installs: None,
             inserts: 0,
             mounted: false,
             exits: Vec::new(),
@@ -189,6 +209,10 @@ impl Vm for FakeHandle {
             return Ok(None);
         }
         if w.has(Fault::AgentDown) {
+            return Err(CallError::Timeout(std::time::Duration::from_secs(5)));
+        }
+        if w.agent_late > 0 {
+            w.agent_late -= 1;
             return Err(CallError::Timeout(std::time::Duration::from_secs(5)));
         }
         w.agent_connections += 1;
@@ -314,7 +338,23 @@ fn status(code: i64, stderr: &str) -> ExecStatus {
 
 impl GuestAgent for FakeAgent {
     fn os_info(&mut self) -> Result<GuestOsInfo, CallError> {
-        Ok(self.world().os.clone())
+        let w = self.world();
+        if w.has(Fault::AgentNeverBack) && w.called("exec installer") {
+            return Err(CallError::Timeout(std::time::Duration::from_secs(5)));
+        }
+        Ok(w.os.clone())
+    }
+
+    fn disabled_commands(&mut self) -> Result<Option<Vec<String>>, CallError> {
+        let w = self.world();
+        let mut off = Vec::new();
+        if w.has(Fault::BlocksExec) {
+            off.extend(["guest-exec", "guest-exec-status"]);
+        }
+        if w.has(Fault::BlocksFiles) {
+            off.extend(["guest-file-open", "guest-file-read", "guest-file-close"]);
+        }
+        Ok(Some(off.into_iter().map(str::to_owned).collect()))
     }
 
     fn exec(&mut self, path: &str, args: &[String], _env: &[String]) -> Result<i64, CallError> {
@@ -322,16 +362,25 @@ impl GuestAgent for FakeAgent {
         let script = args.get(1).cloned().unwrap_or_default();
         let what = if script.contains("mount -t iso9660") {
             "mount"
-        } else if script.starts_with("umount") {
+        } else if script.contains("umount \"$1\"") {
             "umount"
         } else if script.contains("VMGUEST_IC_MEDIA") {
             "installer"
         } else if script.starts_with("mkdir -p") {
             "record"
+        } else if script.starts_with("cat ") {
+            "probe"
+        } else if script.contains("/proc/$1/stat") {
+            // vmguest asks whether a process its restarted agent lost still runs: the
+            // double's installer has ended.
+            "alive"
         } else {
             "other"
         };
         w.calls.push(format!("exec {what}"));
+        if what == "installer" && w.installs.is_some() {
+            w.version = w.installs.clone();
+        }
         let result = match what {
             "mount" if w.has(Fault::Mount) => status(32, "mount: wrong fs type"),
             "mount" => {
@@ -353,6 +402,14 @@ impl GuestAgent for FakeAgent {
                 running()
             }
             "installer" if w.has(Fault::InstallerHangs) => running(),
+            "alive" => status(1, ""),
+            "probe" => match w.version.clone() {
+                Some(v) => ExecStatus {
+                    stdout: format!("{v}\n"),
+                    ..status(0, "")
+                },
+                None => status(1, "cat: no such file"),
+            },
             "other" => {
                 // vmguest's process-tree killer: what it kills exits with SIGKILL.
                 for s in w.exits.iter_mut().filter(|s| !s.exited) {
@@ -382,6 +439,13 @@ impl GuestAgent for FakeAgent {
             .is_some_and(|c| c == "exec installer");
         if is_installer && w.has(Fault::AgentDiesDuringInstall) {
             return Err(CallError::Closed);
+        }
+        if is_installer && w.has(Fault::AgentNeverBack) {
+            return Err(CallError::Timeout(std::time::Duration::from_secs(5)));
+        }
+        if is_installer && w.has(Fault::AgentRestartsDuringInstall) {
+            // What the socket agent makes of qemu-ga's refusal.
+            return Err(CallError::UnknownProcess(pid));
         }
         w.exits
             .get(pid as usize - 1)

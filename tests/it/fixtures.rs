@@ -87,6 +87,38 @@ pub fn guest_image() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// Kernel, initramfs and root disk image of the Debian 12 guest (systemd, udev, Debian's
+/// qemu-guest-agent), built once by tests/guest/build-debian-guest.sh and cached in
+/// target/vmguest-debian-guest. Its kernel is the busybox guest's, so that is built first.
+pub fn debian_image() -> &'static DebianImage {
+    static IMAGE: OnceLock<DebianImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let (kernel, _) = guest_image();
+        let guest = kernel.parent().expect("the guest's directory");
+        let out = workspace().join("target/vmguest-debian-guest");
+        let script = workspace().join("tests/guest/build-debian-guest.sh");
+        build_once(
+            &out,
+            "bash",
+            &script,
+            &[&out, guest],
+            "building the Debian test guest failed",
+        );
+        DebianImage {
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initrd.img"),
+            root: out.join("root.img"),
+        }
+    })
+}
+
+pub struct DebianImage {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Raw ext4; never written: each VM boots it through a copy-on-write overlay.
+    pub root: PathBuf,
+}
+
 /// Run a build script under a lock in `out`, so parallel test processes build once.
 fn build_once(out: &Path, shell: &str, script: &Path, args: &[&Path], failed: &str) {
     std::fs::create_dir_all(out).unwrap();
@@ -272,6 +304,53 @@ impl OutcomeMedia {
     }
 }
 
+/// What a verified installer writes: the version its `[verify.linux]` reads back.
+pub fn write_version(version: &str) -> String {
+    format!("mkdir -p /opt/vmguest-ic && echo {version} > /opt/vmguest-ic/VERSION\n")
+}
+
+/// An own-format ISO named `NAME` (`FILE`, volume id `VOLID_VERSION`) whose
+/// `[verify.linux]` reads `/opt/vmguest-ic/VERSION`, with `script` as its `install.sh`.
+pub fn verified_iso(dir: &Path, name: &str, file: &str, version: &str, script: &str) -> PathBuf {
+    let src = dir.join(format!("{file}.d"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        format!(
+            "[components]\nfamily = \"vmguest\"\nname = \"{name}\"\nversion = \"{version}\"\n\n\
+             [install.linux]\ncommand = \"sh ./install.sh\"\n\n\
+             [verify.linux]\ncommand = \"cat /opt/vmguest-ic/VERSION\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(src.join("install.sh"), script).unwrap();
+    let volid = format!(
+        "{}_{}",
+        name.to_ascii_uppercase().replace(' ', "_"),
+        version.replace('.', "_")
+    );
+    mkisofs(&src, &dir.join(file), &volid)
+}
+
+/// `Get-VM NAME` of a VM of the socket directory, as JSON, with `env` (the ISO store...).
+pub fn get_vm_json(vm: &TestVm, env: &[(&str, &str)]) -> Value {
+    let out = vmguest_with(
+        &[
+            "Get-VM",
+            &vm.name,
+            "-VMDir",
+            vm.dir.path().to_str().unwrap(),
+            "-OutputFormat",
+            "Json",
+        ],
+        None,
+        env,
+    );
+    let mut r = results(&out);
+    assert_eq!(r.len(), 1, "{}", describe(&out));
+    r.remove(0)
+}
+
 /// A data ISO standing for the user's own media.
 pub fn user_iso(dir: &Path) -> PathBuf {
     let src = dir.join("user.d");
@@ -290,10 +369,22 @@ pub enum Cd {
     PveIde2,
 }
 
+/// Which guest a booted VM runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guest {
+    /// The busybox initramfs with a hand-started qemu-ga: boots in seconds.
+    #[default]
+    Busybox,
+    /// Debian 12 with systemd, udev and qemu-guest-agent as a service.
+    Debian,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Spec {
     /// Boot the test guest (with its agent); otherwise the VM only runs firmware.
     pub boot: bool,
+    /// Which guest `boot` boots.
+    pub guest: Guest,
     pub cd: Cd,
     /// A second, empty CD drive `cd1`.
     pub second_cd: bool,
@@ -324,6 +415,21 @@ impl TestVm {
         vm
     }
 
+    /// The Debian guest, booted, with its agent answering (about 20 s under TCG).
+    pub fn booted_debian(name: &str, cd: Cd) -> TestVm {
+        let vm = Self::start(
+            name,
+            Spec {
+                boot: true,
+                guest: Guest::Debian,
+                cd,
+                ..Default::default()
+            },
+        );
+        vm.agent();
+        vm
+    }
+
     pub fn start_in(dir: TempDir, name: &str, spec: Spec) -> TestVm {
         let d = dir.path();
         let mut cmd = Command::new(qemu());
@@ -335,7 +441,7 @@ impl TestVm {
             "-display",
             "none",
         ])
-        .args(["-m", "256", "-no-reboot"])
+        .arg("-no-reboot")
         .arg("-qmp")
         .arg(format!(
             "unix:{}/{name}.qmp,server=on,wait=off",
@@ -350,10 +456,42 @@ impl TestVm {
         ))
         .arg("-serial")
         .arg(format!("file:{}/{name}.console", d.display()));
-        if spec.boot {
+        if spec.boot && spec.guest == Guest::Debian {
+            let image = debian_image();
+            cmd.arg("-kernel").arg(&image.kernel);
+            cmd.arg("-initrd").arg(&image.initrd);
+            cmd.args([
+                "-append",
+                "console=ttyS0 panic=-1 systemd.unit=multi-user.target",
+            ]);
+            cmd.args(["-m", "512"]);
+            // The cached image stays as built: the VM writes to a qcow2 overlay of its own.
+            let overlay = d.join(format!("{name}-root.qcow2"));
+            let made = Command::new(require("qemu-img", "qemu-utils"))
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&image.root)
+                .arg(&overlay)
+                .output()
+                .expect("running qemu-img");
+            assert!(
+                made.status.success(),
+                "qemu-img create: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            cmd.arg("-drive").arg(format!(
+                "if=none,id=rootdisk,format=qcow2,file={}",
+                overlay.display()
+            ));
+            cmd.args(["-device", "virtio-blk-pci,drive=rootdisk"]);
+        } else if spec.boot {
             let (kernel, initrd) = guest_image();
             cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
             cmd.args(["-append", "console=ttyS0 panic=-1"]);
+            cmd.args(["-m", "256"]);
+        } else {
+            cmd.args(["-m", "256"]);
+        }
+        if spec.boot {
             cmd.arg("-chardev").arg(format!(
                 "socket,path={}/{name}.qga,server=on,wait=off,id=qga0",
                 d.display()
@@ -649,6 +787,9 @@ fn vmguest_command(args: &[&str], env: &[(&str, &str)], config: &Path) -> Comman
         .env("XDG_CACHE_HOME", config.join("cache"))
         // Root's default is /var/lib/vmguest: tests keep their journal to themselves.
         .env("VMGUEST_STATE_DIR", config.join("state"))
+        // Most test VMs have an agent channel with no agent behind it (not booted): one
+        // attempt, as before -AgentWaitSec; the agent tests pass their own.
+        .env("VMGUEST_AGENT_WAIT_SEC", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {

@@ -11,50 +11,27 @@ use crate::fixtures::*;
 /// An own-format ISO whose `[verify.linux]` reads `/opt/vmguest-ic/VERSION`; its installer
 /// counts its runs in `/var/lib/vmguest-runs` and, unless `lies`, writes the version.
 fn versioned_iso(dir: &Path, version: &str, lies: bool) -> PathBuf {
-    let src = dir.join(format!("{version}.d"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("vmguest-ic.toml"),
-        format!(
-            "[components]\nfamily = \"vmguest\"\nname = \"verified tools\"\nversion = \"{version}\"\n\n\
-             [install.linux]\ncommand = \"sh ./install.sh\"\n\n\
-             [verify.linux]\ncommand = \"cat /opt/vmguest-ic/VERSION\"\n"
-        ),
-    )
-    .unwrap();
     let write = if lies {
         String::new()
     } else {
-        format!("mkdir -p /opt/vmguest-ic && echo {version} > /opt/vmguest-ic/VERSION\n")
+        write_version(version)
     };
-    std::fs::write(
-        src.join("install.sh"),
-        format!("echo run >> /var/lib/vmguest-runs\n{write}exit 0\n"),
-    )
-    .unwrap();
-    mkisofs(
-        &src,
-        &dir.join(format!("v{version}.iso")),
-        &format!("VERIFIED_{}", version.replace('.', "_")),
+    let script = format!("echo run >> /var/lib/vmguest-runs\n{write}exit 0\n");
+    verified_iso(
+        dir,
+        "verified tools",
+        &format!("v{version}.iso"),
+        version,
+        &script,
     )
 }
 
 /// `Get-VM`'s version columns, with the store holding the test's ISOs.
 fn status(vm: &TestVm, store: &Path) -> (String, Option<String>, Option<String>) {
-    let out = vmguest_with(
-        &[
-            "Get-VM",
-            &vm.name,
-            "-VMDir",
-            vm.dir.path().to_str().unwrap(),
-            "-OutputFormat",
-            "Json",
-        ],
-        None,
+    let r = [get_vm_json(
+        vm,
         &[("VMGUEST_IC_PATH", store.to_str().unwrap())],
-    );
-    let r = results(&out);
-    assert_eq!(r.len(), 1, "{}", describe(&out));
+    )];
     let s = |k: &str| r[0][k].as_str().map(str::to_owned);
     (
         s("version_status").unwrap(),
@@ -324,13 +301,7 @@ fn windows_versions_from_the_uninstall_entry() {
     let vm = TestVm::start("winver", Spec::default());
     let agent = crate::winagent::WinAgent::start(&vm, 0);
     let dir = tempfile::tempdir().unwrap();
-    let exe = vmguest::iso::fake_exe([0, 1, 266, 0]);
-    let iso = layout_iso(
-        dir.path(),
-        "virtio-win-0.1.266.iso",
-        "virtio-win-0.1.266",
-        &[("virtio-win-guest-tools.exe", &exe)],
-    );
+    let iso = crate::winagent::guest_tools_iso(dir.path());
     let path = iso.to_str().unwrap();
     agent.registers(Some(("Virtio-win-guest-tools", "0.1.266")));
 

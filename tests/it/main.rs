@@ -1,8 +1,10 @@
 //! The whole acceptance suite in one binary. Every VM test runs real QEMU processes.
 
+mod agent_life;
 mod authoring;
 mod cli;
 mod crash;
+mod debian;
 mod fake;
 mod fixtures;
 mod guests;

@@ -36,6 +36,7 @@ impl Case {
         let mut options = InstallOptions {
             iso: Some(self.iso.clone()),
             timeout: Duration::from_secs(30),
+            agent_wait: Duration::ZERO,
             ..Default::default()
         };
         tweak(&mut options);
@@ -678,4 +679,205 @@ fn a_vm_paused_mid_install_is_named_and_fails_fast() {
         started.elapsed()
     );
     assert_eq!(r.media_restored, Some(false));
+}
+
+/// An own-format ISO whose `[verify.linux]` the double answers with `World::version`.
+fn verified_case(world: World) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("vmguest-ic.toml"),
+        "[components]\nfamily = \"vmguest\"\nname = \"verified tools\"\nversion = \"2.0.0\"\n\n\
+         [install.linux]\ncommand = \"sh ./install.sh\"\n\n\
+         [verify.linux]\ncommand = \"cat /opt/vmguest-ic/VERSION\"\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("install.sh"), "true\n").unwrap();
+    let iso = crate::fixtures::mkisofs(&src, &dir.path().join("v.iso"), "VERIFIED_2_0_0");
+    Case {
+        _dir: dir,
+        iso,
+        hv: FakeHv::new(world),
+    }
+}
+
+fn noted(r: &InstallReport, text: &str) -> bool {
+    r.notes.iter().any(|n| n.contains(text))
+}
+
+/// A guest that just booted: its agent channel is there, the agent answers only after a
+/// few attempts. It gets the unattended install, and the note says it was waited for.
+#[test]
+fn an_agent_that_answers_late_is_waited_for() {
+    let mut w = World::new();
+    w.agent_late = 2;
+    let c = case(w);
+    let r = c.install(|o| o.agent_wait = Duration::from_secs(20));
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(r.mode, Some(vmguest::Mode::Agent));
+    assert!(noted(&r, "then it answered"), "{:?}", r.notes);
+    assert!(c.hv.world().called("exec installer"));
+    assert_eq!(c.hv.world().media("dvd0"), None);
+}
+
+/// A channel with no agent behind it: autorun once -AgentWaitSec has passed, not sooner
+/// and not much later.
+#[test]
+fn a_channel_without_an_agent_gets_autorun_after_the_wait() {
+    let c = case(World::new().fault(Fault::AgentDown));
+    let t = std::time::Instant::now();
+    let r = c.install(|o| o.agent_wait = Duration::from_secs(2));
+    let took = t.elapsed();
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(r.mode, Some(vmguest::Mode::Autorun));
+    assert!(noted(&r, "never answered"), "{:?}", r.notes);
+    assert!(noted(&r, "falling back to autorun"), "{:?}", r.notes);
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(c.hv.world().media("dvd0"), Some(c.ic()));
+}
+
+/// `guest-exec` switched off (`--block-rpcs`): refused by name, with how to allow it,
+/// before the media moved; -NoWait still inserts for autorun.
+#[test]
+fn an_agent_with_exec_switched_off_is_refused_before_anything_changes() {
+    let c = case(with_user_disc().fault(Fault::BlocksExec));
+    let r = c.install(replace);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    for text in [
+        "guest-exec, guest-exec-status",
+        "block-rpcs",
+        "qemu-ga.conf",
+        "-NoWait",
+    ] {
+        assert!(r.message.contains(text), "{text}: {}", r.message);
+    }
+    assert!(!c.hv.world().called("eject") && !c.hv.world().called("insert"));
+    assert_eq!(c.hv.world().media("dvd0").as_deref(), Some(USER_DISC));
+
+    let c = case(World::new().fault(Fault::BlocksExec));
+    let r = c.install(|o| o.no_wait = true);
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert_eq!(r.mode, Some(vmguest::Mode::Autorun));
+}
+
+/// Only the file calls switched off: the message names exactly those, and what they
+/// are for.
+#[test]
+fn an_agent_with_the_file_calls_switched_off_names_them() {
+    let c = case(World::new().fault(Fault::BlocksFiles));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message
+            .contains("guest-file-open, guest-file-read, guest-file-close switched off"),
+        "{}",
+        r.message
+    );
+    assert!(!r.message.contains("guest-exec"), "{}", r.message);
+    assert!(!c.hv.world().called("insert"));
+}
+
+/// The agent restarted under the installer (a new instance refuses the old pid), and
+/// the media's version reads back: S_OK with a note, and the drive empty again.
+#[test]
+fn an_agent_restarted_mid_install_is_a_success_when_the_version_verifies() {
+    let mut w = World::new().fault(Fault::AgentRestartsDuringInstall);
+    w.installs = Some("2.0.0".into());
+    let c = verified_case(w);
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::SOk, "{}", r.message);
+    assert!(
+        noted(&r, "the guest agent restarted during the install"),
+        "{:?}",
+        r.notes
+    );
+    let w = c.hv.world();
+    assert!(w.called("exec umount"), "{:?}", w.calls);
+    assert_eq!(w.media("dvd0"), None);
+}
+
+/// The same restart, but nothing tells the outcome: never a false S_OK.
+#[test]
+fn an_agent_restarted_mid_install_without_verification_is_an_unknown_outcome() {
+    // The probe reads nothing.
+    let c = verified_case(World::new().fault(Fault::AgentRestartsDuringInstall));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message.contains("the outcome is unknown"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains("tells no installed version"),
+        "{}",
+        r.message
+    );
+    assert_eq!(c.hv.world().media("dvd0"), None, "clean-up ran");
+
+    // The probe reads the old version.
+    let mut w = World::new().fault(Fault::AgentRestartsDuringInstall);
+    w.installs = Some("1.9.0".into());
+    let c = verified_case(w);
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message.contains("still runs verified tools 1.9.0"),
+        "{}",
+        r.message
+    );
+
+    // -Force over the version the guest already ran: reading it back proves nothing.
+    let mut w = World::new().fault(Fault::AgentRestartsDuringInstall);
+    w.version = Some("2.0.0".into());
+    let c = verified_case(w);
+    let r = c.install(|o| o.force = true);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message.contains("before the install too"),
+        "{}",
+        r.message
+    );
+
+    // No version check at all.
+    let c = case(World::new().fault(Fault::AgentRestartsDuringInstall));
+    let r = c.install(|_| {});
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(
+        r.message.contains("the outcome is unknown"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("no version check"), "{}", r.message);
+}
+
+/// The agent stops answering under the installer and never comes back within
+/// -TimeoutSec: the guest is asked nothing more, and the journal keeps the entry for the
+/// next run (the guest still holds the media).
+#[test]
+fn an_agent_that_never_comes_back_leaves_clean_up_to_the_journal() {
+    let c = case(
+        with_user_disc()
+            .fault(Fault::AgentNeverBack)
+            .fault(Fault::LocksTrayOnInstall),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = Settings::isolated("/nonexistent");
+    settings.state_dir = Some(state.path().to_owned());
+    let options = InstallOptions {
+        iso: Some(c.iso.clone()),
+        replace_media: true,
+        timeout: Duration::from_secs(2),
+        agent_wait: Duration::ZERO,
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let r = vmguest::operation::install(&c.hv, &settings, VM, &options, &Silent);
+    assert_eq!(r.result, HResult::DispException, "{}", r.message);
+    assert!(r.message.contains("did not answer again"), "{}", r.message);
+    assert!(noted(&r, "not unmounting in the guest"), "{:?}", r.notes);
+    assert!(r.journal_pending, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }

@@ -850,6 +850,158 @@ fn pve_tokens_privileges_and_tls() {
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
 }
 
+// --- calls per run ----------------------------------------------------------------------
+
+/// The emulation's request lines from `from` on, counted by `METHOD PATH`.
+fn calls_since(emu: &Emulation, from: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counted = std::collections::BTreeMap::new();
+    for line in emu.requests().into_iter().skip(from) {
+        *counted.entry(line).or_insert(0) += 1;
+    }
+    counted
+}
+
+fn count(calls: &std::collections::BTreeMap<String, usize>, line: &str) -> usize {
+    calls.get(line).copied().unwrap_or(0)
+}
+
+/// Three firmware-only VMs on node pve1 (VMIDs 400..), an empty `ide2` each, and one
+/// ISO storage; no agent, so an install leaves the media for autorun.
+fn three_vms() -> Vec<PveVm> {
+    ["one", "two", "three"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| PveVm::start(PveVmSpec::new(400 + i as u32, name, "pve1")))
+        .collect()
+}
+
+fn emulation_of(vms: &[PveVm], full: &Token) -> Emulation {
+    Emulation::start(EmuSpec {
+        vms: vms.iter().map(PveVm::entry).collect(),
+        tokens: vec![full.clone()],
+        storages: vec![local_storage()],
+    })
+}
+
+/// Get-VM lists the cluster once and reads each VM's status and configuration once.
+#[test]
+fn pve_get_vm_reads_each_thing_once() {
+    let vms = three_vms();
+    let full = Token::full("vmguest@pve!ci");
+    let emu = emulation_of(&vms, &full);
+    let s = Session::new(&emu, &full);
+    let (rows, out) = s.run(&["Get-VM"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(rows.len(), 3, "{}", describe(&out));
+    assert!(rows.iter().all(|r| r["state"] == "running"), "{rows:?}");
+    let calls = calls_since(&emu, 0);
+    assert_eq!(
+        count(&calls, "GET /api2/json/cluster/resources"),
+        1,
+        "{calls:#?}"
+    );
+    for vm in &vms {
+        for tail in ["status/current", "config"] {
+            let line = format!("GET /api2/json/nodes/pve1/qemu/{}/{tail}", vm.spec.vmid);
+            assert_eq!(count(&calls, &line), 1, "{line}: {calls:#?}");
+        }
+    }
+}
+
+/// A cold parallel install of three VMs of one node in one process uploads the ISO once;
+/// every VM gets that one volume.
+#[test]
+fn pve_parallel_install_uploads_once() {
+    let isos = tempfile::tempdir().unwrap();
+    // Padding, so that one upload (the node checks its digest, then copies it) takes
+    // long enough for every worker to reach the storage while it runs.
+    let src = isos.path().join("ic.iso.d");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("padding.bin"), vec![0x5a_u8; 24 << 20]).unwrap();
+    let good = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+    let digest = sha256_hex(&good);
+    let vms = three_vms();
+    let full = Token::full("vmguest@pve!ci");
+    let emu = emulation_of(&vms, &full);
+    let s = Session::new(&emu, &full);
+    let (rows, out) = s.run(&[
+        "Install-IntegrationComponents",
+        "-VMName",
+        "one,two,three",
+        "-Path",
+        good.to_str().unwrap(),
+        "-NoWait",
+    ]);
+    assert_eq!(rows.len(), 3, "{}", describe(&out));
+    for r in &rows {
+        assert_eq!(r["result"], "S_OK", "{}", describe(&out));
+    }
+    assert_eq!(uploads(&emu), 1, "{:#?}", calls_since(&emu, 0));
+    let name = format!("vmguest-ic-{digest}.iso");
+    let file = emu.iso_dir("local", "pve1").join(&name);
+    for vm in &vms {
+        assert_eq!(
+            vm.media_file().as_deref(),
+            file.to_str(),
+            "VM {}",
+            vm.spec.vmid
+        );
+        assert_eq!(
+            ide2_config(&emu, &full, "pve1", vm.spec.vmid),
+            Some(format!("local:iso/{name},media=cdrom")),
+            "VM {}",
+            vm.spec.vmid
+        );
+    }
+}
+
+/// The calls of one `-NoWait` install with the ISO already on the storage: the VM list,
+/// the cluster's name, the node's ISO storage and its content once; the status before
+/// and after the change, the configuration for the drives and again for the write's
+/// digest, `info block` for the drives and again right before the write, the write.
+#[test]
+fn pve_install_makes_each_call_once() {
+    let isos = tempfile::tempdir().unwrap();
+    let good = ic_iso(isos.path(), "ic.iso", "1.0.0", &good_installer("1.0.0"));
+    let digest = sha256_hex(&good);
+    let vms = three_vms();
+    let full = Token::full("vmguest@pve!ci");
+    let emu = emulation_of(&vms, &full);
+    let c = emu.client(Some(&full));
+    let up = c.upload(
+        "pve1",
+        "local",
+        &good,
+        &format!("vmguest-ic-{digest}.iso"),
+        Some(&digest),
+    );
+    assert_eq!(c.wait_task("pve1", up.data().as_str().unwrap()), "OK");
+    let s = Session::new(&emu, &full);
+    let from = emu.requests().len();
+    let (r, out) = s.install("two", &["-Path", good.to_str().unwrap(), "-NoWait"]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    let calls = calls_since(&emu, from);
+    let vm = "/api2/json/nodes/pve1/qemu/401";
+    let want: std::collections::BTreeMap<String, usize> = [
+        ("GET /api2/json/cluster/resources".to_owned(), 1),
+        ("GET /api2/json/cluster/status".to_owned(), 1),
+        ("GET /api2/json/nodes/pve1/storage".to_owned(), 1),
+        (
+            "GET /api2/json/nodes/pve1/storage/local/content".to_owned(),
+            1,
+        ),
+        (format!("GET {vm}/status/current"), 2),
+        (format!("GET {vm}/config"), 2),
+        (format!("POST {vm}/monitor"), 2),
+        (format!("PUT {vm}/config"), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(calls, want, "{}", describe(&out));
+    assert_eq!(calls.values().sum::<usize>(), 11);
+    assert_eq!(uploads(&emu), 1, "the earlier upload was reused");
+}
+
 /// Opt-in, against a real Proxmox VE cluster: runs only when `VMGUEST_PVE_LIVE_URI`
 /// (`pve://HOST[:PORT]`) and `PVE_API_TOKEN` are set (`PVE_CA_FILE` or
 /// `PVE_FINGERPRINT` as the cluster needs); `VMGUEST_PVE_LIVE_VM` names a VM for a

@@ -3,11 +3,14 @@
 //! and unmounted again; the installer's pid is journaled, so that a later run can end it.
 
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{find_media, sh, wait, Check, GuestInstaller, InstallerCall, Look, MediaNotFound};
+use super::{
+    find_media, restarted, sh, wait, Backoff, Check, GuestInstaller, InstallerCall, Look,
+    MediaNotFound,
+};
 use super::{Verdict, KILL_TREE, MOUNT_POINT};
 use crate::iso::{Recipe, PVD_OFFSET, SECTOR};
 use crate::progress::Progress;
@@ -32,6 +35,15 @@ fn look_for_device(agent: &mut dyn GuestAgent, pvd: &[u8], seen: &mut String) ->
     Ok(None)
 }
 
+/// How long a mount of freshly inserted media is retried.
+const MOUNT_RETRY: Duration = Duration::from_secs(10);
+
+/// Let udev finish with the media change first, where there is udev: systemd unmounts a
+/// mount made on a device it has not yet seen plugged (seen on Debian 12 within 0.3 s of
+/// the mount), and the installer then finds no files.
+const MOUNT: &str = "command -v udevadm >/dev/null 2>&1 && udevadm settle --timeout=10; \
+                     mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"";
+
 /// Mount `dev` read-only, or reuse the guest's own mount of it. The first mount right
 /// after insertion fails with EINVAL on Linux, so retry.
 pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow::Result<String> {
@@ -39,17 +51,15 @@ pub fn mount(agent: &mut dyn GuestAgent, dev: &str, check: Check<'_>) -> anyhow:
         return Ok(existing);
     }
     let mut last = ExecStatus::default();
-    for _ in 0..20 {
+    let give_up = Instant::now() + MOUNT_RETRY;
+    let mut pause = Backoff::new(Duration::from_millis(500));
+    while Instant::now() < give_up {
         check()?;
-        last = sh(
-            agent,
-            "mkdir -p \"$1\" && mount -t iso9660 -o ro \"$2\" \"$1\"",
-            &[MOUNT_POINT, dev],
-        )?;
+        last = sh(agent, MOUNT, &[MOUNT_POINT, dev])?;
         if last.succeeded() {
             return Ok(MOUNT_POINT.to_owned());
         }
-        sleep(Duration::from_millis(500));
+        pause.sleep();
     }
     bail!(
         "cannot mount {dev} in the guest: {}",
@@ -97,14 +107,48 @@ pub fn run_installer(
         .exec("/bin/sh", &["-c".to_owned(), script], &env)
         .context("starting the installer in the guest")?;
     started(pid);
-    wait(
+    let deadline = Instant::now() + timeout;
+    let waited = wait(
         agent,
         pid,
         timeout,
         &mut |elapsed| progress.waiting(vm, "installer", elapsed, timeout),
         check,
-    )
-    .context("waiting for the installer")
+    );
+    if let Err(e) = &waited {
+        if restarted(e).is_some() {
+            // The new agent cannot wait on it, but the guest's /proc can: the installer
+            // may go on after restarting the agent (a package upgrade does).
+            outlive(agent, pid, deadline, check)?;
+        }
+    }
+    waited.context("waiting for the installer")
+}
+
+/// Exit 0 while process `$1` runs (a zombie has ended).
+const STILL_RUNS: &str = r#"s=$(cat "/proc/$1/stat" 2>/dev/null) || exit 1
+s=${s##*) }
+[ "${s%% *}" != Z ]"#;
+
+/// Wait, without its agent, until process `pid` has ended; past `deadline` end its tree.
+fn outlive(
+    agent: &mut dyn GuestAgent,
+    pid: i64,
+    deadline: Instant,
+    check: Check<'_>,
+) -> anyhow::Result<()> {
+    let arg = pid.to_string();
+    loop {
+        check()?;
+        if !sh(agent, STILL_RUNS, &[&arg])?.succeeded() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = sh(agent, KILL_TREE, &[&arg]);
+            bail!("the installer (process {pid}) still ran at the time limit after the guest agent restarted, killed");
+        }
+        sleep(Duration::from_secs(1));
+    }
 }
 
 /// Make the guest let go of media an earlier, interrupted run left: end its installer
@@ -124,20 +168,35 @@ pub fn release(
     }
 }
 
+/// Unmount, then unlock the drive's tray. udev locks the tray of every drive with media
+/// (`60-cdrom_id.rules`, `cdrom_id --lock-media`), which turns vmguest's eject into a
+/// request the guest only answers at its next media poll (2 s on Debian); unlocking it
+/// after our own mount is gone is what udev does when its eject button is pressed.
+/// Guests without util-linux `eject` (or with busybox's) skip the unlock.
+const UNMOUNT: &str = "d=; while read -r dev dir rest; do [ \"$dir\" = \"$1\" ] && d=$dev; \
+                       done < /proc/mounts; umount \"$1\" || exit; [ -n \"$d\" ] && \
+                       eject -i off \"$d\" >/dev/null 2>&1; exit 0";
+
+/// How long an unmount is retried: the kernel may still hold the device for a moment.
+const UNMOUNT_RETRY: Duration = Duration::from_millis(1500);
+
 /// Unmount, retrying briefly: the kernel may still hold the device for a moment.
 pub fn unmount(agent: &mut dyn GuestAgent, mount_point: &str) -> anyhow::Result<()> {
-    let mut last = ExecStatus::default();
-    for _ in 0..3 {
-        last = sh(agent, "umount \"$1\"", &[mount_point])?;
+    let give_up = Instant::now() + UNMOUNT_RETRY;
+    let mut pause = Backoff::new(Duration::from_millis(500));
+    loop {
+        let last = sh(agent, UNMOUNT, &[mount_point])?;
         if last.succeeded() {
             return Ok(());
         }
-        sleep(Duration::from_millis(500));
+        if Instant::now() >= give_up {
+            bail!(
+                "the guest keeps {mount_point} mounted: {}",
+                last.stderr.trim().lines().last().unwrap_or("umount failed")
+            )
+        }
+        pause.sleep();
     }
-    bail!(
-        "the guest keeps {mount_point} mounted: {}",
-        last.stderr.trim().lines().last().unwrap_or("umount failed")
-    )
 }
 
 /// The Linux guest's [`GuestInstaller`].

@@ -95,9 +95,32 @@ pub const MOUNT_POINT: &str = "/run/vmguest-ic";
 /// What vmguest records in the guest after a successful install.
 pub const INSTALLED_RECORD: &str = "/var/lib/vmguest/integration-components.toml";
 
+/// The longest pause between two looks at a guest process or for the media.
 const POLL: Duration = Duration::from_millis(250);
-/// How often [`find_media`] looks again.
-const MEDIA_POLL: Duration = Duration::from_millis(500);
+
+/// Pauses between looks that start tight and double up to a cap: a guest step that ends
+/// in 20 ms (a mount, the media becoming readable ~180 ms after the insert) is seen
+/// then, not a whole interval later, and a long one costs at most one call per `cap`.
+/// Polling a guest agent tighter than that slows some guests (Debian's qemu-ga logs
+/// every call to the journal).
+pub(crate) struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(cap: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(10).min(cap),
+            cap,
+        }
+    }
+
+    pub(crate) fn sleep(&mut self) {
+        sleep(self.next);
+        self.next = (self.next * 2).min(self.cap);
+    }
+}
 /// Small helper commands (mkdir, mount, umount) must finish within this.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -139,6 +162,7 @@ fn find_media(
     look: &mut dyn FnMut(&mut dyn GuestAgent, &mut String) -> Look,
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + missing.within;
+    let mut pause = Backoff::new(POLL);
     loop {
         check()?;
         if let Some(place) = look(agent, &mut missing.seen)? {
@@ -147,7 +171,7 @@ fn find_media(
         if Instant::now() >= deadline {
             return Err(missing.into());
         }
-        sleep(MEDIA_POLL);
+        pause.sleep();
     }
 }
 
@@ -155,7 +179,9 @@ fn find_media(
 pub fn read_version(agent: &mut dyn GuestAgent, probe: &Probe) -> anyhow::Result<Option<String>> {
     match probe {
         Probe::Shell(command) => installed_version(agent, command),
-        Probe::Cmd(_) | Probe::Uninstall(_) => windows::installed_version(agent, probe),
+        Probe::Cmd(_) | Probe::Uninstall(_) | Probe::UninstallKey { .. } => {
+            windows::installed_version(agent, probe)
+        }
     }
 }
 
@@ -223,18 +249,17 @@ fn poll(
     check: Check<'_>,
 ) -> anyhow::Result<Option<ExecStatus>> {
     let start = Instant::now();
+    let mut pause = Backoff::new(POLL);
     loop {
         check()?;
-        let status = agent.exec_status(pid).map_err(|e| {
-            let why = match &e {
-                // Another agent answers: the one that started the process is gone.
-                CallError::Qapi { .. } => {
-                    format!("the guest agent no longer knows process {pid} (it was restarted)")
-                }
-                _ => format!("the guest agent stopped answering while process {pid} ran"),
-            };
-            anyhow::Error::new(e).context(why)
-        })?;
+        let status = match agent.exec_status(pid) {
+            Ok(status) => status,
+            Err(e) if lost(&e) => come_back(agent, pid, e, start + timeout, check)?,
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("guest-exec-status of process {pid} failed")))
+            }
+        };
         if status.exited {
             return Ok(Some(status));
         }
@@ -243,8 +268,74 @@ fn poll(
             return Ok(None);
         }
         tick(elapsed);
-        sleep(POLL);
+        pause.sleep();
     }
+}
+
+/// How long one wait for a lost agent lasts before `check` is asked again.
+const COME_BACK_SLICE: Duration = Duration::from_secs(5);
+
+/// Did the agent that runs the process go away: it stopped answering, or a new
+/// instance answers that does not know the process?
+fn lost(e: &CallError) -> bool {
+    matches!(e, CallError::UnknownProcess(_)) || e.agent_not_up() || e.is_disconnect()
+}
+
+/// The agent went away while process `pid` ran (`first` says how). Wait until
+/// `deadline` for it to answer again: the same agent, merely slow, still knows the
+/// process and its status is returned; a new instance does not ([`AgentRestarted`]).
+/// An agent that never comes back is the error, with `first` as its cause.
+fn come_back(
+    agent: &mut dyn GuestAgent,
+    pid: i64,
+    first: CallError,
+    deadline: Instant,
+    check: Check<'_>,
+) -> anyhow::Result<ExecStatus> {
+    if matches!(first, CallError::UnknownProcess(_)) {
+        return Err(AgentRestarted { pid }.into());
+    }
+    tracing::info!(
+        pid,
+        "the guest agent stopped answering ({first}); waiting for it"
+    );
+    let mut last = first;
+    loop {
+        check()?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(anyhow::Error::new(last).context(format!(
+                "the guest agent stopped answering while process {pid} ran, \
+                 and did not answer again within the install's time limit"
+            )));
+        }
+        match agent.resync(left.min(COME_BACK_SLICE)) {
+            Ok(()) => {}
+            Err(e) if lost(&e) => {
+                // A closed connection fails at once: do not spin on it.
+                last = e;
+                sleep(POLL);
+                continue;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("syncing with the guest agent")),
+        }
+        return match agent.exec_status(pid) {
+            Ok(status) => Ok(status),
+            Err(CallError::UnknownProcess(_)) => Err(AgentRestarted { pid }.into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "the guest agent answers again, but not about process {pid}"
+            ))),
+        };
+    }
+}
+
+/// The guest agent was restarted (upgraded, or its service restarted) while process
+/// `pid` ran: the new instance answers, but the process's exit status is lost with the
+/// old one. Only what the process left behind can tell how it went.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest agent restarted while process {pid} ran, so its exit status is lost")]
+pub struct AgentRestarted {
+    pub pid: i64,
 }
 
 /// Wait for a guest process; past `timeout`, or when `check` says stop, kill it and
@@ -280,8 +371,9 @@ fn wait_on(
             "guest process {pid} still running after {}s, killed",
             timeout.as_secs()
         ),
-        // The agent itself is gone: nobody is left to kill with.
-        Err(e) if agent_gone(&e) => return Err(e),
+        // The agent itself is gone: nobody is left to kill with. Restarted, it is back,
+        // and the process may still run: the caller decides.
+        Err(e) if agent_gone(&e) || restarted(&e).is_some() => return Err(e),
         Err(e) => e.context(format!("guest process {pid} was killed")),
     };
     // The agent has no kill: ask the guest's own tools, or the children keep the media
@@ -308,6 +400,13 @@ pub fn agent_gone(e: &anyhow::Error) -> bool {
             .is_some_and(|c| matches!(c, CallError::Timeout(_)) || c.is_disconnect())
             || c.downcast_ref::<VmStopped>().is_some()
     })
+}
+
+/// The pid whose agent restarted, if `e` says so ([`AgentRestarted`]).
+pub fn restarted(e: &anyhow::Error) -> Option<i64> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<AgentRestarted>())
+        .map(|r| r.pid)
 }
 
 /// The VM stopped running under the guest step (paused, shut down, gone).

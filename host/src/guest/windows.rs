@@ -93,7 +93,9 @@ pub fn argv(letter: &str, command: &str, custom: bool) -> anyhow::Result<(String
     Ok((format!("{letter}{program}"), words.collect()))
 }
 
-/// Start the installer and wait for it.
+/// Start the installer and wait for it. `started` learns its pid in the guest before the
+/// wait begins, so that a run killed meanwhile can be finished by the next one
+/// ([`release`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_installer(
     agent: &mut dyn GuestAgent,
@@ -104,6 +106,7 @@ pub fn run_installer(
     vm: &str,
     progress: &dyn Progress,
     check: Check<'_>,
+    started: &mut dyn FnMut(i64),
 ) -> anyhow::Result<(String, ExecStatus)> {
     let (path, args) = argv(letter, command, custom)?;
     let shown = std::iter::once(path.as_str())
@@ -113,6 +116,7 @@ pub fn run_installer(
     let pid = agent
         .exec(&path, &args, &[])
         .with_context(|| format!("starting {shown} in the guest"))?;
+    started(pid);
     let status = wait_on(
         Os::Windows,
         agent,
@@ -127,7 +131,16 @@ pub fn run_installer(
 
 const CMD: &str = "C:\\Windows\\System32\\cmd.exe";
 const REG: &str = "C:\\Windows\\System32\\reg.exe";
-const UNINSTALL: &str = "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall";
+const TASKKILL: &str = "C:\\Windows\\System32\\taskkill.exe";
+/// The uninstall entries, in the native view and in the 32-bit view of a 64-bit Windows
+/// (`Wow6432Node`), where 32-bit installers (NSIS, many MSI) write theirs. qemu-ga as
+/// virtio-win ships it is a 64-bit process, so System32's reg.exe reads the native view
+/// and names the 32-bit one by its path; a 32-bit Windows has no `Wow6432Node`, and
+/// reg.exe exits 1 for it as for any missing key.
+const UNINSTALL_VIEWS: [&str; 2] = [
+    "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall",
+    "HKLM\\SOFTWARE\\WOW6432Node\\Microsoft\\Windows\\CurrentVersion\\Uninstall",
+];
 /// reg.exe and cmd.exe answer in well under this.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -144,10 +157,12 @@ fn run(agent: &mut dyn GuestAgent, program: &str, args: &[&str]) -> anyhow::Resu
     )
 }
 
-/// The installed version in a Windows guest. An uninstall entry is found by its exact
-/// `DisplayName` (`reg query … /s /f NAME /d /e`, whose output names the key on a line
-/// of its own), then its `DisplayVersion` is read (`reg query KEY /v DisplayVersion`:
-/// `    DisplayVersion    REG_SZ    0.1.266`). reg.exe exits 1 when nothing matches.
+/// The installed version in a Windows guest, from the uninstall entries of both
+/// registry views (native first). An entry is found by its exact `DisplayName`
+/// (`reg query … /s /f NAME /d /e`, whose output names the key on a line of its own),
+/// or by its key name; then its `DisplayVersion` is read (`reg query KEY /v
+/// DisplayVersion`: `    DisplayVersion    REG_SZ    0.1.266`). reg.exe exits 1 when
+/// nothing matches or the key does not exist.
 pub fn installed_version(
     agent: &mut dyn GuestAgent,
     probe: &Probe,
@@ -159,33 +174,84 @@ pub fn installed_version(
             Ok(first.filter(|_| st.succeeded()).map(str::to_owned))
         }
         Probe::Uninstall(name) => {
-            let st = run(
-                agent,
-                REG,
-                &["query", UNINSTALL, "/s", "/f", name, "/d", "/e"],
-            )?;
-            let key = st
-                .stdout
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("HKEY_"))
-                .filter(|_| st.succeeded());
-            let Some(key) = key else {
-                return Ok(None);
-            };
-            let st = run(agent, REG, &["query", key, "/v", "DisplayVersion"])?;
-            Ok(st
-                .stdout
-                .lines()
-                .find_map(|l| {
-                    let mut words = l.split_whitespace();
-                    (words.next() == Some("DisplayVersion") && words.next()?.starts_with("REG_"))
-                        .then(|| words.collect::<Vec<_>>().join(" "))
-                })
-                .filter(|v| !v.is_empty() && st.succeeded()))
+            for view in UNINSTALL_VIEWS {
+                let st = run(agent, REG, &["query", view, "/s", "/f", name, "/d", "/e"])?;
+                let key = st
+                    .stdout
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("HKEY_"))
+                    .filter(|_| st.succeeded());
+                if let Some(key) = key {
+                    return display_version(agent, key);
+                }
+            }
+            Ok(None)
+        }
+        Probe::UninstallKey { key, revision } => {
+            for view in UNINSTALL_VIEWS {
+                if let Some(v) = display_version(agent, &format!("{view}\\{key}"))? {
+                    return Ok(Some(if *revision { without_revision(&v) } else { v }));
+                }
+            }
+            Ok(None)
         }
         Probe::Shell(_) => Ok(None),
     }
+}
+
+/// The `DisplayVersion` value of one uninstall key, `None` where it has none.
+fn display_version(agent: &mut dyn GuestAgent, key: &str) -> anyhow::Result<Option<String>> {
+    let st = run(agent, REG, &["query", key, "/v", "DisplayVersion"])?;
+    Ok(st
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("DisplayVersion") && words.next()?.starts_with("REG_"))
+                .then(|| words.collect::<Vec<_>>().join(" "))
+        })
+        .filter(|v| !v.is_empty() && st.succeeded()))
+}
+
+/// `7.0.12.159484` → `7.0.12`: a fourth, source-revision part is left off, as the
+/// media's version (VirtualBox's `VBOX_VERSION_STRING`) does not name it, and version
+/// order would read a revision suffix (`7.0.12r159484`) as a pre-release; anything else
+/// as it is.
+fn without_revision(version: &str) -> String {
+    let parts: Vec<&str> = version.split('.').collect();
+    let numeric = parts
+        .iter()
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    match parts.as_slice() {
+        [a, b, c, _revision] if numeric => format!("{a}.{b}.{c}"),
+        _ => version.to_owned(),
+    }
+}
+
+/// `taskkill /T /F /PID PID`: end a process and the processes it started, at once.
+pub fn kill_tree_argv(pid: i64) -> Vec<String> {
+    ["/T", "/F", "/PID"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain(std::iter::once(pid.to_string()))
+        .collect()
+}
+
+/// Make a Windows guest let go of media an earlier, interrupted run left: end its
+/// installer and everything that installer started. Windows does not lock the tray for
+/// a mounted CD, so there is nothing to unmount; an installer still running would only
+/// fail on its missing media, or keep going on a disc that is no longer there.
+pub fn release(agent: &mut dyn GuestAgent, installer: Option<i64>) -> anyhow::Result<()> {
+    let Some(pid) = installer else {
+        return Ok(());
+    };
+    let args = kill_tree_argv(pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let st = run(agent, TASKKILL, &args)?;
+    // 128: "The process … not found": it already ended.
+    tracing::debug!(pid, exit = ?st.exit_code, "ended an earlier run's installer");
+    Ok(())
 }
 
 /// What a Windows installer's exit code means, by Windows Installer (MSI) and WiX Burn
@@ -222,8 +288,8 @@ pub fn exit_meaning(code: Option<i64>) -> Exit {
 }
 
 /// The Windows guest's [`GuestInstaller`]. Windows does not lock the tray for a mounted
-/// CD, so there is nothing to unmount, and no guest process is journaled (the recovery
-/// ends Linux processes).
+/// CD, so there is nothing to unmount; the installer's pid is journaled, and a later
+/// run ends it with taskkill ([`release`]).
 pub struct Windows;
 
 impl GuestInstaller for Windows {
@@ -255,7 +321,7 @@ impl GuestInstaller for Windows {
         place: &str,
         call: &InstallerCall<'_>,
         check: Check<'_>,
-        _started: &mut dyn FnMut(i64),
+        started: &mut dyn FnMut(i64),
     ) -> anyhow::Result<(String, ExecStatus)> {
         run_installer(
             agent,
@@ -266,6 +332,7 @@ impl GuestInstaller for Windows {
             call.vm,
             call.progress,
             check,
+            started,
         )
     }
 
@@ -322,5 +389,13 @@ mod tests {
         assert!(matches!(exit_meaning(Some(1602)), Exit::Failed(m) if m.contains("cancelled")));
         assert!(matches!(exit_meaning(Some(1603)), Exit::Failed(m) if m.contains("fatal error")));
         assert!(matches!(exit_meaning(Some(5)), Exit::Failed(m) if m == "5"));
+    }
+
+    #[test]
+    fn a_revision_is_left_off() {
+        assert_eq!(without_revision("7.0.12.159484"), "7.0.12");
+        assert_eq!(without_revision("7.0.12"), "7.0.12");
+        assert_eq!(without_revision("7.0.12.beta"), "7.0.12.beta");
+        assert_eq!(kill_tree_argv(4242), vec!["/T", "/F", "/PID", "4242"]);
     }
 }

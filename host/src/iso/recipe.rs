@@ -40,6 +40,12 @@ pub enum Probe {
     Cmd(String),
     /// The `DisplayVersion` of the Windows uninstall entry with this `DisplayName`.
     Uninstall(String),
+    /// The `DisplayVersion` of the Windows uninstall entry under this key name, for
+    /// installers whose `DisplayName` carries the version (NSIS names the key after the
+    /// product). With `revision`, a fourth part of `DisplayVersion` is a source revision
+    /// that the media's version does not name, and is left off (`7.0.12.159484` →
+    /// `7.0.12`).
+    UninstallKey { key: String, revision: bool },
 }
 
 impl std::fmt::Display for Probe {
@@ -47,9 +53,16 @@ impl std::fmt::Display for Probe {
         match self {
             Probe::Shell(c) | Probe::Cmd(c) => write!(f, "`{c}`"),
             Probe::Uninstall(name) => write!(f, "the uninstall entry {name:?}"),
+            Probe::UninstallKey { key, .. } => write!(f, "the uninstall key {key:?}"),
         }
     }
 }
+
+/// The uninstall key VirtualBox's Windows Guest Additions installer writes:
+/// `PRODUCT_UNINST_KEY`, `Software\Microsoft\Windows\CurrentVersion\Uninstall\${PRODUCT_NAME}`
+/// with `PRODUCT_NAME` "$%VBOX_PRODUCT% Guest Additions" (VirtualBox's
+/// `src/VBox/Additions/WINNT/Installer/VBoxGuestAdditions.nsi`).
+pub const VBOX_UNINSTALL_KEY: &str = "Oracle VM VirtualBox Guest Additions";
 
 /// VMware Tools' Linux installer: unpack the tarball into a fresh directory and run it
 /// from there; the directory is removed when the shell exits, whatever the outcome.
@@ -89,17 +102,25 @@ impl Recipe {
             _ => None,
         };
         // The uninstall entries the families' Windows installers register: the WiX
-        // bundle "Virtio-win-guest-tools", and VMware Tools' MSI "VMware Tools".
+        // bundle "Virtio-win-guest-tools", and VMware Tools' MSI "VMware Tools", by their
+        // DisplayName. VirtualBox's NSIS installer (`VBoxGuestAdditions.nsi`) writes its
+        // entry under `Uninstall\${PRODUCT_NAME}`, "Oracle VM VirtualBox Guest Additions",
+        // with DisplayName "$(^Name)" (the product and its version) and DisplayVersion
+        // MAJOR.MINOR.BUILD.SVN_REV: found by its key, the revision left off.
         let verify_windows = match family {
-            Family::VirtioWin => Some("Virtio-win-guest-tools"),
-            Family::VmwareTools => Some("VMware Tools"),
+            Family::VirtioWin => Some(Probe::Uninstall("Virtio-win-guest-tools".into())),
+            Family::VmwareTools => Some(Probe::Uninstall("VMware Tools".into())),
+            Family::Virtualbox => Some(Probe::UninstallKey {
+                key: VBOX_UNINSTALL_KEY.into(),
+                revision: true,
+            }),
             _ => None,
         };
         Recipe {
             linux: linux.map(str::to_owned),
             windows: windows.map(str::to_owned),
             verify_linux: verify_linux.map(str::to_owned),
-            verify_windows: verify_windows.map(|n| Probe::Uninstall(n.to_owned())),
+            verify_windows,
         }
     }
 

@@ -47,7 +47,8 @@ impl Version {
             return None;
         }
         let tag = rest.trim_start_matches(['-', '_', '~', '.', '+']);
-        let pre = (!tag.is_empty() && !rest.starts_with('+')).then(|| split_parts(tag));
+        let pre = (!tag.is_empty() && !rest.starts_with('+') && !is_revision(rest))
+            .then(|| split_parts(tag));
         Some(Version {
             numbers,
             pre,
@@ -62,6 +63,13 @@ impl Version {
     pub fn is_prerelease(&self) -> bool {
         self.pre.is_some()
     }
+}
+
+/// VirtualBox's build revision, `7.0.12r159484` as `VBoxControl --version` prints it:
+/// build metadata like semver's `+...`, not a pre-release (`1.0rc1` stays one).
+fn is_revision(rest: &str) -> bool {
+    rest.strip_prefix('r')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn split_parts(tag: &str) -> Vec<Part> {
@@ -126,6 +134,16 @@ mod tests {
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_virtualbox_build_revision_is_not_a_pre_release() {
+        let running = v("7.0.12r159484");
+        assert!(!running.is_prerelease());
+        assert!(running >= v("7.0.12"), "the guest runs the media's version");
+        assert!(running < v("7.0.14"));
+        assert!(v("1.0rc1").is_prerelease());
+        assert!(v("1.0r").is_prerelease());
     }
 
     #[test]

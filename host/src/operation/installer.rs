@@ -78,6 +78,8 @@ impl Operation<'_> {
         iso: &IcIso,
     ) -> Option<Delivery> {
         let cancel = self.options.cancel.clone();
+        // Asked before every look at the guest: an agent call to a paused guest would
+        // hang for a whole call timeout.
         let mut check = || -> anyhow::Result<()> {
             cancel.check()?;
             let state = vm.run_state();
@@ -124,12 +126,14 @@ impl Operation<'_> {
     ) -> Outcome<Delivery> {
         let command = self.installer_command(iso, os)?;
         let t = Instant::now();
+        let windows = self.guest_is_windows();
         let (journal, entry) = (self.journal.clone(), &mut self.journaled);
         let mut started = |pid: i64| {
             // So that a run killed from here on can still be finished by the next one.
             if let (Some(journal), Some(entry)) = (&journal, entry.as_mut()) {
                 entry.guest_mount = Some(place.to_owned());
                 entry.guest_pid = Some(pid);
+                entry.guest_windows = windows;
                 if let Err(e) = journal.record(entry) {
                     tracing::warn!("journal: {}", chain(&e));
                 }
@@ -142,9 +146,21 @@ impl Operation<'_> {
             vm: &self.vm,
             progress: self.progress,
         };
-        let (shown, status) = os
-            .run(agent, place, &call, check, &mut started)
-            .inspect_err(|e| self.agent_gone |= guest::agent_gone(e))?;
+        let (shown, status) = match os.run(agent, place, &call, check, &mut started) {
+            Ok(run) => run,
+            Err(e) => match guest::restarted(&e) {
+                // The exit status went with the old agent: the version decides.
+                Some(pid) => {
+                    tracing::info!(vm = %self.vm, pid, "the guest agent restarted during the install");
+                    self.agent_restarted = true;
+                    return Ok(Delivery::ByAgent);
+                }
+                None => {
+                    self.agent_gone |= guest::agent_gone(&e);
+                    return Err(e.into());
+                }
+            },
+        };
         self.state.installer = Some(InstallerRun {
             command: shown,
             exit_code: status.exit_code,
@@ -166,9 +182,14 @@ impl Operation<'_> {
                 ))
             }
         }
-        if !os.writes_install_record() {
-            return Ok(Delivery::ByAgent);
+        if os.writes_install_record() {
+            self.record_install(agent, iso);
         }
+        Ok(Delivery::ByAgent)
+    }
+
+    /// Remember in the guest what was installed; a failure is a note.
+    pub(super) fn record_install(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) {
         if let Some(components) = self.state.components.clone() {
             let record = InstalledComponents {
                 components,
@@ -182,6 +203,5 @@ impl Operation<'_> {
                 self.note(format!("could not record the installed version: {e:#}"));
             }
         }
-        Ok(Delivery::ByAgent)
     }
 }

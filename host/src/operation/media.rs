@@ -31,7 +31,9 @@ impl Operation<'_> {
         iso: &IcIso,
     ) -> Option<Mounted> {
         let ic = self.run(Step::StageIso, |_| {
-            vm.stage_iso(&iso.file, &iso.path)
+            // The digest the operation waited for before mounting: ready, not hashed again.
+            let sha256 = iso.sha256.wait()?;
+            vm.stage_iso(&iso.file, &iso.path, &sha256)
                 .with_context(|| format!("handing {} to the hypervisor", iso.path.display()))
                 .or_hresult(HResult::DispException)
         })?;
@@ -202,7 +204,7 @@ pub(super) fn eject_retrying(
     loop {
         match vm.eject_media(drive) {
             Err(CallError::TrayLocked(_)) if retry && Instant::now() < give_up => {
-                std::thread::sleep(Duration::from_millis(300))
+                std::thread::sleep(Duration::from_millis(50))
             }
             other => return other,
         }

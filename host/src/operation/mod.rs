@@ -16,6 +16,11 @@
 //!   → eject-ic → [restore-media] → [verify-version] → [restart-guest]
 //! ```
 //!
+//! `connect-agent` waits up to `-AgentWaitSec` for an agent whose channel is there but
+//! silent, and refuses an agent with the calls the install needs switched off
+//! (`agent_calls.rs`). An agent restarted under the installer leaves the outcome to
+//! `verify-version` (`versions.rs`).
+//!
 //! Across the agent's long wait no monitor connection is held ([`VmControl::release`]):
 //! the hypervisor's own tools may need it meanwhile, and the next media step connects
 //! again.
@@ -42,6 +47,7 @@
 //! The operation never panics to its caller: a panic inside it becomes
 //! DISP_E_EXCEPTION, like any other unexpected error.
 
+mod agent_calls;
 mod connect;
 mod drive;
 mod hooks;
@@ -58,7 +64,7 @@ mod state;
 mod step;
 mod versions;
 
-pub use options::InstallOptions;
+pub use options::{InstallOptions, DEFAULT_AGENT_WAIT};
 pub use recovery::repair_target;
 pub use resolve::Target;
 pub use seal::{panic_text, panicked};
@@ -133,6 +139,9 @@ struct Operation<'a> {
     journaled: Option<journal::Entry>,
     /// The guest agent stopped answering, or the VM stopped: ask the guest nothing more.
     agent_gone: bool,
+    /// The guest agent restarted while the installer ran: its exit status is lost, and
+    /// only the installed version can tell the outcome.
+    agent_restarted: bool,
     /// What the operation decided and learnt: the steps read it from here, and the
     /// report gets it once, when it is sealed.
     state: State,
@@ -155,6 +164,7 @@ impl<'a> Operation<'a> {
             location: String::new(),
             journaled: None,
             agent_gone: false,
+            agent_restarted: false,
             state: State::default(),
         }
     }
@@ -189,7 +199,7 @@ impl Operation<'_> {
         // Locating the ISO (plugins, a cold hash) and the agent's first sync can take a
         // while: no monitor is held across them.
         vm.release();
-        let agent = self.run(Step::ConnectAgent, |op| Ok(op.connect_agent(vm_handle)))?;
+        let agent = self.run(Step::ConnectAgent, |op| op.connect_agent(vm_handle))?;
         let iso = self.run(Step::LocateIso, |op| op.locate_iso())?;
         let mut agent = self.agent_for_media(agent, &iso);
         let verifies = self.verify_command(&iso).is_some() && iso.version.is_some();
@@ -229,6 +239,7 @@ impl Operation<'_> {
         }
         self.unmount(vm, mounted, delivery.is_some())?;
         delivery?;
+        let verifies = verifies || self.agent_restarted;
         if let Some(a) = agent.as_deref_mut().filter(|_| verifies) {
             self.run(Step::VerifyVersion, |op| op.verify_version(a, &iso))?;
         }

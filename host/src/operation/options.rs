@@ -7,6 +7,10 @@ use std::time::Duration;
 use crate::cancel::Cancel;
 use crate::plugin::PluginSet;
 
+/// `-AgentWaitSec`'s default: an agent that starts 25 s after boot is caught, and a VM
+/// whose channel has no agent behind it still ends within about a minute and a half.
+pub const DEFAULT_AGENT_WAIT: Duration = Duration::from_secs(60);
+
 /// Parameters of one install.
 #[derive(Clone, Debug)]
 pub struct InstallOptions {
@@ -32,6 +36,10 @@ pub struct InstallOptions {
     /// Reboot the guest through its agent when the installer asks for it, and wait for
     /// the agent to come back (`-Restart`); without it the guest is never rebooted.
     pub restart: bool,
+    /// How long a guest agent whose channel is there may take to answer at all
+    /// (`-AgentWaitSec`): a guest that just booted starts its agent late. Past it, the
+    /// media goes in for the guest's autorun.
+    pub agent_wait: Duration,
 }
 
 impl Default for InstallOptions {
@@ -47,6 +55,7 @@ impl Default for InstallOptions {
             install_command: None,
             force: false,
             restart: false,
+            agent_wait: DEFAULT_AGENT_WAIT,
         }
     }
 }

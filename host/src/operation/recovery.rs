@@ -165,14 +165,21 @@ impl Operation<'_> {
     /// its media. Without an agent the eject still tries; the guest decides.
     fn release_guest(&mut self, vm_handle: &dyn Vm, entry: &journal::Entry, mount: &str) {
         let released = match vm_handle.agent() {
+            Ok(Some(mut agent)) if entry.guest_windows => {
+                guest::windows::release(agent.as_mut(), entry.guest_pid)
+            }
             Ok(Some(mut agent)) => guest::release(agent.as_mut(), entry.guest_pid, mount),
             Ok(None) => return,
             Err(e) => Err(anyhow::Error::new(e)),
         };
+        let pid = entry.guest_pid.map_or("unknown".into(), |p| p.to_string());
         match released {
+            // Windows keeps no mount to undo: the drive letter goes with the media.
+            Ok(()) if entry.guest_windows => self.note(format!(
+                "ended the earlier run's installer (guest pid {pid}, taskkill) on {mount}"
+            )),
             Ok(()) => self.note(format!(
-                "ended the earlier run's installer (guest pid {}) and unmounted {mount}",
-                entry.guest_pid.map_or("unknown".into(), |p| p.to_string())
+                "ended the earlier run's installer (guest pid {pid}) and unmounted {mount}"
             )),
             Err(e) => self.note(format!("could not release the media in the guest: {e:#}")),
         }

@@ -40,6 +40,9 @@ impl Operation<'_> {
         agent: &mut dyn GuestAgent,
         iso: &IcIso,
     ) -> Outcome<()> {
+        if self.agent_restarted {
+            return self.verify_after_restart(agent, iso);
+        }
         let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
             return Ok(());
         };
@@ -63,6 +66,58 @@ impl Operation<'_> {
                 ));
                 Ok(())
             }
+        }
+    }
+
+    /// The agent restarted during the install, so the installer's exit status is lost:
+    /// only the media's version, read back, makes it a success. Anything less is an
+    /// unknown outcome, never a success.
+    fn verify_after_restart(&mut self, agent: &mut dyn GuestAgent, iso: &IcIso) -> Outcome<()> {
+        const LOST: &str = "the outcome is unknown: the guest agent restarted during the \
+            install, so the installer's exit status is lost";
+        let unknown =
+            |why: String| Failure::msg(HResult::DispException, format!("{LOST}, and {why}"));
+        let (Some(probe), Some(want)) = (self.verify_command(iso), iso.version.clone()) else {
+            return Err(unknown(match self.options.install_command {
+                Some(_) => "-InstallCommand's result cannot be verified".to_owned(),
+                None => format!(
+                    "{} has no version check for this guest to verify it",
+                    iso.name
+                ),
+            }));
+        };
+        // -Force over the same version: reading it back proves nothing.
+        if let Some(b) = self.state.versions.before.as_deref() {
+            if guest::same_version(b, &want) {
+                return Err(unknown(format!(
+                    "the guest ran {} {b} before the install too, so its version cannot tell",
+                    iso.name
+                )));
+            }
+        }
+        let after = guest::read_version(agent, &probe)
+            .map_err(|e| unknown(format!("the installed version cannot be read: {e:#}")))?;
+        self.state.versions.after = after.clone();
+        match after {
+            Some(v) if guest::same_version(&v, &want) => {
+                self.state.versions.verified = Some(true);
+                self.note(format!(
+                    "the guest agent restarted during the install; verified: the guest runs {} {v}",
+                    iso.name
+                ));
+                if !self.guest_is_windows() {
+                    self.record_install(agent, iso);
+                }
+                Ok(())
+            }
+            Some(v) => {
+                self.state.versions.verified = Some(false);
+                Err(unknown(format!(
+                    "the guest still runs {} {v} (expected {want})",
+                    iso.name
+                )))
+            }
+            None => Err(unknown(format!("{probe} tells no installed version"))),
         }
     }
 

@@ -79,6 +79,19 @@ pub(crate) fn kept_output(pid: i64, stream: &str, data: Vec<u8>) -> String {
     )
 }
 
+/// qemu-ga answers `guest-exec-status` for a pid it did not start (it was restarted
+/// since) with a GenericError whose text is the only sign ("Invalid parameter 'pid'",
+/// `QERR_INVALID_PARAMETER` in `qga/commands.c`; libvirt passes it on inside its own
+/// message); this is the one place that reads it.
+fn unknown_pid(e: CallError, pid: i64) -> CallError {
+    match e {
+        CallError::Qapi { desc, .. } if desc.contains("Invalid parameter 'pid'") => {
+            CallError::UnknownProcess(pid)
+        }
+        other => other,
+    }
+}
+
 /// Largest chunk asked of the agent at once (its replies are base64 in one JSON line).
 const READ_CHUNK: usize = 48 * 1024;
 
@@ -107,7 +120,10 @@ impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
     }
 
     fn exec_status(&mut self, pid: i64) -> Result<ExecStatus, CallError> {
-        let s = self.qga.execute(qapi_qga::guest_exec_status { pid })?;
+        let s = self
+            .qga
+            .execute(qapi_qga::guest_exec_status { pid })
+            .map_err(|e| unknown_pid(e, pid))?;
         Ok(ExecStatus {
             exited: s.exited,
             exit_code: s.exitcode,
@@ -150,6 +166,21 @@ impl<T: AgentTransport> GuestAgent for QemuAgent<T> {
                 fs_type: f.type_,
             })
             .collect())
+    }
+
+    fn disabled_commands(&mut self) -> Result<Option<Vec<String>>, CallError> {
+        let info = self.qga.execute(qapi_qga::guest_info {})?;
+        Ok(Some(
+            info.supported_commands
+                .into_iter()
+                .filter(|c| !c.enabled)
+                .map(|c| c.name)
+                .collect(),
+        ))
+    }
+
+    fn resync(&mut self, within: Duration) -> Result<(), CallError> {
+        self.qga.resync(within)
     }
 
     fn reboot(&mut self) -> Result<(), CallError> {

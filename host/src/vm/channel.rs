@@ -62,9 +62,23 @@ pub enum CallError {
     /// libvirt refused or failed; its message, code and domain are kept.
     #[error("libvirt: {0}")]
     Libvirt(#[from] LibvirtError),
+    /// The guest agent knows no process of this pid: the agent that started it is gone
+    /// (restarted, upgraded) and a new instance answers.
+    #[error("the guest agent knows no process {0} (the agent that started it was restarted)")]
+    UnknownProcess(i64),
 }
 
 impl CallError {
+    /// True when an agent channel is there but no agent answers on it (yet): the socket's
+    /// sync times out, or libvirt calls the agent unresponsive. Worth asking again.
+    pub fn agent_not_up(&self) -> bool {
+        match self {
+            CallError::Timeout(_) => true,
+            CallError::Libvirt(e) => e.code() == Code::AgentUnresponsive,
+            _ => false,
+        }
+    }
+
     /// True when the connection is gone (the peer left, or vmguest hung up on a peer that
     /// flooded it) rather than the peer merely refusing.
     pub fn is_disconnect(&self) -> bool {

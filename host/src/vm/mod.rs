@@ -188,9 +188,11 @@ pub trait VmControl {
     /// Put `media` into `drive`, which is empty.
     fn insert_media(&mut self, drive: &str, media: &Media) -> Result<(), CallError>;
     /// Hand the hypervisor the IC ISO that vmguest opened and checked, and return the
-    /// media to insert: that very file, whatever happens to `path` afterwards. The
-    /// default, for hypervisors that only take paths, checks that `path` still names it.
-    fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
+    /// media to insert: that very file, whatever happens to `path` afterwards. `sha256`
+    /// is the digest the operation verified (lower-case hex), for hypervisors that copy
+    /// the file and check the copy. The default, for hypervisors that only take paths,
+    /// checks that `path` still names it.
+    fn stage_iso(&mut self, iso: &File, path: &Path, _sha256: &str) -> Result<Media, CallError> {
         same_file(iso, path)?;
         Ok(Media::iso(path.display().to_string()))
     }
@@ -230,6 +232,28 @@ pub trait GuestAgent {
     /// Ask the guest to reboot (`guest-shutdown` mode `reboot`). The agent sends no
     /// answer on success; it goes away and comes back with the guest.
     fn reboot(&mut self) -> Result<(), CallError>;
+    /// The commands the agent has switched off (`guest-info`'s `enabled: false`, from
+    /// its `block-rpcs`/`allow-rpcs`); `None` where this transport cannot tell.
+    fn disabled_commands(&mut self) -> Result<Option<Vec<String>>, CallError> {
+        Ok(None)
+    }
+    /// Wait up to `within` for an agent that stopped answering (or was restarted) to
+    /// answer again, in step with this client.
+    fn resync(&mut self, within: Duration) -> Result<(), CallError> {
+        let give_up = std::time::Instant::now() + within;
+        loop {
+            match self.os_info() {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if (e.agent_not_up() || e.is_disconnect())
+                        && std::time::Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Where VMs are found by name: a socket directory (`qemu/`), a libvirt host

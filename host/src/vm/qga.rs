@@ -50,13 +50,20 @@ impl Qga {
         let mut qga = Qga {
             ch: Channel::connect(path, timeout, AGENT_REPLY_MAX)?,
         };
-        let give_up = Instant::now() + ready_within;
+        qga.sync_within(ready_within)?;
+        Ok(qga)
+    }
+
+    /// Sync, repeating attempts until `within`: an agent that is (re)starting in the
+    /// guest answers nothing until it runs.
+    fn sync_within(&mut self, within: Duration) -> Result<(), CallError> {
+        let give_up = Instant::now() + within;
         loop {
             let attempt = (Instant::now() + SYNC_ATTEMPT).min(give_up);
-            match qga.sync(attempt) {
-                Ok(()) => return Ok(qga),
+            match self.sync(attempt) {
+                Ok(()) => return Ok(()),
                 Err(CallError::Timeout(_)) if Instant::now() < give_up => continue,
-                Err(CallError::Timeout(_)) => return Err(CallError::Timeout(ready_within)),
+                Err(CallError::Timeout(_)) => return Err(CallError::Timeout(within)),
                 Err(e) => return Err(e),
             }
         }
@@ -85,6 +92,20 @@ pub trait AgentTransport {
     fn execute<C: Command>(&mut self, cmd: C) -> Result<C::Ok, CallError>;
     /// For the commands that answer nothing on success (`guest-shutdown`).
     fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError>;
+    /// Get in step again with an agent that stopped answering or was restarted, within
+    /// `within`. Transports that sync on every command (libvirt) only need it to answer.
+    fn resync(&mut self, within: Duration) -> Result<(), CallError> {
+        let give_up = Instant::now() + within;
+        loop {
+            match self.execute(qapi_qga::guest_ping {}) {
+                Ok(_) => return Ok(()),
+                Err(e) if (e.agent_not_up() || e.is_disconnect()) && Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl AgentTransport for Qga {
@@ -98,6 +119,11 @@ impl AgentTransport for Qga {
 
     fn send_only<C: Command>(&mut self, cmd: C) -> Result<(), CallError> {
         self.ch.send(cmd)
+    }
+
+    /// A restarted agent may first answer what was sent while it was down: sync past it.
+    fn resync(&mut self, within: Duration) -> Result<(), CallError> {
+        self.sync_within(within)
     }
 }
 

@@ -18,7 +18,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::client::ApiError;
-use super::{api, call_error, drives, Target};
+use super::{call_error, drives, Target};
 use crate::vm::{CallError, ExecStatus, FsInfo, GuestAgent, GuestOsInfo};
 
 /// `file-read`'s largest `count` (`$MAX_READ_SIZE`, 16 MiB).
@@ -29,7 +29,7 @@ const WRITE_MAX_B64: usize = 60 * 1024;
 
 /// The agent of `t`, once it answers; `None` when it is off or never starts.
 pub(super) fn connect(t: Arc<Target>) -> Result<Option<Box<dyn GuestAgent>>, CallError> {
-    let config = api::vm_config(&t.client, &t.node, t.vmid).map_err(call_error)?;
+    let config = t.config()?;
     if !drives::agent_enabled(&config) {
         return Ok(None);
     }

@@ -26,15 +26,17 @@ enum Holds {
 
 pub(super) struct PveControl {
     t: Arc<Target>,
+    /// The status read that found the VM running, for the first `run_state` (asked
+    /// right after it); later ones read again.
+    status: Option<api::RunStatus>,
 }
 
 impl PveControl {
-    pub(super) fn new(t: Arc<Target>) -> PveControl {
-        PveControl { t }
-    }
-
-    fn config(&self) -> Result<Map<String, Value>, CallError> {
-        api::vm_config(&self.t.client, &self.t.node, self.t.vmid).map_err(call_error)
+    pub(super) fn new(t: Arc<Target>, status: api::RunStatus) -> PveControl {
+        PveControl {
+            t,
+            status: Some(status),
+        }
     }
 
     /// The monitor's `info block` (needs Sys.Audit on the VM), else the agent's
@@ -68,7 +70,8 @@ impl PveControl {
     /// on the configuration and the guest does not hold the drive.
     fn change(&mut self, drive: &str, value: &str) -> Result<(), CallError> {
         let t = self.t.clone();
-        let config = self.config()?;
+        // Read afresh: its digest guards the write, its lock and drives decide it.
+        let config = t.config_for_write()?;
         if let Some(lock) = config.get("lock") {
             let lock = one_line(lock.as_str().unwrap_or(&lock.to_string()), 100);
             return Err(CallError::Qapi {
@@ -106,6 +109,7 @@ impl PveControl {
         }
         let digest = config.get("digest").and_then(Value::as_str);
         tracing::debug!(drive, vmid = t.vmid, node = %t.node, "PUT config");
+        self.status = None;
         api::set_config(
             &t.client,
             &t.node,
@@ -121,12 +125,15 @@ impl PveControl {
 
 impl VmControl for PveControl {
     fn run_state(&mut self) -> Result<String, CallError> {
+        if let Some(s) = self.status.take() {
+            return Ok(s.run_state());
+        }
         let s = api::run_status(&self.t.client, &self.t.node, self.t.vmid).map_err(call_error)?;
         Ok(s.run_state())
     }
 
     fn dvd_drives(&mut self) -> Result<Vec<DvdDrive>, CallError> {
-        let config = self.config()?;
+        let config = self.t.config()?;
         let entries = drives::cd_entries(&config);
         let held = match self.holds(&config, &entries) {
             Holds::Known(held) => held,
@@ -151,8 +158,8 @@ impl VmControl for PveControl {
         self.change(drive, &value)
     }
 
-    fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
-        storage::stage(&self.t, iso, path)
+    fn stage_iso(&mut self, iso: &File, path: &Path, sha256: &str) -> Result<Media, CallError> {
+        storage::stage(&self.t, iso, path, sha256)
     }
 
     /// Occupied media is borrowed only when vmguest can tell whether the guest holds
@@ -161,7 +168,7 @@ impl VmControl for PveControl {
         if drive.media.as_ref().is_none_or(|m| m.exact.is_none()) {
             return drive.media.is_none();
         }
-        let Ok(config) = self.config() else {
+        let Ok(config) = self.t.config() else {
             return false;
         };
         let entries = drives::cd_entries(&config);

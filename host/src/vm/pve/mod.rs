@@ -9,7 +9,8 @@
 //! Files: `client.rs` HTTPS and the token, `tls.rs` certificate checks, `token.rs` the
 //! token, `api.rs` the typed endpoints, `drives.rs` the CD/DVD entries and tray state,
 //! `control.rs` the run state and media changes, `storage.rs` the IC ISO on an ISO
-//! storage, `agent.rs` the guest agent through the API.
+//! storage, `agent.rs` the guest agent through the API, `cache.rs` what one run learns
+//! of the cluster (asked once, shared by the worker threads).
 //!
 //! A VM is named by its Proxmox `name` or its VMID (digits; a VMID wins over a VM named
 //! by those digits). A name that several VMs of the cluster share is refused, listing
@@ -17,6 +18,7 @@
 
 mod agent;
 mod api;
+mod cache;
 mod client;
 mod control;
 mod drives;
@@ -25,10 +27,12 @@ mod tls;
 mod token;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
+use cache::{lock, RunCache};
 use client::{ApiError, Client};
+use serde_json::{Map, Value};
 use tls::Fingerprint;
 use token::ApiToken;
 
@@ -36,6 +40,9 @@ use super::{CallError, GuestAgent, Hypervisor, Placement, Timeouts, Vm, VmContro
 
 /// How long a configuration change's task may run.
 const CONFIG_TASK: Duration = Duration::from_secs(120);
+
+/// How long a configuration read may serve a second reader (see [`Target::config`]).
+const CONFIG_REUSE: Duration = Duration::from_secs(10);
 
 /// Where the API is: `HOST:PORT` as in a URL (`[::1]` bracketed), and the URI's
 /// authority as written, which names the host in messages and journal keys.
@@ -102,7 +109,7 @@ pub struct PveHost {
     options: Arc<PveOptions>,
     timeouts: Timeouts,
     client: OnceLock<Result<Arc<Client>, Arc<SetupError>>>,
-    cluster: OnceLock<String>,
+    run: Arc<RunCache>,
 }
 
 impl PveHost {
@@ -120,7 +127,7 @@ impl PveHost {
             options: Arc::new(options),
             timeouts,
             client: OnceLock::new(),
-            cluster: OnceLock::new(),
+            run: Arc::default(),
         }
     }
 
@@ -167,9 +174,11 @@ impl PveHost {
         }
     }
 
-    /// The cluster's name (or the node's, without a cluster), asked once.
+    /// The cluster's name (or the node's, without a cluster), asked once per run: the
+    /// workers that come meanwhile wait for that one answer; a failure is not kept.
     fn cluster(&self, client: &Client) -> Result<String, VmError> {
-        if let Some(name) = self.cluster.get() {
+        let mut held = lock(&self.run.cluster);
+        if let Some(name) = &*held {
             return Ok(name.clone());
         }
         let name = match api::cluster_name(client) {
@@ -185,7 +194,42 @@ impl PveHost {
             }
             Err(e) => return Err(self.host_error("reading the cluster's name", e)),
         };
-        Ok(self.cluster.get_or_init(|| name).clone())
+        *held = Some(name.clone());
+        Ok(name)
+    }
+
+    /// The cluster's QEMU VMs, listed once per run (workers that come meanwhile wait
+    /// for that listing); a failure is not kept.
+    fn inventory(&self, client: &Client) -> Result<Arc<Vec<api::Resource>>, VmError> {
+        let mut held = lock(&self.run.inventory);
+        if let Some(vms) = &*held {
+            return Ok(vms.clone());
+        }
+        self.list_into(client, &mut held)
+    }
+
+    /// The VMs listed again, for a name `seen` did not know (a VM created during the
+    /// run); a listing another worker made since `seen` is used as it is.
+    fn refreshed(
+        &self,
+        client: &Client,
+        seen: &Arc<Vec<api::Resource>>,
+    ) -> Result<Arc<Vec<api::Resource>>, VmError> {
+        let mut held = lock(&self.run.inventory);
+        match &*held {
+            Some(now) if !Arc::ptr_eq(now, seen) => Ok(now.clone()),
+            _ => self.list_into(client, &mut held),
+        }
+    }
+
+    fn list_into(
+        &self,
+        client: &Client,
+        held: &mut Option<Arc<Vec<api::Resource>>>,
+    ) -> Result<Arc<Vec<api::Resource>>, VmError> {
+        let vms = Arc::new(api::qemu_vms(client).map_err(|e| self.host_error("listing VMs", e))?);
+        *held = Some(vms.clone());
+        Ok(vms)
     }
 
     /// The journal key's host part: the authority, in lower case, so `PVE1` and `pve1`
@@ -246,7 +290,7 @@ impl Hypervisor for PveHost {
     /// another VM (so every name listed opens).
     fn names(&self) -> Result<Vec<String>, VmError> {
         let client = self.client()?;
-        let vms = api::qemu_vms(&client).map_err(|e| self.host_error("listing VMs", e))?;
+        let vms = self.inventory(&client)?;
         let mut names: Vec<String> = vms
             .iter()
             .map(|r| match &r.name {
@@ -268,7 +312,10 @@ impl Hypervisor for PveHost {
     /// and the endpoint as the admin named it keeps another host from claiming it.
     fn open(&self, name: &str) -> Result<Box<dyn Vm>, VmError> {
         let client = self.client()?;
-        let vms = api::qemu_vms(&client).map_err(|e| self.host_error("listing VMs", e))?;
+        let mut vms = self.inventory(&client)?;
+        if matches!(resolve(&vms, name), Err(Resolve::None)) {
+            vms = self.refreshed(&client, &vms)?;
+        }
         let found = match resolve(&vms, name) {
             Ok(found) => found.clone(),
             Err(Resolve::None) => {
@@ -299,6 +346,8 @@ impl Hypervisor for PveHost {
                 vmid: found.vmid,
                 options: self.options.clone(),
                 timeouts: self.timeouts,
+                run: self.run.clone(),
+                config_read: Mutex::new(None),
             }),
         }))
     }
@@ -311,11 +360,42 @@ pub(crate) struct Target {
     vmid: u32,
     options: Arc<PveOptions>,
     timeouts: Timeouts,
+    run: Arc<RunCache>,
+    /// The last configuration read, while a second reader may still use it.
+    config_read: Mutex<Option<(Instant, Map<String, Value>)>>,
 }
 
 impl Target {
     fn path(&self, tail: &str) -> String {
         format!("{}{tail}", api::vm_path(&self.node, self.vmid))
+    }
+
+    /// The configuration for a reader that writes nothing with it (the drives, whether
+    /// the agent is on): a read made moments ago for the other such reader serves once
+    /// more (Get-VM and the install each want both, one right after the other), else
+    /// it is read. A write reads afresh ([`Target::config_for_write`]), so a reused
+    /// read never decides a change.
+    fn config(&self) -> Result<Map<String, Value>, CallError> {
+        let mut held = lock(&self.config_read);
+        if let Some((at, config)) = held.take() {
+            if at.elapsed() < CONFIG_REUSE {
+                return Ok(config);
+            }
+        }
+        let config = self.read_config()?;
+        *held = Some((Instant::now(), config.clone()));
+        Ok(config)
+    }
+
+    /// A fresh read, for the digest of the write that follows; no later reader reuses
+    /// a configuration read from before that write.
+    fn config_for_write(&self) -> Result<Map<String, Value>, CallError> {
+        lock(&self.config_read).take();
+        self.read_config()
+    }
+
+    fn read_config(&self) -> Result<Map<String, Value>, CallError> {
+        api::vm_config(&self.client, &self.node, self.vmid).map_err(call_error)
     }
 }
 
@@ -371,7 +451,10 @@ impl Vm for PveVm {
                 },
             });
         }
-        Ok(Box::new(control::PveControl::new(self.target.clone())))
+        Ok(Box::new(control::PveControl::new(
+            self.target.clone(),
+            status,
+        )))
     }
 
     fn agent(&self) -> Result<Option<Box<dyn GuestAgent>>, CallError> {

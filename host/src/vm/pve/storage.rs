@@ -14,19 +14,25 @@
 //!   refuses anything else. An ISO of that name already on the storage is reused: the
 //!   name carries the digest. The upload's task must end `OK`.
 //!
-//! The digest is computed here from the opened file (positioned reads, so the file's
-//! offset is not moved): the trait hands over the file, not the operation's digest, and
-//! hashing what is uploaded is what makes the checksum mean "what vmguest checked".
+//! The digest is the one the operation verified for the opened file (the digest cache
+//! is keyed by that file's identity), so the node's checksum means "what vmguest
+//! checked"; the upload streams that file with positioned reads, leaving its offset.
+//!
+//! Once per run, shared by the worker threads (`cache.rs`): the node's storage, its ISO
+//! list, and the volume for each (node, storage, digest). The first worker to need an
+//! upload makes it; the others wait for it and use its volid, or its failure.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+use super::cache::{reuse, Kept};
 use super::client::{seg, ApiError};
 use super::{api, call_error, Target};
 use crate::vm::{same_file, CallError, Media};
@@ -34,29 +40,69 @@ use crate::vm::{same_file, CallError, Media};
 /// How long the node may take to check and store an upload.
 const UPLOAD_TASK: Duration = Duration::from_secs(30 * 60);
 
-/// The media for the IC ISO `file` (opened from `path`) on the VM's node.
-pub(super) fn stage(t: &Target, file: &File, path: &Path) -> Result<Media, CallError> {
-    let storage = choose_storage(t)?;
+/// The media for the IC ISO `file` (opened from `path`, its SHA-256 `digest`) on the
+/// VM's node.
+pub(super) fn stage(
+    t: &Target,
+    file: &File,
+    path: &Path,
+    digest: &str,
+) -> Result<Media, CallError> {
+    // It names the volume and the upload's boundary: 64 lower-case hex digits only.
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(CallError::Decode(format!(
+            "not a SHA-256 in lower-case hex: {:?}",
+            super::client::one_line(digest, 80)
+        )));
+    }
+    let storage = storage_of(t)?;
     if let Some(volid) = local_volume(t, &storage, file, path) {
         tracing::debug!(%volid, "the IC ISO is on the node's storage already");
         return Ok(Media::iso(volid));
     }
-    let digest = sha256_of(file).map_err(CallError::Io)?;
-    let name = format!("vmguest-ic-{digest}.iso");
-    let volid = format!("{storage}:iso/{name}");
-    if on_storage(t, &storage, &volid)? {
-        tracing::debug!(%volid, "reusing an earlier upload of the same digest");
-        return Ok(Media::iso(volid));
-    }
-    upload(t, &storage, &name, &digest, file).map_err(call_error)?;
-    Ok(Media::iso(volid))
+    let key = (t.node.clone(), storage.clone(), digest.to_owned());
+    let volid = t.run.staged.get_or_make(key, || {
+        put_on_storage(t, &storage, digest, file).map_err(Arc::new)
+    });
+    reuse(volid).map(Media::iso)
 }
 
-/// The configured storage, else the node's first enabled ISO storage.
-fn choose_storage(t: &Target) -> Result<String, CallError> {
+/// The volid of the IC ISO of `digest` on `storage`: an earlier upload of that digest
+/// (the name carries it), else uploaded now.
+fn put_on_storage(
+    t: &Target,
+    storage: &str,
+    digest: &str,
+    file: &File,
+) -> Result<String, CallError> {
+    let name = format!("vmguest-ic-{digest}.iso");
+    let volid = format!("{storage}:iso/{name}");
+    if isos_on(t, storage)?.contains(&volid) {
+        tracing::debug!(%volid, "reusing an earlier upload of the same digest");
+        return Ok(volid);
+    }
+    upload(t, storage, &name, digest, file).map_err(call_error)?;
+    Ok(volid)
+}
+
+/// The configured storage, else the node's first enabled ISO storage, asked once per
+/// node and run.
+fn storage_of(t: &Target) -> Result<String, CallError> {
     if let Some(s) = &t.options.storage {
         return Ok(s.clone());
     }
+    let chosen = t
+        .run
+        .storage
+        .get_or_make(t.node.clone(), || choose_storage(t).map_err(Arc::new));
+    reuse(chosen)
+}
+
+fn choose_storage(t: &Target) -> Result<String, CallError> {
     let path = format!("/nodes/{}/storage", seg(&t.node));
     let data = t
         .client
@@ -124,34 +170,28 @@ fn this_host_is(node: &str) -> bool {
     !short.is_empty() && short.eq_ignore_ascii_case(node)
 }
 
-fn on_storage(t: &Target, storage: &str, volid: &str) -> Result<bool, CallError> {
-    let path = format!("/nodes/{}/storage/{}/content", seg(&t.node), seg(storage));
-    let data = t
-        .client
-        .get(&path, &[("content", "iso")])
-        .map_err(call_error)?;
-    Ok(data
-        .as_array()
-        .is_some_and(|all| all.iter().any(|v| v["volid"] == volid)))
+/// The volids of the ISOs on `storage` of the VM's node, listed once per run.
+fn isos_on(t: &Target, storage: &str) -> Result<Arc<HashSet<String>>, CallError> {
+    let listed: Kept<_> = t
+        .run
+        .isos
+        .get_or_make((t.node.clone(), storage.to_owned()), || {
+            let path = format!("/nodes/{}/storage/{}/content", seg(&t.node), seg(storage));
+            let data = t
+                .client
+                .get(&path, &[("content", "iso")])
+                .map_err(|e| Arc::new(call_error(e)))?;
+            Ok(Arc::new(volids(&data)))
+        });
+    reuse(listed)
 }
 
-/// The file's SHA-256 in lower-case hex, read with positioned reads.
-fn sha256_of(file: &File) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut reader = At { file, offset: 0 };
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn volids(data: &Value) -> HashSet<String> {
+    data.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["volid"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Reads `file` from `offset` on, without moving the file's own offset.
@@ -245,15 +285,34 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_is_of_the_opened_file_and_leaves_its_offset() {
+    fn the_upload_body_streams_the_file_from_its_start_and_leaves_its_offset() {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"abc").unwrap();
         f.seek(SeekFrom::Start(1)).unwrap();
-        assert_eq!(
-            sha256_of(&f).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        let mut read = Vec::new();
+        At {
+            file: &f,
+            offset: 0,
+        }
+        .read_to_end(&mut read)
+        .unwrap();
+        assert_eq!(read, b"abc");
         assert_eq!(f.stream_position().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_iso_list_is_read_as_volids() {
+        let data = json!([
+            {"volid": "local:iso/a.iso", "format": "iso"},
+            {"volid": "local:iso/vmguest-ic-ab.iso"},
+            {"size": 1}
+        ]);
+        let v = volids(&data);
+        assert!(
+            v.contains("local:iso/vmguest-ic-ab.iso") && v.len() == 2,
+            "{v:?}"
+        );
+        assert!(volids(&json!(null)).is_empty());
     }
 }

@@ -119,7 +119,7 @@ impl VmControl for QemuVm {
     /// QEMU gets the descriptor itself (`add-fd`) and opens the media as
     /// `/dev/fdset/N`, a duplicate of that descriptor: no path is looked up again. The
     /// set's `opaque` names the ISO for `query-fdsets`.
-    fn stage_iso(&mut self, iso: &File, path: &Path) -> Result<Media, CallError> {
+    fn stage_iso(&mut self, iso: &File, path: &Path, _sha256: &str) -> Result<Media, CallError> {
         let info = self.qmp()?.execute_with_fd(
             qapi_qmp::add_fd {
                 fdset_id: None,

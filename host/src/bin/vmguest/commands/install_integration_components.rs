@@ -33,6 +33,11 @@ pub struct InstallArgs {
     /// Limit for the installer inside the guest, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub timeout_sec: u64,
+    /// How long to wait for a guest agent whose channel exists but that does not answer
+    /// yet (a guest that just booted), in seconds; then the media goes in for autorun.
+    /// Default 60, or VMGUEST_AGENT_WAIT_SEC
+    #[arg(long, value_name = "SECONDS")]
+    pub agent_wait_sec: Option<u64>,
     /// Show the plan; change nothing
     #[arg(long)]
     pub what_if: bool,
@@ -69,6 +74,7 @@ pub fn exec(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
         install_command: a.install_command,
         force: a.force,
         restart: a.restart,
+        agent_wait: agent_wait(a.agent_wait_sec),
     };
     signals::stop_on_signals(&options.cancel);
     pool::run(
@@ -78,4 +84,15 @@ pub fn exec(common: &Common, settings: Settings, a: InstallArgs) -> i32 {
         a.throttle_limit,
         |job, progress| job.report(|vm| vm.guest_os().install_with_progress(&options, progress)),
     )
+}
+
+/// `-AgentWaitSec`, else `VMGUEST_AGENT_WAIT_SEC` (for a site, or a test suite, whose
+/// VMs start agents late or have none), else the default.
+fn agent_wait(flag: Option<u64>) -> Duration {
+    flag.or_else(|| {
+        std::env::var("VMGUEST_AGENT_WAIT_SEC")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
+    .map_or(vmguest::operation::DEFAULT_AGENT_WAIT, Duration::from_secs)
 }
