@@ -246,7 +246,7 @@ fn configure_agent(vm: &TestVm, conf: &str, blocked: &[&str]) {
     }
 }
 
-/// Issue 27 items 2 and 3 on Debian: an installer that restarts the agent
+/// The agent's life cycle on Debian: an installer that restarts the agent
 /// (`systemctl restart qemu-guest-agent`, as a package upgrade does), and an agent with
 /// calls switched off by `block-rpcs` in /etc/qemu/qemu-ga.conf. One boot.
 #[test]

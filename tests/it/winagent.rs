@@ -33,6 +33,11 @@
 //!   and `ERROR: The process "N" not found.`;
 //! - `guest-shutdown` answers nothing, as the real agent, and the agent is then down
 //!   for a moment (no answers at all), as while Windows restarts.
+//! - an installer that upgrades the agent (virtio-win's guest-tools installer replaces
+//!   qemu-ga and restarts its `QEMU-GA` service) leaves the agent down for a moment; the
+//!   new instance knows none of the old one's processes, so `guest-exec-status` of the
+//!   installer's pid fails as `qmp_guest_exec_status` does for an unknown pid
+//!   (`QERR_INVALID_PARAMETER`, "Invalid parameter 'pid'", in QEMU's `qga/commands.c`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -119,6 +124,10 @@ struct State {
     registers: Option<RegEntry>,
     /// Answers of the programs that are not the installer, by pid.
     results: HashMap<i64, (i64, String)>,
+    /// The installer restarts the agent.
+    installer_restarts_agent: bool,
+    /// Pids the running agent instance does not know: started by an earlier one.
+    forgotten: Vec<i64>,
 }
 
 const GUID_KEY: &str = "{4B2A1C3D-0000-4000-8000-00000000C0DE}";
@@ -305,6 +314,11 @@ impl WinAgent {
 
     pub fn reboots(&self) -> u32 {
         self.state.lock().unwrap().reboots
+    }
+
+    /// Installers restart the agent, as virtio-win's guest-tools installer does.
+    pub fn installer_restarts_agent(&self) {
+        self.state.lock().unwrap().installer_restarts_agent = true;
     }
 }
 
@@ -494,11 +508,18 @@ fn answer(req: &Value, state: &Arc<Mutex<State>>, ctl: &Monitor) -> Option<(bool
                     s.registry.push(entry);
                 }
             }
+            if s.installer_restarts_agent && !is_helper(&path) {
+                s.forgotten.push(pid);
+                s.down_until = Some(Instant::now() + RESTART);
+            }
             ok(json!({"pid": pid}))
         }
         "guest-exec-status" => {
             let s = state.lock().unwrap();
             let pid = args["pid"].as_i64().unwrap_or(0);
+            if s.forgotten.contains(&pid) {
+                return Some((false, error("Invalid parameter 'pid'")));
+            }
             // reg.exe and taskkill answer what they were given; only the installer hangs.
             let (code, text) = match s.results.get(&pid) {
                 Some((code, text)) => (*code, text.clone()),
@@ -852,4 +873,45 @@ fn a_windows_install_killed_mid_run_is_ended_by_taskkill_on_recovery() {
     assert!(agent.execs().contains(&taskkill_of(pid)));
     assert_eq!(r[0]["media_restored"], true, "{}", r[0]);
     user_back();
+}
+
+/// virtio-win's guest-tools installer upgrades qemu-ga and restarts its service: the
+/// installer's pid is lost with the old agent. The registered version decides: the
+/// media's → S_OK with a note; an older one left in place → the outcome is unknown,
+/// never a false S_OK.
+#[test]
+fn an_agent_restarted_by_the_windows_installer_is_decided_by_the_version() {
+    let vm = TestVm::start("winrestart", Spec::default());
+    let agent = WinAgent::start(&vm, 0);
+    agent.installer_restarts_agent();
+    let dir = tempfile::tempdir().unwrap();
+    let iso = guest_tools_iso(dir.path());
+    let path = iso.to_str().unwrap();
+    agent.registers(Some(("Virtio-win-guest-tools", "0.1.266")));
+
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "S_OK", "0x00000000", 0);
+    assert_eq!(r["verified"], true, "{}", describe(&out));
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("the guest agent restarted during the install"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(vm.media_file(), None, "the IC media is out again");
+
+    // The same restart, and the installer left the old version in place.
+    agent.set_installed("Virtio-win-guest-tools", "0.1.240");
+    agent.registers(None);
+    let (r, out) = install_json(&vm, &["-Path", path]);
+    assert_outcome(&r, &out, "DISP_E_EXCEPTION", "0x80020009", 14);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("outcome is unknown"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(vm.media_file(), None, "the IC media is out again");
 }
